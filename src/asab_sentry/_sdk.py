@@ -1,0 +1,50 @@
+"""
+The only module that touches sentry-sdk internals (private names). Each use is pinned by a test in
+``tests/test_sdk_internals.py`` so that a sentry-sdk upgrade that changes them fails loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sentry_sdk
+import sentry_sdk.scope
+import sentry_sdk.utils
+
+
+def reset() -> None:
+	"""
+	Return sentry-sdk to its never-initialized state: close the client, drop the global scope and the
+	current thread's isolation and current scopes. For tests and for the testing kit's teardown.
+	"""
+	client = sentry_sdk.get_client()
+	if client.is_active():
+		client.close(timeout=2.0)
+	sentry_sdk.scope._global_scope = None  # type: ignore[attr-defined]
+	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
+	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
+
+
+class InternalErrorRecorder(logging.Filter):
+	"""
+	Records the errors sentry-sdk swallows (``Internal error in sentry_sdk`` and friends).
+
+	sentry-sdk logs them on its ``sentry_sdk.errors`` logger, behind a filter that drops them unless
+	``debug`` is on; this filter is put in front of it so it sees every record, and passes them on.
+	"""
+
+	def __init__(self) -> None:
+		super().__init__()
+		self.Records: list[logging.LogRecord] = []
+
+	def filter(self, record: logging.LogRecord) -> bool:
+		if record.levelno >= logging.ERROR:
+			self.Records.append(record)
+		return True
+
+	def install(self) -> None:
+		sentry_sdk.utils.logger.filters.insert(0, self)
+
+	def uninstall(self) -> None:
+		if self in sentry_sdk.utils.logger.filters:
+			sentry_sdk.utils.logger.removeFilter(self)

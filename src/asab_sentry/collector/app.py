@@ -1,0 +1,117 @@
+"""
+``asab-sentry collector``: the collector as an ASAB application (asab.Application + asab.web).
+
+Configuration (all optional)::
+
+	[collector]
+	listen=127.0.0.1 8999        ; address and port; loopback only unless you change it
+	storage=asab-sentry.sqlite   ; SQLite file
+	project_id=1
+	key=asab-sentry              ; the DSN's public key
+	max_envelope_size=20971520   ; bytes as sent; larger bodies get 413
+	max_decompressed_size=104857600
+	rate_limit=0                 ; envelopes per rate_window (0: unlimited); over it: 429 + Retry-After
+	rate_window=60s
+	retention_age=7d             ; 0: keep forever
+	retention_count=100000       ; 0: no limit
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp.web
+import asab
+import asab.web
+
+from ..errors import SentryConfigError
+from ..settings import parse_duration, strip_inline_comment
+from .server import Collector, CollectorSettings
+from .store import Store
+
+L = logging.getLogger(__name__)
+
+SECTION = "collector"
+
+DEFAULTS = {
+	"listen": "127.0.0.1 8999",
+	"storage": "asab-sentry.sqlite",
+	"project_id": "1",
+	"key": "asab-sentry",
+	"max_envelope_size": str(20 * 1024 * 1024),
+	"max_decompressed_size": str(100 * 1024 * 1024),
+	"rate_limit": "0",
+	"rate_window": "60s",
+	"retention_age": "7d",
+	"retention_count": "100000",
+}
+
+
+def _option(name: str) -> str:
+	return strip_inline_comment(asab.Config.get(SECTION, name, fallback=DEFAULTS[name]))
+
+
+def _int_option(name: str, minimum: int = 0) -> int:
+	value = _option(name)
+	try:
+		number = int(value)
+	except ValueError:
+		number = minimum - 1
+	if number < minimum:
+		raise SentryConfigError(SECTION, name, value, "expected a whole number of at least {}".format(minimum))
+	return number
+
+
+class CollectorApplication(asab.Application):
+	"""
+	A Sentry-compatible ingest endpoint with SQLite storage and a JSON API, for development and tests.
+
+	Attributes:
+		Store: the `Store`.
+		Collector: the request handlers (`Collector`).
+		WebContainer: the asab.web container serving them.
+	"""
+
+	def __init__(self, args: list[str] | None = None):
+		super().__init__(args=args if args is not None else [], modules=[asab.web.Module])
+		listen = _option("listen")
+		settings = CollectorSettings(
+			project_id=_option("project_id"),
+			key=_option("key"),
+			max_envelope_size=_int_option("max_envelope_size", 1),
+			max_decompressed_size=_int_option("max_decompressed_size", 1),
+			rate_limit=_int_option("rate_limit"),
+			rate_window=parse_duration(SECTION, "rate_window", _option("rate_window")),
+		)
+		self.Store = Store(
+			_option("storage"),
+			max_age=parse_duration(SECTION, "retention_age", _option("retention_age")),
+			max_count=_int_option("retention_count"),
+		)
+		self.Collector = Collector(self.Store, settings)
+
+		websvc = self.get_service("asab.WebService")
+		self.WebContainer = asab.web.WebContainer(websvc, "collector:web", config={"listen": listen})
+		self.Collector.add_routes(self.WebContainer.WebApp.router)
+		# Envelopes are decompressed by the collector itself, with size limits (decompression bombs get 413),
+		# and a per-request access log would drown the console at 1000 envelopes/s.
+		self.WebContainer.WebAppRunner = aiohttp.web.AppRunner(
+			self.WebContainer.WebApp, handle_signals=False, access_log=None, auto_decompress=False
+		)
+		self.PubSub.subscribe("WebContainer.started!", self._on_started)
+		self.PubSub.subscribe("Application.tick/60!", self._on_tick)
+		self.Address: tuple[str, int] | None = None
+
+	def _on_started(self, event_name: str, container: asab.web.WebContainer) -> None:
+		if container is not self.WebContainer or not container.Addresses:
+			return
+		host, port = container.Addresses[0][:2]
+		self.Address = (host, port)
+		L.log(
+			asab.LOG_NOTICE,
+			"Collector listening",
+			struct_data={"url": "http://{}:{}".format(host, port), "dsn": self.Collector.Settings.dsn(host, port)},
+		)
+
+	def _on_tick(self, event_name: str) -> None:
+		self.Store.apply_retention()

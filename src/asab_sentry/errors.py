@@ -1,0 +1,31 @@
+"""The one exception type this package raises at start-up."""
+
+
+class SentryConfigError(SystemExit):
+	"""
+	A `[sentry]` / `[sentry:logging]` option (or its environment variable) has a value that cannot be used.
+
+	It derives from `SystemExit` on purpose: ASAB only logs ordinary exceptions raised while services
+	initialize and then carries on, which would leave the service running with error tracking silently off.
+	A configuration error must stop start-up instead, with exactly one line that names the option,
+	the value (secrets masked) and what is allowed.
+
+	Attributes:
+		Section: the configuration section, e.g. ``"sentry"``.
+		Option: the option name, e.g. ``"traces_sample_rate"``.
+		Value: the offending value as shown to the user (secrets already masked).
+	"""
+
+	def __init__(self, section: str, option: str, value: object, allowed: str):
+		self.Section = section
+		self.Option = option
+		self.Value = value
+		self.Allowed = allowed
+		if value is None:
+			message = "[{}] {} is not set: {}".format(section, option, allowed)
+		else:
+			message = "[{}] {} = {!r}: {}".format(section, option, value, allowed)
+		super().__init__(message)
+
+	def __str__(self) -> str:
+		return str(self.args[0])

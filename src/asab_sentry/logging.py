@@ -1,0 +1,161 @@
+"""
+ASAB-aware logging capture: records at or above ``[sentry:logging] events`` become Sentry events,
+records at or above ``breadcrumbs`` become breadcrumbs.
+
+Unlike sentry-sdk's LoggingIntegration (which this package switches off), it maps ASAB's NOTICE (25)
+to the valid Sentry level ``info``, sends ASAB ``struct_data`` (event extra, breadcrumb data) and leaves
+out formatter artefacts such as ``asctime``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import logging
+import sys
+
+import sentry_sdk
+import sentry_sdk.utils
+
+#: Set while a record is logged that this package has already reported in a structured way
+#: (e.g. asab's loop exception handler logging an exception we captured), so it is not captured twice.
+suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("asab_sentry_suppressed", default=False)
+
+#: A record with this attribute set (``extra={NO_EVENT: True}``) never becomes an event.
+NO_EVENT = "asab_sentry_no_event"
+
+# Attributes every LogRecord has, plus what formatters add; everything else on a record is user data.
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
+	"asctime",
+	"message",
+	"struct_data",
+	"taskName",
+	NO_EVENT,
+}
+
+_IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
+
+
+def sentry_level(levelno: int) -> str:
+	"""
+	Map a logging level number to a valid Sentry level.
+
+	>>> [sentry_level(n) for n in (10, 20, 25, 30, 40, 50)]
+	['debug', 'info', 'info', 'warning', 'error', 'fatal']
+	"""
+	if levelno >= logging.CRITICAL:
+		return "fatal"
+	if levelno >= logging.ERROR:
+		return "error"
+	if levelno >= logging.WARNING:
+		return "warning"
+	if levelno >= logging.INFO:
+		return "info"
+	return "debug"
+
+
+def record_data(record: logging.LogRecord) -> dict:
+	"""ASAB struct_data plus any ``extra=`` attributes of the record, without logging's own attributes."""
+	data = {}
+	for key, value in record.__dict__.items():
+		if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+			data[key] = value
+	struct_data = getattr(record, "_struct_data", None)
+	if isinstance(struct_data, dict):
+		data.update(struct_data)
+	return data
+
+
+class SentryLogHandler(logging.Handler):
+	"""
+	A `logging.Handler` that turns records into Sentry events and breadcrumbs.
+
+	Installed on the root logger by `SentryService`. It sees only the records that the loggers let
+	through: with ASAB's default root level NOTICE, INFO breadcrumbs need ``-v`` or a lower
+	``[logging] level``.
+	"""
+
+	def __init__(self, breadcrumbs_level: int | None, events_level: int | None):
+		levels = [lvl for lvl in (breadcrumbs_level, events_level) if lvl is not None]
+		super().__init__(level=min(levels) if levels else logging.CRITICAL + 1)
+		self.BreadcrumbsLevel = breadcrumbs_level
+		self.EventsLevel = events_level
+		self._enabled = bool(levels)
+
+	def handle(self, record: logging.LogRecord) -> bool:
+		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
+		if not self._enabled or record.levelno < self.level:
+			return False
+		self.emit(record)
+		return True
+
+	def emit(self, record: logging.LogRecord) -> None:
+		if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
+			return
+		try:
+			if (
+				self.EventsLevel is not None
+				and record.levelno >= self.EventsLevel
+				and not getattr(record, NO_EVENT, False)
+			):
+				self._capture(record)
+			if self.BreadcrumbsLevel is not None and record.levelno >= self.BreadcrumbsLevel:
+				self._breadcrumb(record)
+		except Exception:
+			# Never raise into the application's logging call.
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+
+	def _capture(self, record: logging.LogRecord) -> None:
+		client = sentry_sdk.get_client()
+		hint: dict = {"log_record": record}
+		if record.exc_info and record.exc_info[0] is not None:
+			event, hint = sentry_sdk.utils.event_from_exception(
+				record.exc_info,
+				client_options=client.options,
+				mechanism={"type": "logging", "handled": True},
+			)
+			hint["log_record"] = record
+		else:
+			event = {}
+
+		message = record.msg if isinstance(record.msg, str) else repr(record.msg)
+		params = record.args
+		event["level"] = sentry_level(record.levelno)
+		event["logger"] = record.name
+		if message or not event.get("exception"):
+			event["logentry"] = {
+				"message": message,
+				"params": list(params) if isinstance(params, tuple) else (params or []),
+				"formatted": record.getMessage(),
+			}
+		extra = record_data(record)
+		if extra:
+			event["extra"] = extra
+		sentry_sdk.capture_event(event, hint=hint)
+
+	def _breadcrumb(self, record: logging.LogRecord) -> None:
+		sentry_sdk.add_breadcrumb(
+			{
+				"type": "log",
+				"level": sentry_level(record.levelno),
+				"category": record.name,
+				"message": record.getMessage(),
+				"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
+				"data": record_data(record),
+			},
+			hint={"log_record": record},
+		)
+
+
+def install_handler(handler: SentryLogHandler) -> None:
+	"""Put the handler on the root logger, replacing one installed earlier."""
+	uninstall_handlers()
+	logging.getLogger().addHandler(handler)
+
+
+def uninstall_handlers() -> None:
+	"""Remove every `SentryLogHandler` from the root logger."""
+	root = logging.getLogger()
+	for existing in list(root.handlers):
+		if isinstance(existing, SentryLogHandler):
+			root.removeHandler(existing)

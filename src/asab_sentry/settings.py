@@ -1,0 +1,303 @@
+"""
+Configuration: ``[sentry]``, ``[sentry:logging]`` and the ``SENTRY_*`` environment variables,
+read once at start-up, validated, and frozen into a `Settings` object.
+
+Nothing else in this package reads `asab.Config`. Every invalid value raises `SentryConfigError`
+whose one-line message names ``[section] option``, the value (secrets masked) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import logging
+import re
+import typing
+
+import sentry_sdk.utils
+
+from .errors import SentryConfigError
+
+L = logging.getLogger(__name__)
+
+SECTION = "sentry"
+LOGGING_SECTION = "sentry:logging"
+
+LOG_NOTICE = 25
+
+#: Logging level names accepted by ``[sentry:logging] breadcrumbs`` and ``events``.
+LEVELS: dict[str, int | None] = {
+	"debug": logging.DEBUG,
+	"info": logging.INFO,
+	"notice": LOG_NOTICE,
+	"warning": logging.WARNING,
+	"error": logging.ERROR,
+	"critical": logging.CRITICAL,
+	"off": None,
+}
+
+SPOTLIGHT_DEFAULT_URL = "http://localhost:8969/stream"
+
+_KNOWN_OPTIONS = {
+	SECTION: {
+		"data_source_name",
+		"environment",
+		"release",
+		"traces_sample_rate",
+		"sample_rate",
+		"server_name",
+		"max_value_length",
+		"include_local_variables",
+		"shutdown_timeout",
+		"debug",
+		"spotlight",
+	},
+	LOGGING_SECTION: {"breadcrumbs", "events"},
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_BOOL_ALLOWED = "expected a boolean (true/false, yes/no, on/off, 1/0)"
+
+_INLINE_COMMENT = re.compile(r"\s+[#;].*$")
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w|M|y)?$")
+_DURATION_UNITS = {
+	None: 1.0,
+	"ms": 0.001,
+	"s": 1.0,
+	"m": 60.0,
+	"h": 3600.0,
+	"d": 86400.0,
+	"w": 604800.0,
+	"M": 2592000.0,
+	"y": 31536000.0,
+}
+_CREDENTIALS = re.compile(r"(?<=://)[^@/]*(?=@)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+	"""
+	Validated, immutable configuration of the SentryService.
+
+	Produced by `load_settings()`; see the README for every option and its default.
+	"""
+
+	dsn: str | None
+	environment: str
+	release: str | None
+	traces_sample_rate: float
+	sample_rate: float
+	server_name: str | None
+	max_value_length: int
+	include_local_variables: bool
+	shutdown_timeout: float
+	debug: bool
+	spotlight: str | None
+	breadcrumbs_level: int | None
+	events_level: int | None
+	unknown_options: tuple[str, ...] = ()
+
+
+def mask_dsn(dsn: str) -> str:
+	"""
+	Hide the credentials of a DSN so that it can be shown in a message.
+
+	>>> mask_dsn("https://abc123@o1.ingest.sentry.io/42")
+	'https://***@o1.ingest.sentry.io/42'
+	"""
+	return _CREDENTIALS.sub("***", dsn)
+
+
+def strip_inline_comment(value: str) -> str:
+	"""
+	Remove a trailing ``# comment`` (or ``; comment``) that `configparser` keeps in the value.
+
+	>>> strip_inline_comment("info  # logging level")
+	'info'
+	"""
+	return _INLINE_COMMENT.sub("", value).strip()
+
+
+def parse_bool(section: str, option: str, value: str) -> bool:
+	lowered = value.strip().lower()
+	if lowered in _TRUE:
+		return True
+	if lowered in _FALSE:
+		return False
+	raise SentryConfigError(section, option, value, _BOOL_ALLOWED)
+
+
+def parse_rate(section: str, option: str, value: str) -> float:
+	allowed = "expected a number from 0 to 1 (0.25 means 25 %)"
+	try:
+		rate = float(value)
+	except ValueError:
+		raise SentryConfigError(section, option, value, allowed)
+	if not (0.0 <= rate <= 1.0):  # also rejects nan
+		raise SentryConfigError(section, option, value, allowed)
+	return rate
+
+
+def parse_duration(section: str, option: str, value: str) -> float:
+	"""Parse ASAB's duration syntax (``500ms``, ``5s``, ``2m``, ``1h``, a bare number of seconds)."""
+	match = _DURATION.match(value.strip())
+	if match is None:
+		raise SentryConfigError(
+			section, option, value, "expected a duration such as 5s, 500ms, 2m or a number of seconds"
+		)
+	return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_level(section: str, option: str, value: str) -> int | None:
+	level = LEVELS.get(value.strip().lower(), -1)
+	if level == -1:
+		raise SentryConfigError(section, option, value, "expected one of: " + ", ".join(LEVELS))
+	return level
+
+
+def parse_positive_int(section: str, option: str, value: str) -> int:
+	allowed = "expected a whole number greater than 0"
+	try:
+		number = int(value)
+	except ValueError:
+		raise SentryConfigError(section, option, value, allowed)
+	if number <= 0:
+		raise SentryConfigError(section, option, value, allowed)
+	return number
+
+
+def parse_dsn(section: str, option: str, value: str) -> str:
+	try:
+		sentry_sdk.utils.Dsn(value)
+	except Exception as e:
+		raise SentryConfigError(
+			section,
+			option,
+			mask_dsn(value),
+			"expected a DSN such as https://<public key>@<host>/<project id> ({})".format(e),
+		)
+	return value
+
+
+def parse_spotlight(section: str, option: str, value: str) -> str | None:
+	lowered = value.strip().lower()
+	if lowered in _FALSE or lowered == "":
+		return None
+	if lowered in _TRUE:
+		return SPOTLIGHT_DEFAULT_URL
+	if re.match(r"^https?://[^\s/]+", value.strip()):
+		return value.strip()
+	raise SentryConfigError(section, option, value, "expected true, false or an http(s):// URL of a Spotlight sidecar")
+
+
+class _Reader:
+	"""Reads raw option values: config first (inline comments removed), then environment variables."""
+
+	def __init__(self, config: configparser.ConfigParser, environ: typing.Mapping[str, str]):
+		self.Config = config
+		self.Environ = environ
+
+	def config(self, section: str, option: str) -> str | None:
+		if not self.Config.has_section(section) or not self.Config.has_option(section, option):
+			return None
+		try:
+			raw = self.Config.get(section, option)
+		except (configparser.Error, KeyError, ValueError) as e:
+			raise SentryConfigError(section, option, None, "cannot be read: {}".format(e))
+		value = strip_inline_comment(raw)
+		return value if value != "" else None
+
+	def env(self, *names: str) -> str | None:
+		for name in names:
+			value = self.Environ.get(name, "").strip()
+			if value != "":
+				return value
+		return None
+
+
+def load_settings(
+	config: configparser.ConfigParser, environ: typing.Mapping[str, str], require_dsn: bool = True
+) -> Settings:
+	"""
+	Read and validate the whole configuration.
+
+	Args:
+		config: the application's configuration, normally `asab.Config`.
+		environ: environment variables, normally `os.environ`.
+		require_dsn: when False (the testing kit), a missing DSN is not an error.
+
+	Raises:
+		SentryConfigError: on the first invalid or missing value.
+
+	Example:
+		>>> import configparser
+		>>> c = configparser.ConfigParser()
+		>>> c.read_string("[sentry]\\ndata_source_name=https://key@localhost/1\\n")
+		>>> load_settings(c, {}).environment
+		'production'
+	"""
+	r = _Reader(config, environ)
+
+	spotlight_raw = r.config(SECTION, "spotlight")
+	spotlight_option = SECTION, "spotlight"
+	if spotlight_raw is None:
+		spotlight_raw = r.env("SENTRY_SPOTLIGHT")
+		spotlight_option = "environment", "SENTRY_SPOTLIGHT"
+	spotlight = parse_spotlight(*spotlight_option, spotlight_raw) if spotlight_raw is not None else None
+
+	dsn = r.config(SECTION, "data_source_name")
+	if dsn is not None:
+		dsn = parse_dsn(SECTION, "data_source_name", dsn)
+	else:
+		dsn = r.env("SENTRY_DSN")
+		if dsn is not None:
+			dsn = parse_dsn("environment", "SENTRY_DSN", dsn)
+	if dsn is None and spotlight is None and require_dsn:
+		raise SentryConfigError(
+			SECTION,
+			"data_source_name",
+			None,
+			"set the DSN in the configuration ([sentry] data_source_name=https://<key>@<host>/<project>) "
+			"or in the SENTRY_DSN environment variable (or enable [sentry] spotlight for local development)",
+		)
+
+	def option(name: str, parse, default):
+		raw = r.config(SECTION, name)
+		return parse(SECTION, name, raw) if raw is not None else default
+
+	environment = r.config(SECTION, "environment") or r.env("SENTRY_ENVIRONMENT", "SITE_ID") or "production"
+	if len(environment) > 64 or "\n" in environment or "/" in environment:
+		raise SentryConfigError(
+			SECTION, "environment", environment, "expected at most 64 characters, no slash and no newline"
+		)
+
+	unknown = tuple(
+		"[{}] {}".format(section, name)
+		for section, known in _KNOWN_OPTIONS.items()
+		if config.has_section(section)
+		for name in config.options(section)
+		if name not in known and name not in config.defaults()
+	)
+
+	return Settings(
+		dsn=dsn,
+		environment=environment,
+		release=r.config(SECTION, "release") or r.env("SENTRY_RELEASE"),
+		traces_sample_rate=option("traces_sample_rate", parse_rate, 0.0),
+		sample_rate=option("sample_rate", parse_rate, 1.0),
+		server_name=r.config(SECTION, "server_name"),
+		max_value_length=option("max_value_length", parse_positive_int, 8192),
+		include_local_variables=option("include_local_variables", parse_bool, True),
+		shutdown_timeout=option("shutdown_timeout", parse_duration, 5.0),
+		debug=option("debug", parse_bool, False),
+		spotlight=spotlight,
+		breadcrumbs_level=_level(r, "breadcrumbs", logging.INFO),
+		events_level=_level(r, "events", logging.ERROR),
+		unknown_options=unknown,
+	)
+
+
+def _level(r: _Reader, name: str, default: int) -> int | None:
+	raw = r.config(LOGGING_SECTION, name)
+	return parse_level(LOGGING_SECTION, name, raw) if raw is not None else default
