@@ -366,9 +366,7 @@ class _GlobalState:
 			if loop is not None:
 				tasks.uninstall(loop)
 				if not loop.is_closed() and not loop.is_running():
-					for signal_number in _signals():
-						with contextlib.suppress(Exception):
-							loop.remove_signal_handler(signal_number)
+					_close_loop(loop)
 			del instances[cls_]
 		_sdk.reset()
 		sentry_logging.uninstall_handlers()
@@ -393,10 +391,24 @@ class _GlobalState:
 				os.environ[name] = value
 
 
-def _signals() -> list[int]:
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+	"""Finish an application's loop that did not run to its end (e.g. start-up failed), so that nothing of it
+	surfaces later in another test."""
+	import gc
 	import signal
 
-	return [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+	for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+		with contextlib.suppress(Exception):
+			loop.remove_signal_handler(signal_number)
+	with contextlib.suppress(Exception):
+		pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+		for task in pending:
+			task.cancel()
+		if pending:
+			loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+		loop.run_until_complete(loop.shutdown_asyncgens())
+	loop.close()
+	gc.collect()
 
 
 try:

@@ -92,7 +92,7 @@ class CollectorApplication(asab.Application):
 
 		websvc = self.get_service("asab.WebService")
 		self.WebContainer = asab.web.WebContainer(websvc, "collector:web", config={"listen": listen})
-		self.Collector.add_routes(self.WebContainer.WebApp.router)
+		self.Collector.install(self.WebContainer.WebApp)
 		# Envelopes are decompressed by the collector itself, with size limits (decompression bombs get 413),
 		# and a per-request access log would drown the console at 1000 envelopes/s.
 		self.WebContainer.WebAppRunner = aiohttp.web.AppRunner(

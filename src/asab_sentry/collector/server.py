@@ -17,6 +17,7 @@ import typing
 import zlib
 
 import aiohttp.web
+import sentry_sdk
 
 from .envelope import EnvelopeError, parse_envelope, parse_store_body
 from .store import Store
@@ -52,6 +53,20 @@ class CollectorSettings:
 		return "http://{}@{}:{}/{}".format(self.key, host, port, self.project_id)
 
 
+@aiohttp.web.middleware
+async def _untraced(request: aiohttp.web.Request, handler: typing.Any) -> aiohttp.web.StreamResponse:
+	"""
+	Drop the transaction sentry-sdk's aiohttp integration opened for this request, if any: the collector must
+	never trace itself. (sentry-sdk's own requests to a DSN with a port carry trace headers that force the
+	sampling decision, so a sampler cannot do this.)
+	"""
+	span = sentry_sdk.get_current_span()
+	transaction = getattr(span, "containing_transaction", None)
+	if transaction is not None:
+		transaction.sampled = False
+	return await handler(request)
+
+
 class _HTTPError(Exception):
 	def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
 		super().__init__(detail)
@@ -75,7 +90,11 @@ class Collector:
 		self.Accepted = 0
 		self.Rejected = 0
 
-	def add_routes(self, router: aiohttp.web.UrlDispatcher) -> None:
+	def install(self, app: aiohttp.web.Application) -> None:
+		"""Add the collector's routes to ``app``, untraced (a SentryService in the same process would otherwise
+		send a transaction per received envelope, each one received again)."""
+		app.middlewares.append(_untraced)
+		router = app.router
 		router.add_post("/api/{project_id}/envelope/", self.envelope)
 		router.add_post("/api/{project_id}/store/", self.store)
 		router.add_post("/stream", self.stream)
@@ -87,7 +106,7 @@ class Collector:
 		"""A stand-alone aiohttp application; serve it with ``auto_decompress=False`` (see `start_in_thread`)."""
 		# The body is read and limited by the handlers themselves.
 		app = aiohttp.web.Application(client_max_size=self.Settings.max_envelope_size + 1)
-		self.add_routes(app.router)
+		self.install(app)
 		return app
 
 	# Ingest

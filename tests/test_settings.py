@@ -1,0 +1,201 @@
+"""[sentry] / [sentry:logging] / SENTRY_* → Settings, validated in one place."""
+
+import configparser
+import logging
+
+import pytest
+
+from asab_sentry import SentryConfigError
+from asab_sentry.settings import load_settings, mask_dsn
+
+DSN = "https://public123@o1.ingest.sentry.io/42"
+
+
+def settings(ini: str = "", env: dict | None = None, **kwargs):
+	config = configparser.ConfigParser()
+	config.read_string(ini)
+	return load_settings(config, env or {}, **kwargs)
+
+
+def error(ini: str = "", env: dict | None = None) -> str:
+	with pytest.raises(SentryConfigError) as info:
+		settings(ini, env)
+	message = str(info.value)
+	assert "\n" not in message, "the answer to bad input is one line"
+	return message
+
+
+def test_dsn_from_config():
+	assert settings("[sentry]\ndata_source_name={}\n".format(DSN)).dsn == DSN
+
+
+def test_empty_section_and_sentry_dsn_variable():
+	assert settings("[sentry]\n", {"SENTRY_DSN": DSN}).dsn == DSN
+
+
+def test_config_wins_over_variable():
+	other = "https://other@localhost/2"
+	assert settings("[sentry]\ndata_source_name={}\n".format(DSN), {"SENTRY_DSN": other}).dsn == DSN
+
+
+def test_no_dsn_anywhere_names_both_ways():
+	message = error("[sentry]\n")
+	assert "data_source_name" in message and "SENTRY_DSN" in message
+
+
+def test_no_dsn_allowed_with_spotlight():
+	s = settings("[sentry]\nspotlight=true\n")
+	assert s.dsn is None and s.spotlight == "http://localhost:8969/stream"
+
+
+def test_spotlight_url_and_variable():
+	assert settings("[sentry]\nspotlight=http://127.0.0.1:9000/stream\n").spotlight == "http://127.0.0.1:9000/stream"
+	assert settings("[sentry]\n", {"SENTRY_SPOTLIGHT": "1"}).spotlight == "http://localhost:8969/stream"
+	assert settings("[sentry]\nspotlight=false\n", {"SENTRY_DSN": DSN}).spotlight is None
+
+
+def test_spotlight_invalid():
+	message = error("[sentry]\nspotlight=maybe\n")
+	assert "[sentry] spotlight = 'maybe'" in message
+
+
+def test_malformed_dsn_masks_the_key():
+	message = error("[sentry]\ndata_source_name=https://secretkey@/no-project\n")
+	assert "secretkey" not in message
+	assert "[sentry] data_source_name = 'https://***@/no-project'" in message
+
+
+def test_malformed_dsn_in_variable():
+	message = error("[sentry]\n", {"SENTRY_DSN": "not a dsn"})
+	assert "SENTRY_DSN" in message
+
+
+def test_mask_dsn():
+	assert mask_dsn("https://a:b@host/1") == "https://***@host/1"
+	assert mask_dsn("https://host/1") == "https://host/1"
+
+
+def test_defaults():
+	s = settings("", {"SENTRY_DSN": DSN})
+	assert s.environment == "production"
+	assert s.release is None
+	assert s.traces_sample_rate == 0.0
+	assert s.sample_rate == 1.0
+	assert s.server_name is None
+	assert s.max_value_length == 8192
+	assert s.include_local_variables is True
+	assert s.shutdown_timeout == 5.0
+	assert s.debug is False
+	assert s.spotlight is None
+	assert s.breadcrumbs_level == logging.INFO
+	assert s.events_level == logging.ERROR
+
+
+def test_environment_fallbacks():
+	env = {"SENTRY_DSN": DSN}
+	assert settings("[sentry]\nenvironment=staging\n", dict(env, SENTRY_ENVIRONMENT="x", SITE_ID="y")).environment == "staging"
+	assert settings("", dict(env, SENTRY_ENVIRONMENT="x", SITE_ID="y")).environment == "x"
+	assert settings("", dict(env, SITE_ID="y")).environment == "y"
+
+
+def test_environment_inline_comment_from_the_docs():
+	s = settings("[sentry]\nenvironment=production_hogwarts  # will be visible as a tag 'environment'\n", {"SENTRY_DSN": DSN})
+	assert s.environment == "production_hogwarts"
+
+
+def test_environment_invalid():
+	assert "[sentry] environment" in error("[sentry]\nenvironment=a/b\n", {"SENTRY_DSN": DSN})
+
+
+def test_release_option_and_variable():
+	assert settings("[sentry]\nrelease=r1\n", {"SENTRY_DSN": DSN, "SENTRY_RELEASE": "r2"}).release == "r1"
+	assert settings("", {"SENTRY_DSN": DSN, "SENTRY_RELEASE": "r2"}).release == "r2"
+
+
+@pytest.mark.parametrize("option", ["traces_sample_rate", "sample_rate"])
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "often", "nan"])
+def test_invalid_rates(option, value):
+	message = error("[sentry]\n{}={}\n".format(option, value), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry] {} = '{}'".format(option, value))
+	assert "0 to 1" in message
+
+
+@pytest.mark.parametrize("option", ["traces_sample_rate", "sample_rate"])
+def test_valid_rates(option):
+	assert getattr(settings("[sentry]\n{}=0.25\n".format(option), {"SENTRY_DSN": DSN}), option) == 0.25
+
+
+@pytest.mark.parametrize("option", ["include_local_variables", "debug"])
+def test_booleans(option):
+	assert getattr(settings("[sentry]\n{}=no\n".format(option), {"SENTRY_DSN": DSN}), option) is False
+	assert getattr(settings("[sentry]\n{}=ON\n".format(option), {"SENTRY_DSN": DSN}), option) is True
+	message = error("[sentry]\n{}=perhaps\n".format(option), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry] {} = 'perhaps'".format(option)) and "boolean" in message
+
+
+@pytest.mark.parametrize("value,seconds", [("5s", 5.0), ("500ms", 0.5), ("2m", 120.0), ("3", 3.0), ("1.5s", 1.5)])
+def test_shutdown_timeout(value, seconds):
+	assert settings("[sentry]\nshutdown_timeout={}\n".format(value), {"SENTRY_DSN": DSN}).shutdown_timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-1s", "5 parsecs"])
+def test_shutdown_timeout_invalid(value):
+	message = error("[sentry]\nshutdown_timeout={}\n".format(value), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry] shutdown_timeout = '{}'".format(value)) and "duration" in message
+
+
+def test_max_value_length():
+	assert settings("[sentry]\nmax_value_length=100\n", {"SENTRY_DSN": DSN}).max_value_length == 100
+	for value in ("0", "-3", "long"):
+		assert error("[sentry]\nmax_value_length={}\n".format(value), {"SENTRY_DSN": DSN}).startswith(
+			"[sentry] max_value_length = '{}'".format(value)
+		)
+
+
+def test_server_name():
+	assert settings("[sentry]\nserver_name=box-7\n", {"SENTRY_DSN": DSN}).server_name == "box-7"
+
+
+@pytest.mark.parametrize(
+	"name,level",
+	[("debug", 10), ("info", 20), ("NOTICE", 25), ("Warning", 30), ("error", 40), ("critical", 50), ("off", None)],
+)
+def test_logging_levels(name, level):
+	s = settings("[sentry:logging]\nbreadcrumbs={0}\nevents={0}\n".format(name), {"SENTRY_DSN": DSN})
+	assert s.breadcrumbs_level == level and s.events_level == level
+
+
+def test_logging_levels_from_the_docs_with_inline_comments():
+	s = settings(
+		"[sentry:logging]\nbreadcrumbs=info  # logging level for capturing breadcrumbs\n"
+		"events=notice  # logging level for capturing events\n",
+		{"SENTRY_DSN": DSN},
+	)
+	assert s.breadcrumbs_level == 20 and s.events_level == 25
+
+
+@pytest.mark.parametrize("option", ["breadcrumbs", "events"])
+def test_unknown_level_lists_valid_names(option):
+	message = error("[sentry:logging]\n{}=verbose\n".format(option), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry:logging] {} = 'verbose'".format(option))
+	for name in ("debug", "info", "notice", "warning", "error", "critical"):
+		assert name in message
+
+
+def test_unknown_options_are_listed():
+	s = settings("[sentry]\ndsn=x\n[sentry:logging]\nevent=error\n", {"SENTRY_DSN": DSN})
+	assert s.unknown_options == ("[sentry] dsn", "[sentry:logging] event")
+
+
+def test_unresolvable_variable_reference():
+	config = configparser.ConfigParser(interpolation=configparser.ExtendedInterpolation())
+	config.read_string("[sentry]\ndata_source_name=${nowhere:dsn}\n")
+	with pytest.raises(SentryConfigError) as info:
+		load_settings(config, {})
+	assert str(info.value).startswith("[sentry] data_source_name is not set: cannot be read")
+
+
+def test_settings_are_frozen():
+	s = settings("", {"SENTRY_DSN": DSN})
+	with pytest.raises(Exception):
+		s.environment = "x"
