@@ -71,6 +71,7 @@ class LoopHooks:
 		return task
 
 	def exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+		context = dict(context)  # asab's handler pops keys from the dict it is given
 		exception = context.get("exception")
 		if isinstance(exception, BaseException) and not isinstance(exception, (KeyboardInterrupt, SystemExit)):
 			try:
@@ -90,7 +91,7 @@ class LoopHooks:
 			# carries object reprs with memory addresses, which would make every occurrence its own issue).
 			token = sentry_logging.suppressed.set(True)
 			try:
-				self._previous(loop, context)
+				self._previous(loop, dict(context))
 			finally:
 				sentry_logging.suppressed.reset(token)
 			level = self.EventsLevel()

@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import typing
+import warnings
 
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
@@ -383,6 +384,16 @@ class _GlobalState:
 		asab.Config.clear()
 		asab.Config._sections = self.Config  # type: ignore[attr-defined]
 		asab.config.ConfigParser._default_values = self.ConfigDefaults  # type: ignore[misc]
+
+		# asyncio.run() leaves the main thread without an event loop; asab.Application needs one.
+		with warnings.catch_warnings():
+			warnings.simplefilter("ignore", DeprecationWarning)
+			try:
+				current = asyncio.get_event_loop_policy().get_event_loop()
+			except RuntimeError:
+				current = None
+			if current is None or current.is_closed():
+				asyncio.set_event_loop(asyncio.new_event_loop())
 
 		for name in set(os.environ) - set(self.Environ):
 			del os.environ[name]

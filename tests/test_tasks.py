@@ -1,0 +1,246 @@
+"""Uncaught exceptions — main(), un-awaited asyncio tasks, loop callbacks, threads — exactly once, structured."""
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import asab
+import pytest
+
+import asab_sentry
+from helpers import configure, payloads, run_app, until
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fail_in_task(record_id):
+	raise ValueError("record {} is broken".format(record_id))
+
+
+def assert_structured(event, exc_type, mechanism, handled=False):
+	(exc,) = event["exception"]["values"]
+	assert exc["type"] == exc_type
+	assert exc["mechanism"]["type"] == mechanism and exc["mechanism"]["handled"] is handled
+	assert exc["stacktrace"]["frames"], "stack frames are present"
+	assert "logentry" not in event, "no traceback pasted into a log message"
+	return exc
+
+
+def test_unawaited_task_exception_once_and_structured(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job():
+			fail_in_task(7)
+
+		asyncio.ensure_future(job())
+		await asyncio.sleep(0.05)
+		gc.collect()
+
+	run_app(body)
+	(event,) = payloads(collector)
+	exc = assert_structured(event, "ValueError", "asyncio")
+	assert exc["value"] == "record 7 is broken"
+	assert exc["stacktrace"]["frames"][-1]["function"] == "fail_in_task"
+	assert event["level"] == "error"
+
+
+def test_same_bug_from_two_tasks_groups_together(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job():
+			fail_in_task(1)
+
+		first, second = asyncio.ensure_future(job()), asyncio.ensure_future(job())
+		await asyncio.sleep(0.05)
+		del first, second
+		gc.collect()
+
+	run_app(body)
+	events = payloads(collector, count=2)
+	assert len(events) == 2
+	shapes = []
+	for event in events:
+		exc = assert_structured(event, "ValueError", "asyncio")
+		shapes.append((exc["type"], exc["value"], [(f["function"], f.get("context_line")) for f in exc["stacktrace"]["frames"]]))
+		assert "0x" not in json.dumps(exc["value"]) and "Task-" not in json.dumps(exc)
+	assert shapes[0] == shapes[1]
+
+
+def test_exception_caught_by_the_awaiting_code_is_not_reported(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job():
+			fail_in_task(3)
+
+		try:
+			await asyncio.ensure_future(job())
+		except ValueError:
+			pass
+		gc.collect()
+
+	run_app(body)
+	assert payloads(collector, timeout=0.5) == []
+
+
+def test_loop_callback_exception(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		asyncio.get_running_loop().call_soon(fail_in_task, 5)
+		await asyncio.sleep(0.05)
+
+	run_app(body)
+	(event,) = payloads(collector)
+	assert_structured(event, "ValueError", "asyncio")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_thread_exception_once(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		thread = threading.Thread(target=fail_in_task, args=(9,))
+		thread.start()
+		thread.join()
+
+	run_app(body)
+	(event,) = payloads(collector)
+	assert_structured(event, "ValueError", "threading")
+
+
+def test_tag_set_in_the_failing_task_is_on_its_event(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job():
+			app.SentryService.set_tag("job", "import")
+			fail_in_task(2)
+
+		asyncio.ensure_future(job())
+		await asyncio.sleep(0.05)
+		gc.collect()
+		app.SentryService.capture_message("main has no job tag")
+
+	run_app(body)
+	events = payloads(collector, count=2)
+	by_kind = {("exception" in e): e for e in events}
+	assert by_kind[True]["tags"]["job"] == "import"
+	assert "job" not in by_kind[False]["tags"]
+
+
+def test_service_created_in_initialize_captures_task_errors(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	class Late(asab.Application):
+		async def initialize(self):
+			self.SentryService = asab_sentry.SentryService(self)
+
+		async def main(self):
+			async def job():
+				fail_in_task(4)
+
+			asyncio.ensure_future(job())
+			await asyncio.sleep(0.05)
+			gc.collect()
+			self.stop()
+
+	Late(args=[]).run()
+	(event,) = payloads(collector)
+	assert_structured(event, "ValueError", "asyncio")
+
+
+def test_pending_task_destroyed_is_a_stable_message(sentry_capture):
+	app = sentry_capture.application()
+	loop = app.Loop
+
+	async def forever():
+		await asyncio.Event().wait()
+
+	task = loop.create_task(forever())
+	loop.run_until_complete(asyncio.sleep(0))
+	del task
+	gc.collect()
+	event = sentry_capture.find(message="Task was destroyed but it is pending!")
+	assert event["logentry"]["message"] == "Task was destroyed but it is pending!"
+	assert "0x" not in event["logentry"]["message"]
+
+
+def run_script(code, collector, timeout=60):
+	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+	env["SENTRY_DSN"] = collector.dsn
+	return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+APP = """
+import asyncio, logging, asab, asab_sentry
+asab.Config.read_string("[sentry]\\n")
+class MyApp(asab.Application):
+    def __init__(self):
+        super().__init__(args=[])
+        self.SentryService = asab_sentry.SentryService(self)
+    async def main(self):
+{main}
+MyApp().run()
+"""
+
+
+def test_exception_out_of_main_reaches_sentry_once(collector):
+	out = run_script(APP.format(main="        raise RuntimeError('main failed')"), collector)
+	assert out.returncode == 1
+	assert "RuntimeError: main failed" in out.stderr
+	(event,) = payloads(collector)
+	assert_structured(event, "RuntimeError", "excepthook")
+
+
+def test_error_logged_right_before_stop_arrives(collector):
+	main = "        logging.getLogger('x').error('last words')\n        self.stop()"
+	out = run_script(APP.format(main=main), collector)
+	assert out.returncode == 0, out.stderr
+	(event,) = payloads(collector)
+	assert event["logentry"]["formatted"] == "last words"
+
+
+def test_system_exit_in_main_is_not_an_error(collector):
+	out = run_script(APP.format(main="        raise SystemExit(7)"), collector)
+	assert out.returncode == 7
+	assert payloads(collector, timeout=0.5) == []
+
+
+async def _noop():
+	return None
+
+
+def test_loop_hooks_are_removed_again(sentry_capture):
+	app = sentry_capture.application()
+	from asab_sentry import tasks
+
+	assert app.Loop.get_task_factory() is not None
+	tasks.uninstall(app.Loop)
+	assert app.Loop.get_task_factory() is None
+	assert app.Loop.get_exception_handler().__name__ == "_loop_exception_handler"
+
+
+def test_previous_task_factory_is_chained(sentry_capture):
+	created = []
+	import asab as asab_module
+
+	loop = asyncio.new_event_loop()
+	asyncio.set_event_loop(loop)
+
+	def factory(loop, coro, **kwargs):
+		created.append(coro)
+		return asyncio.Task(coro, loop=loop, **kwargs)
+
+	loop.set_task_factory(factory)
+	app = asab_module.Application(args=[])
+	asab_sentry.SentryService(app)
+	loop.run_until_complete(loop.create_task(_noop()))
+	assert len(created) == 1
+	loop.run_until_complete(until(lambda: True))
