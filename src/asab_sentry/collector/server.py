@@ -188,7 +188,10 @@ class Collector:
 			raise _HTTPError(413, "body of {} bytes is over the limit of {}".format(request.content_length, limit))
 		chunks, size = [], 0
 		while True:
-			chunk = await request.content.read(65536)
+			try:
+				chunk = await request.content.read(65536)
+			except aiohttp.ClientPayloadError as e:
+				raise _HTTPError(400, "incomplete body: {}".format(e))
 			if not chunk:
 				break
 			size += len(chunk)
