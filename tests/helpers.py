@@ -36,7 +36,9 @@ class App(asab.Application):
 			self.stop()
 
 
-def run_app(body: typing.Callable[[asab.Application], typing.Awaitable[None]], app_class: type = App) -> asab.Application:
+def run_app(
+	body: typing.Callable[[asab.Application], typing.Awaitable[None]], app_class: type = App
+) -> asab.Application:
 	"""Create the app, run ``body`` as its main() and let it exit normally."""
 
 	class Running(app_class):  # type: ignore[misc, valid-type]

@@ -53,7 +53,8 @@ def test_capture_message_default_level_is_info(svc, sentry_capture):
 
 
 @pytest.mark.parametrize(
-	"given,sent", [("warning", "warning"), ("ERROR", "error"), ("critical", "fatal"), ("notice", "info"), ("debug", "debug")]
+	"given,sent",
+	[("warning", "warning"), ("ERROR", "error"), ("critical", "fatal"), ("notice", "info"), ("debug", "debug")],
 )
 def test_capture_message_levels(svc, sentry_capture, given, sent):
 	svc.capture_message("leveled", level=given)

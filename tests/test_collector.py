@@ -211,7 +211,9 @@ def test_sdk_honours_the_rate_limit(referee):
 
 
 def test_spotlight_stream_needs_no_auth(running):
-	status, _, _ = post(running.url + "/stream", event_envelope("spotlit"), {"Content-Type": "application/x-sentry-envelope"})
+	status, _, _ = post(
+		running.url + "/stream", event_envelope("spotlit"), {"Content-Type": "application/x-sentry-envelope"}
+	)
 	assert status == 200
 	assert running.Collector.Store.list()[0]["title"] == "spotlit"
 
@@ -236,7 +238,9 @@ def test_wrong_content_length_does_not_hang(running):
 
 def test_body_shorter_than_content_length_does_not_hang(running):
 	with socket.create_connection(("127.0.0.1", running.Port), timeout=10) as s:
-		s.sendall(b"POST /api/1/envelope/?sentry_key=asab-sentry HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{}\n")
+		s.sendall(
+			b"POST /api/1/envelope/?sentry_key=asab-sentry HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{}\n"
+		)
 		s.shutdown(socket.SHUT_WR)
 		answer = s.recv(200)
 	assert answer == b"" or answer.split(b" ")[1] == b"400"

@@ -14,7 +14,11 @@ def test_error_log_becomes_event_with_struct_data(sentry_capture):
 	app = sentry_capture.application()
 	L.error("Cannot connect to %s", "db", struct_data={"host": "db.example", "attempt": 3})
 	event = sentry_capture.find(level="error", logger="tests.logging")
-	assert event["logentry"] == {"message": "Cannot connect to %s", "params": ["db"], "formatted": "Cannot connect to db"}
+	assert event["logentry"] == {
+		"message": "Cannot connect to %s",
+		"params": ["db"],
+		"formatted": "Cannot connect to db",
+	}
 	assert event["extra"]["host"] == "db.example" and event["extra"]["attempt"] == 3
 	assert app is not None
 

@@ -82,7 +82,10 @@ def test_config_error_exits_the_process_with_one_line():
 	env["SENTRY_DSN"] = "https://k@127.0.0.1:9/1"
 	out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
 	assert out.returncode == 1
-	assert out.stderr.strip().splitlines()[-1] == "[sentry] sample_rate = 'lots': expected a number from 0 to 1 (0.25 means 25 %)"
+	assert (
+		out.stderr.strip().splitlines()[-1]
+		== "[sentry] sample_rate = 'lots': expected a number from 0 to 1 (0.25 means 25 %)"
+	)
 	assert "Traceback" not in out.stderr
 
 

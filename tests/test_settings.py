@@ -1,6 +1,7 @@
 """[sentry] / [sentry:logging] / SENTRY_* → Settings, validated in one place."""
 
 import configparser
+import dataclasses
 import logging
 
 import pytest
@@ -93,13 +94,18 @@ def test_defaults():
 
 def test_environment_fallbacks():
 	env = {"SENTRY_DSN": DSN}
-	assert settings("[sentry]\nenvironment=staging\n", dict(env, SENTRY_ENVIRONMENT="x", SITE_ID="y")).environment == "staging"
+	assert (
+		settings("[sentry]\nenvironment=staging\n", dict(env, SENTRY_ENVIRONMENT="x", SITE_ID="y")).environment
+		== "staging"
+	)
 	assert settings("", dict(env, SENTRY_ENVIRONMENT="x", SITE_ID="y")).environment == "x"
 	assert settings("", dict(env, SITE_ID="y")).environment == "y"
 
 
 def test_environment_inline_comment_from_the_docs():
-	s = settings("[sentry]\nenvironment=production_hogwarts  # will be visible as a tag 'environment'\n", {"SENTRY_DSN": DSN})
+	s = settings(
+		"[sentry]\nenvironment=production_hogwarts  # will be visible as a tag 'environment'\n", {"SENTRY_DSN": DSN}
+	)
 	assert s.environment == "production_hogwarts"
 
 
@@ -197,5 +203,5 @@ def test_unresolvable_variable_reference():
 
 def test_settings_are_frozen():
 	s = settings("", {"SENTRY_DSN": DSN})
-	with pytest.raises(Exception):
+	with pytest.raises(dataclasses.FrozenInstanceError):
 		s.environment = "x"

@@ -60,7 +60,9 @@ def test_invalid_tag_is_not_set_and_logged_once(sentry_capture, caplog):
 		svc.set_tag("a" * 40, "v")
 	records = [r for r in caplog.records if r.name == "asab_sentry.service"]
 	assert len(records) == 1
-	assert records[0].getMessage() == "Tag '{}' not set: the key must be 1 to 32 characters long, it has 40".format("a" * 40)
+	assert records[0].getMessage() == "Tag '{}' not set: the key must be 1 to 32 characters long, it has 40".format(
+		"a" * 40
+	)
 	svc.capture_message("after invalid")
 	assert "a" * 40 not in sentry_capture.find(message="after invalid")["tags"]
 

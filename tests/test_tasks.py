@@ -67,7 +67,9 @@ def test_same_bug_from_two_tasks_groups_together(collector):
 	shapes = []
 	for event in events:
 		exc = assert_structured(event, "ValueError", "asyncio")
-		shapes.append((exc["type"], exc["value"], [(f["function"], f.get("context_line")) for f in exc["stacktrace"]["frames"]]))
+		shapes.append(
+			(exc["type"], exc["value"], [(f["function"], f.get("context_line")) for f in exc["stacktrace"]["frames"]])
+		)
 		assert "0x" not in json.dumps(exc["value"]) and "Task-" not in json.dumps(exc)
 	assert shapes[0] == shapes[1]
 
@@ -175,7 +177,9 @@ def test_pending_task_destroyed_is_a_stable_message(sentry_capture):
 def run_script(code, collector, timeout=60):
 	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
 	env["SENTRY_DSN"] = collector.dsn
-	return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+	return subprocess.run(
+		[sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+	)
 
 
 APP = """

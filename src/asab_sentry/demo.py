@@ -87,16 +87,20 @@ def expected_checks() -> list[Check]:
 		Check(
 			"error log as event, with struct_data and breadcrumbs",
 			any_event(
-				lambda e: _msg(e) == "Cannot connect to the database"
-				and (e.get("extra") or {}).get("host") == "db.example"
-				and any(
-					c.get("message") == "Demo is starting" for c in (e.get("breadcrumbs") or {}).get("values", [])
+				lambda e: (
+					_msg(e) == "Cannot connect to the database"
+					and (e.get("extra") or {}).get("host") == "db.example"
+					and any(
+						c.get("message") == "Demo is starting" for c in (e.get("breadcrumbs") or {}).get("values", [])
+					)
 				)
 			),
 		),
 		Check(
 			"uncaught exception in an asyncio task (KeyError), unhandled",
-			any_event(lambda e: _exc(e)[0] == "KeyError" and _exc(e)[1] == "asyncio" and _exc(e)[2].get("handled") is False),
+			any_event(
+				lambda e: _exc(e)[0] == "KeyError" and _exc(e)[1] == "asyncio" and _exc(e)[2].get("handled") is False
+			),
 		),
 		Check(
 			"uncaught exception in a thread (RuntimeError)",
@@ -113,25 +117,29 @@ def expected_checks() -> list[Check]:
 		),
 		Check(
 			"tags method, foo, fooz set; the invalid one rejected",
-			lambda events, txns: bool(events)
-			and all(
-				_tags(e).get("foo") == "bar" and "invalid key!" not in _tags(e)
-				for e in events
-				if _msg(e) == "Cannot connect to the database"
+			lambda events, txns: (
+				bool(events)
+				and all(
+					_tags(e).get("foo") == "bar" and "invalid key!" not in _tags(e)
+					for e in events
+					if _msg(e) == "Cannot connect to the database"
+				)
 			),
 		),
 		Check(
 			"identity: appclass, node_id, service_id, instance_id, site_id, release, environment",
-			lambda events, txns: bool(events)
-			and all(
-				_tags(e).get("appclass") == "MyApplication"
-				and _tags(e).get("node_id") == IDENTITY["NODE_ID"]
-				and _tags(e).get("service_id") == IDENTITY["SERVICE_ID"]
-				and _tags(e).get("instance_id") == IDENTITY["INSTANCE_ID"]
-				and _tags(e).get("site_id") == IDENTITY["SITE_ID"]
-				and e.get("release") == RELEASE
-				and e.get("environment") == "demo"
-				for e in events + txns
+			lambda events, txns: (
+				bool(events)
+				and all(
+					_tags(e).get("appclass") == "MyApplication"
+					and _tags(e).get("node_id") == IDENTITY["NODE_ID"]
+					and _tags(e).get("service_id") == IDENTITY["SERVICE_ID"]
+					and _tags(e).get("instance_id") == IDENTITY["INSTANCE_ID"]
+					and _tags(e).get("site_id") == IDENTITY["SITE_ID"]
+					and e.get("release") == RELEASE
+					and e.get("environment") == "demo"
+					for e in events + txns
+				)
 			),
 		),
 	]

@@ -61,7 +61,9 @@ def load_manifest(path: str | None) -> dict[str, typing.Any]:
 			manifest = json.load(f)
 	except FileNotFoundError:
 		if path not in MANIFEST_LOCATIONS:
-			L.warning("Manifest {!r} configured in [general] manifest does not exist; continuing without it.".format(path))
+			L.warning(
+				"Manifest {!r} configured in [general] manifest does not exist; continuing without it.".format(path)
+			)
 		return {}
 	except (OSError, ValueError) as e:
 		L.warning("Manifest {!r} cannot be used ({}); continuing without it.".format(path, e))

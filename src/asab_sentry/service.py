@@ -173,7 +173,8 @@ class SentryService(asab.Service):
 			await asyncio.wait_for(asyncio.shield(flushing), timeout=timeout + 1.0)
 		except asyncio.TimeoutError:
 			L.warning(
-				"Events still pending after shutdown_timeout={}s.".format(timeout), extra={sentry_logging.NO_EVENT: True}
+				"Events still pending after shutdown_timeout={}s.".format(timeout),
+				extra={sentry_logging.NO_EVENT: True},
 			)
 
 	# Capturing
@@ -267,10 +268,10 @@ class SentryService(asab.Service):
 		The current scope is:
 
 		- inside an asyncio task (``main()``, a handler of a web request, a task you started): that task,
-		  and the tasks it starts afterwards. Concurrent tasks and requests do not see it.
+		and the tasks it starts afterwards. Concurrent tasks and requests do not see it.
 		- in a thread other than the main one: that thread.
 		- anywhere else (the application's ``__init__``, module level): the whole process, i.e. every later
-		  event of every task and thread.
+		event of every task and thread.
 
 		A key has 1–32 characters of ``a-zA-Z0-9_.:-``; a value 1–200 characters and no newline; int, float
 		and bool values are converted to str. An invalid tag is not set and one error is logged that names the

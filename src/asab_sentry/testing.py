@@ -139,7 +139,9 @@ class SentryCapture:
 		if isinstance(config, str):
 			asab.Config.read_string(config)
 		else:
-			asab.Config.read_dict({section: {k: str(v) for k, v in options.items()} for section, options in config.items()})
+			asab.Config.read_dict(
+				{section: {k: str(v) for k, v in options.items()} for section, options in config.items()}
+			)
 
 	def application(self, app_class: type | None = None, **kwargs: typing.Any) -> typing.Any:
 		"""
@@ -229,7 +231,10 @@ class SentryCapture:
 		return "\n".join(lines)
 
 	async def wait_for(
-		self, predicate: typing.Callable[[SentryCapture], bool] | None = None, timeout: float = 5.0, **criteria: typing.Any
+		self,
+		predicate: typing.Callable[[SentryCapture], bool] | None = None,
+		timeout: float = 5.0,
+		**criteria: typing.Any,
 	) -> typing.Any:
 		"""
 		Wait (without blocking the event loop) until ``predicate(capture)`` is true, or until an event matches
@@ -248,7 +253,10 @@ class SentryCapture:
 			await asyncio.sleep(0.01)
 
 	def wait(
-		self, predicate: typing.Callable[[SentryCapture], bool] | None = None, timeout: float = 5.0, **criteria: typing.Any
+		self,
+		predicate: typing.Callable[[SentryCapture], bool] | None = None,
+		timeout: float = 5.0,
+		**criteria: typing.Any,
 	) -> typing.Any:
 		"""The blocking variant of `wait_for`, for code outside an event loop (e.g. events from threads)."""
 		deadline = time.monotonic() + timeout

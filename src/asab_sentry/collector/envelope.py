@@ -94,7 +94,9 @@ def parse_envelope(body: bytes) -> Envelope:
 				raise EnvelopeError("item {} has an invalid length {!r}".format(len(items) + 1, length))
 			if position + length > len(body):
 				raise EnvelopeError(
-					"item {} claims {} bytes but only {} remain".format(len(items) + 1, length, max(len(body) - position, 0))
+					"item {} claims {} bytes but only {} remain".format(
+						len(items) + 1, length, max(len(body) - position, 0)
+					)
 				)
 			payload = body[position : position + length]
 			position += length

@@ -196,7 +196,8 @@ class Store:
 			deleted += self._db.execute("DELETE FROM items WHERE received < ?", (time.time() - self.MaxAge,)).rowcount
 		if self.MaxCount > 0:
 			deleted += self._db.execute(
-				"DELETE FROM items WHERE id <= (SELECT id FROM items ORDER BY id DESC LIMIT 1 OFFSET ?)", (self.MaxCount,)
+				"DELETE FROM items WHERE id <= (SELECT id FROM items ORDER BY id DESC LIMIT 1 OFFSET ?)",
+				(self.MaxCount,),
 			).rowcount
 		return deleted
 
@@ -257,7 +258,9 @@ class Store:
 		"""One item with its headers and payload (parsed JSON when it is JSON)."""
 		with self._lock:
 			row = self._db.execute(
-				"SELECT {}, envelope_header, item_header, payload FROM items WHERE id = ?".format(", ".join(SUMMARY_COLUMNS)),
+				"SELECT {}, envelope_header, item_header, payload FROM items WHERE id = ?".format(
+					", ".join(SUMMARY_COLUMNS)
+				),
 				(item_id,),
 			).fetchone()
 		if row is None:

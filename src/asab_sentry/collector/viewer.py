@@ -84,7 +84,9 @@ def format_list_line(item: dict[str, typing.Any]) -> str:
 		kind = "msg"
 	release = str(item.get("release") or "-")
 	where = "{}/{}".format(release.split("@", 1)[-1], item.get("environment") or "-")
-	head = "{:>5} {} {:<5} {:<7} ".format(item["id"], _time(item["received"]), _cut(kind, 5), _cut(item.get("level") or "", 7))
+	head = "{:>5} {} {:<5} {:<7} ".format(
+		item["id"], _time(item["received"]), _cut(kind, 5), _cut(item.get("level") or "", 7)
+	)
 	where = _cut(where, 20)
 	title_width = WIDTH - len(head) - len(where) - 1
 	return "{}{:<{w}} {}".format(head, _cut(item.get("title") or "", title_width), where, w=title_width)
@@ -285,7 +287,12 @@ def waterfall(txn: dict, width: int = WIDTH) -> list[str]:
 		bar = " " * offset + ("█" if status in ("", "ok") else "▓") * length
 		lines.append(
 			"{:<{lw}} {:<{bw}} {:>{dw}}".format(
-				_cut(label, label_width), bar, "{:.1f}ms".format((e - s) * 1000), lw=label_width, bw=bar_width, dw=duration_width - 1
+				_cut(label, label_width),
+				bar,
+				"{:.1f}ms".format((e - s) * 1000),
+				lw=label_width,
+				bw=bar_width,
+				dw=duration_width - 1,
 			)
 		)
 	return lines

@@ -1,0 +1,46 @@
+"""Pins the sentry-sdk internals this package relies on (all used in asab_sentry/_sdk.py only)."""
+
+import logging
+
+import pytest
+import sentry_sdk
+import sentry_sdk.scope
+import sentry_sdk.utils
+
+from asab_sentry import _sdk
+
+
+def test_scope_globals_exist():
+	assert hasattr(sentry_sdk.scope, "_global_scope")
+	assert isinstance(sentry_sdk.scope._isolation_scope.get(None), (sentry_sdk.Scope, type(None)))
+	assert isinstance(sentry_sdk.scope._current_scope.get(None), (sentry_sdk.Scope, type(None)))
+
+
+def test_reset_forgets_client_and_scopes():
+	sentry_sdk.init(dsn=None, transport=None, default_integrations=False)
+	sentry_sdk.get_global_scope().set_tag("leak", "yes")
+	sentry_sdk.get_isolation_scope().set_tag("leak2", "yes")
+	_sdk.reset()
+	assert not sentry_sdk.get_client().is_active()
+	assert sentry_sdk.get_global_scope()._tags == {}
+	assert sentry_sdk.get_isolation_scope()._tags == {}
+
+
+@pytest.mark.allow_internal_errors
+def test_internal_errors_are_logged_on_the_errors_logger_and_recorded():
+	assert sentry_sdk.utils.logger.name == "sentry_sdk.errors"
+	recorder = _sdk.InternalErrorRecorder()
+	recorder.install()
+	try:
+		sentry_sdk.init(dsn=None, default_integrations=False)
+		try:
+			raise RuntimeError("sdk bug")
+		except RuntimeError:
+			import sys
+
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+	finally:
+		recorder.uninstall()
+		_sdk.reset()
+	assert [r.getMessage() for r in recorder.Records] == ["Internal error in sentry_sdk"]
+	assert all(r.levelno >= logging.ERROR for r in recorder.Records)
