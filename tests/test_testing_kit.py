@@ -229,3 +229,12 @@ def test_internal_sdk_error_fails_the_users_test(tmp_path):
 	)
 	assert "sentry-sdk swallowed internal errors" in out.stdout, out.stdout
 	assert "1 passed, 1 error" in out.stdout
+
+
+def test_docs_show_the_tested_example_verbatim():
+	root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+	with open(os.path.join(root, "examples", "test_my_app.py")) as f:
+		example = f.read()
+	with open(os.path.join(root, "docs", "testing.md")) as f:
+		docs = f.read()
+	assert "```python\n" + example + "```" in docs

@@ -21,8 +21,10 @@ Without pytest (e.g. asab's own unittest style)::
 		...
 		assert capture.find(exception_type="ValueError")
 
+While a capture is active, ``sys.argv`` holds only the program name (asab parses the command line when an
+Application is created without ``args``) and the environment variables this package reads are unset.
 Leaving the context (or the fixture's teardown) restores sentry-sdk, the asab Application singleton,
-``asab.Config``, the root logger, the event loop's hooks and the environment variables.
+``asab.Config``, the root logger, the event loop's hooks, ``sys.argv`` and the environment variables.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import copy
 import io
 import logging
 import os
+import sys
 import threading
 import time
 import typing
@@ -325,6 +328,8 @@ def capture_sentry(config: dict[str, dict[str, typing.Any]] | str | None = None)
 		_sdk.reset()
 		for name in ENVIRONMENT_VARIABLES:
 			os.environ.pop(name, None)
+		# asab.Application parses sys.argv when created without args: give it the test runner's name only.
+		sys.argv[:] = sys.argv[:1]
 		if config is not None:
 			capture.configure(config)
 		service._transport_override.append(capture.Transport)
@@ -345,6 +350,7 @@ class _GlobalState:
 		self.Singletons: dict = {}
 		self.RootHandlers: list[logging.Handler] = []
 		self.RootLevel = logging.NOTSET
+		self.Argv: list[str] = []
 
 	@classmethod
 	def save(cls) -> _GlobalState:
@@ -354,6 +360,7 @@ class _GlobalState:
 
 		state = cls()
 		state.Environ = dict(os.environ)
+		state.Argv = list(sys.argv)
 		state.Config = copy.deepcopy(asab.Config._sections)  # type: ignore[attr-defined]
 		state.ConfigDefaults = copy.deepcopy(asab.config.ConfigParser._default_values)
 		state.Singletons = dict(asab.abc.singleton.Singleton._instances)
@@ -375,7 +382,7 @@ class _GlobalState:
 			if loop is not None:
 				tasks.uninstall(loop)
 				if not loop.is_closed() and not loop.is_running():
-					_close_loop(loop)
+					_drain_loop(loop)
 			del instances[cls_]
 		_sdk.reset()
 		sentry_logging.uninstall_handlers()
@@ -403,6 +410,8 @@ class _GlobalState:
 			if current is None or current.is_closed():
 				asyncio.set_event_loop(asyncio.new_event_loop())
 
+		sys.argv[:] = self.Argv
+
 		for name in set(os.environ) - set(self.Environ):
 			del os.environ[name]
 		for name, value in self.Environ.items():
@@ -410,9 +419,12 @@ class _GlobalState:
 				os.environ[name] = value
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-	"""Finish an application's loop that did not run to its end (e.g. start-up failed), so that nothing of it
-	surfaces later in another test."""
+def _drain_loop(loop: asyncio.AbstractEventLoop) -> None:
+	"""
+	Finish what an application left on a loop that did not run to its end (e.g. start-up failed), so that
+	nothing of it surfaces later in another test. The loop itself stays open: it may belong to the test runner
+	(pytest-asyncio).
+	"""
 	import gc
 	import signal
 
@@ -425,8 +437,6 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 			task.cancel()
 		if pending:
 			loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-		loop.run_until_complete(loop.shutdown_asyncgens())
-	loop.close()
 	gc.collect()
 
 
