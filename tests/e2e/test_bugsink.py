@@ -60,7 +60,9 @@ def test_example_application_in_bugsink(bugsink, referee, tmp_path):
 	manifest.write_text(json.dumps({"version": "v1.2.3"}))
 	config = tmp_path / "my_app.conf"
 	config.write_text(
-		"[general]\nmanifest={}\n[sentry]\nenvironment=demo\ntraces_sample_rate=1.0\nserver_name=e2e-box\n".format(manifest)
+		"[general]\nmanifest={}\n[sentry]\nenvironment=demo\ntraces_sample_rate=1.0\nserver_name=e2e-box\n".format(
+			manifest
+		)
 	)
 	before = {e["id"] for e in stored_events(bugsink)}
 	with start_in_thread(Store(":memory:"), CollectorSettings()) as spotlight:
@@ -76,7 +78,9 @@ def test_example_application_in_bugsink(bugsink, referee, tmp_path):
 			cwd=tmp_path,
 		)
 		assert out.returncode == 0, out.stderr
-		transactions = [spotlight.Collector.Store.get(i["id"]) for i in spotlight.Collector.Store.list(type="transaction")]
+		transactions = [
+			spotlight.Collector.Store.get(i["id"]) for i in spotlight.Collector.Store.list(type="transaction")
+		]
 	assert [t["payload"]["transaction"] for t in transactions] == ["multiple tasks"]
 	assert referee.checked >= 7  # every event and the transaction went through Relay's normalizer
 

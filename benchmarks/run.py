@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""
+Benchmarks: measured, never asserted. One command, one run, side by side:
+
+	python3 benchmarks/run.py            # everything
+	python3 benchmarks/run.py hotpath    # logging / capture / tracing overhead
+	python3 benchmarks/run.py collector  # envelopes per second into the local collector
+
+Hot paths: median microseconds per operation over several alternating rounds, each configuration with the
+same no-op transport, as ratios against plain logging and against plain sentry-sdk. The machine is noisy:
+compare the ratios, and run it more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import sentry_sdk
+import sentry_sdk.transport
+from sentry_sdk.integrations.logging import LoggingIntegration
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from asab_sentry import _sdk  # noqa: E402
+
+ROUNDS = 7
+
+
+class NullTransport(sentry_sdk.transport.Transport):
+	def capture_envelope(self, envelope):
+		pass
+
+
+def measure(operation, n):
+	start = time.perf_counter()
+	for _ in range(n):
+		operation()
+	return (time.perf_counter() - start) / n * 1e6
+
+
+def setup_plain():
+	_sdk.reset()
+	root = logging.getLogger()
+	root.handlers[:] = [logging.StreamHandler(open(os.devnull, "w"))]
+	root.setLevel(logging.INFO)
+
+
+def setup_sdk():
+	setup_plain()
+	sentry_sdk.init(
+		transport=NullTransport(),
+		integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+		traces_sample_rate=1.0,
+	)
+
+
+def setup_ours():
+	setup_plain()
+	import asab
+	import asab.abc.singleton
+
+	import asab_sentry
+	from asab_sentry import service
+
+	asab.abc.singleton.Singleton._instances.clear()
+	asab.Config.read_dict({"sentry": {"traces_sample_rate": "1.0"}})
+	service._transport_override[:] = [NullTransport()]
+	app = asab.Application(args=[])
+	asab_sentry.SentryService(app)
+	service._transport_override.clear()
+	logging.getLogger().setLevel(logging.INFO)
+	root = logging.getLogger()
+	root.handlers[:] = [h for h in root.handlers if type(h).__name__ == "SentryLogHandler"] + [
+		logging.StreamHandler(open(os.devnull, "w"))
+	]
+
+
+def fail():
+	local = {"a": 1}  # noqa: F841
+	raise ValueError("benchmark")
+
+
+def operations(logger):
+	def info():
+		logger.info("user %s logged in", "alice")
+
+	def error():
+		logger.error("cannot connect to %s", "db")
+
+	def capture():
+		try:
+			fail()
+		except ValueError as e:
+			sentry_sdk.capture_exception(e)
+
+	def trace():
+		with sentry_sdk.start_transaction(op="task", name="bench"):
+			with sentry_sdk.start_span(op="db", name="q"):
+				pass
+
+	return {
+		"logger.info (breadcrumb)": (info, 20000),
+		"logger.error (event)": (error, 2000),
+		"capture_exception": (capture, 1000),
+		"transaction + span (sampled)": (trace, 2000),
+	}
+
+
+def hotpath():
+	logger = logging.getLogger("bench")
+	configs = {"plain logging": setup_plain, "sentry-sdk": setup_sdk, "asab-sentry": setup_ours}
+	results: dict[str, dict[str, list[float]]] = {}
+	for _ in range(ROUNDS):
+		for name, setup in configs.items():
+			setup()
+			for op_name, (op, n) in operations(logger).items():
+				if name == "plain logging" and op_name in ("capture_exception", "transaction + span (sampled)"):
+					continue
+				results.setdefault(op_name, {}).setdefault(name, []).append(measure(op, n))
+	_sdk.reset()
+	print("Hot paths: median µs per operation over {} rounds (no-op transport)".format(ROUNDS))
+	print(
+		"{:<30} {:>9} {:>11} {:>12} {:>9} {:>9}".format(
+			"operation", "plain", "sentry-sdk", "asab-sentry", "/plain", "/sdk"
+		)
+	)
+	for op_name, by_config in results.items():
+		med = {k: statistics.median(v) for k, v in by_config.items()}
+		plain = med.get("plain logging")
+		print(
+			"{:<30} {:>9} {:>11.1f} {:>12.1f} {:>9} {:>8.2f}x".format(
+				op_name,
+				"{:.1f}".format(plain) if plain else "-",
+				med["sentry-sdk"],
+				med["asab-sentry"],
+				"{:.2f}x".format(med["asab-sentry"] / plain) if plain else "-",
+				med["asab-sentry"] / med["sentry-sdk"],
+			)
+		)
+
+
+def collector(count: int = 3000):
+	with socket.socket() as s:
+		s.bind(("127.0.0.1", 0))
+		port = s.getsockname()[1]
+	workdir = tempfile.mkdtemp(prefix="asab-sentry-bench-")
+	process = subprocess.Popen(
+		[
+			sys.executable,
+			"-m",
+			"asab_sentry.cli",
+			"collector",
+			"--port",
+			str(port),
+			"--storage",
+			os.path.join(workdir, "b.sqlite"),
+		],
+		stdout=subprocess.DEVNULL,
+		stderr=subprocess.DEVNULL,
+	)
+	try:
+		health = "http://127.0.0.1:{}/health".format(port)
+		for _ in range(300):
+			try:
+				urllib.request.urlopen(health, timeout=1).read()
+				break
+			except OSError:
+				time.sleep(0.1)
+		_sdk.reset()
+		sentry_sdk.init(
+			dsn="http://asab-sentry@127.0.0.1:{}/1".format(port),
+			default_integrations=False,
+			transport_queue_size=count + 100,
+		)
+		start = time.perf_counter()
+		for n in range(count):
+			sentry_sdk.capture_message("benchmark message {}".format(n % 10))
+		sentry_sdk.flush(timeout=120)
+		elapsed = time.perf_counter() - start
+		stored = int(__import__("json").loads(urllib.request.urlopen(health).read())["items"])
+		_sdk.reset()
+		print(
+			"Collector: {} envelopes from one sentry-sdk client in {:.2f} s = {:.0f} envelopes/s ({} stored)".format(
+				count, elapsed, stored / elapsed, stored
+			)
+		)
+	finally:
+		process.terminate()
+		process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+	which = sys.argv[1:] or ["hotpath", "collector"]
+	if "hotpath" in which:
+		hotpath()
+	if "collector" in which:
+		collector()
