@@ -7,8 +7,7 @@ import asyncio
 import logging
 
 import pytest
-
-from my_app import MyApplication
+from my_app import MyApplication, call_collapsing_function
 
 CONFIG = {"sentry": {"environment": "test", "traces_sample_rate": "1"}}
 
@@ -29,7 +28,7 @@ def test_tags_and_caught_exceptions(sentry_capture):
 	app = MyApplication()
 	app.SentryService.set_tags({"tenant": "acme", "bad key": "rejected"})
 	try:
-		1 / 0
+		call_collapsing_function()
 	except ZeroDivisionError as e:
 		app.SentryService.capture_exception(e)
 

@@ -1,7 +1,7 @@
 """The Bugsink server for the end-to-end suite: started once per session, stopped at its end."""
 
-import sys
 import os
+import sys
 
 import pytest
 
