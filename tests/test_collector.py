@@ -163,6 +163,7 @@ def test_truncated_and_invalid_compressed_bodies(running):
 def test_size_limits_give_413(referee):
 	settings = CollectorSettings(max_envelope_size=10_000, max_decompressed_size=50_000)
 	with start_in_thread(Store(":memory:"), settings) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
 		big = event_envelope("x" * 20_000)
 		assert post(envelope_url(running), big, AUTH)[0] == 413
 		bomb = gzip.compress(b"{}\n" + b" " * 5_000_000)
@@ -176,6 +177,7 @@ def test_size_limits_give_413(referee):
 
 def test_rate_limit_gives_429_with_retry_after(referee):
 	with start_in_thread(Store(":memory:"), CollectorSettings(rate_limit=2, rate_window=30)) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
 		assert post(envelope_url(running), event_envelope(), AUTH)[0] == 200
 		assert post(envelope_url(running), event_envelope(), AUTH)[0] == 200
 		status, headers, _ = post(envelope_url(running), event_envelope(), AUTH)
@@ -357,3 +359,61 @@ def test_collector_command_is_loopback_only_by_default(tmp_path):
 		out, _ = process.communicate(timeout=30)
 	assert process.returncode == 0, out.decode()
 	assert b"Collector listening" in out
+
+
+def test_collector_configured_by_an_asab_config_file(tmp_path, referee):
+	port = free_port()
+	config = tmp_path / "collector.conf"
+	config.write_text(
+		"[collector]\nlisten=127.0.0.1 {}\nstorage={}\nproject_id=7\nkey=secret-key  # the DSN's key\n"
+		"max_envelope_size=5000\n".format(port, tmp_path / "c.sqlite")
+	)
+	process = subprocess.Popen(
+		[sys.executable, "-m", "asab_sentry.cli", "collector", "-c", str(config), "--rate-limit", "4"],
+		stdout=subprocess.PIPE,
+		stderr=subprocess.STDOUT,
+	)
+	try:
+		url = "http://127.0.0.1:{}".format(port)
+		for _ in range(300):
+			try:
+				get(url + "/health")
+				break
+			except OSError:
+				time.sleep(0.1)
+		headers = {"X-Sentry-Auth": "Sentry sentry_key=secret-key"}
+		assert post(url + "/api/7/envelope/", event_envelope(), headers)[0] == 200
+		assert post(url + "/api/1/envelope/", event_envelope(), headers)[0] == 403
+		assert post(url + "/api/7/envelope/", event_envelope(), AUTH)[0] == 403
+		assert post(url + "/api/7/envelope/", event_envelope("x" * 6000), headers)[0] == 413
+		# the flag wins over the file: the 5th authenticated request in the window is over --rate-limit 4
+		assert [post(url + "/api/7/envelope/", event_envelope(), headers)[0] for _ in range(3)] == [200, 200, 429]
+	finally:
+		process.send_signal(signal.SIGINT)
+		out, _ = process.communicate(timeout=30)
+	assert "http://secret-key@127.0.0.1:{}/7".format(port).encode() in out
+
+
+def test_collector_rejects_bad_options_in_one_line(tmp_path):
+	out = subprocess.run(
+		[
+			sys.executable,
+			"-m",
+			"asab_sentry.cli",
+			"collector",
+			"--port",
+			str(free_port()),
+			"--storage",
+			str(tmp_path / "x.sqlite"),
+			"--rate-window",
+			"often",
+		],
+		capture_output=True,
+		text=True,
+		timeout=60,
+	)
+	assert out.returncode == 2
+	assert (
+		out.stderr.strip().splitlines()[-1]
+		== "[collector] rate_window = 'often': expected a duration such as 5s, 500ms, 2m or a number of seconds"
+	)

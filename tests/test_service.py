@@ -272,3 +272,19 @@ def test_spotlight_alongside_dsn(collector):
 	assert len(rows) == 2
 	projects = {r["project"] for r in collector.Collector.Store.list()}
 	assert projects == {"1", None}  # one through the DSN, one through /stream
+
+
+def test_options_reach_sentry_sdk(sentry_capture):
+	sentry_capture.configure(
+		{"sentry": {"debug": "true", "shutdown_timeout": "750ms", "sample_rate": "0.5", "traces_sample_rate": "0.25"}}
+	)
+	sentry_capture.application()
+	options = sentry_sdk.get_client().options
+	assert options["debug"] is True
+	assert options["shutdown_timeout"] == 0.75
+	assert options["sample_rate"] == 0.5 and options["traces_sample_rate"] == 0.25
+	assert options["max_value_length"] == 8192 and options["include_local_variables"] is True
+	# sentry-sdk's own LoggingIntegration and AsyncioIntegration are off: this package does their jobs right.
+	names = set(sentry_sdk.get_client().integrations)
+	assert "logging" not in names and "asyncio" not in names
+	assert {"excepthook", "threading", "atexit", "dedupe"} <= names

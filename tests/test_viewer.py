@@ -164,6 +164,7 @@ def test_waterfall_proportions():
 def test_tail_follows_new_items(tmp_path, referee):
 	path = str(tmp_path / "tail.sqlite")
 	with start_in_thread(Store(path), CollectorSettings()) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
 		tail = subprocess.Popen(
 			[sys.executable, "-m", "asab_sentry.cli", "events", "--storage", path, "tail"],
 			stdout=subprocess.PIPE,
@@ -193,6 +194,7 @@ def test_tail_follows_new_items(tmp_path, referee):
 
 def test_events_from_a_running_collector_api(tmp_path, capsys, referee):
 	with start_in_thread(Store(str(tmp_path / "api.sqlite")), CollectorSettings()) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
 		configure({"sentry": {"data_source_name": running.dsn}})
 
 		async def body(app):

@@ -89,11 +89,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _collector(args: argparse.Namespace) -> int:
-	import asab
-
-	from .collector.app import DEFAULTS, CollectorApplication
+	from .collector.app import CollectorApplication
 
 	overrides = {
+		"host": args.host,
+		"port": args.port,
 		"storage": args.storage,
 		"project_id": args.project_id,
 		"key": args.key,
@@ -104,17 +104,7 @@ def _collector(args: argparse.Namespace) -> int:
 		"retention_age": args.retention_age,
 		"retention_count": args.retention_count,
 	}
-	asab_args = ["-c", args.config] if args.config else []
-	app = CollectorApplication.__new__(CollectorApplication)
-	if args.config:
-		asab.Config.read(args.config)
-	if args.host or args.port is not None:
-		current = asab.Config.get("collector", "listen", fallback=DEFAULTS["listen"]).split()
-		host = args.host or current[0]
-		port = args.port if args.port is not None else int(current[-1])
-		overrides["listen"] = "{} {}".format(host, port)
-	asab.Config.read_dict({"collector": {k: str(v) for k, v in overrides.items() if v is not None}})
-	app.__init__(args=asab_args)  # type: ignore[misc]
+	app = CollectorApplication(args=["-c", args.config] if args.config else [], overrides=overrides)
 	try:
 		return int(app.run())
 	finally:

@@ -63,9 +63,17 @@ class LoopHooks:
 		if "context" in kwargs and kwargs["context"] is not None:
 			# The caller chose the task's context; respect it.
 			return create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
-		with sentry_sdk.isolation_scope() as scope:
+		try:
+			forking = sentry_sdk.isolation_scope()
+			scope = forking.__enter__()
+		except Exception:  # never fail the application's create_task() because of Sentry
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+			return create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
+		try:
 			# The new task copies the current context, i.e. the freshly forked scopes.
 			task = create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
+		finally:
+			forking.__exit__(None, None, None)
 		if self.TaskScopes is not None:
 			self.TaskScopes[task] = scope
 		return task

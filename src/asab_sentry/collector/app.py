@@ -19,6 +19,7 @@ Configuration (all optional)::
 from __future__ import annotations
 
 import logging
+import typing
 
 import aiohttp.web
 import asab
@@ -62,6 +63,17 @@ def _int_option(name: str, minimum: int = 0) -> int:
 	return number
 
 
+def _apply_overrides(overrides: dict[str, typing.Any]) -> None:
+	values = {k: str(v) for k, v in overrides.items() if v is not None and k not in ("host", "port")}
+	if overrides.get("host") is not None or overrides.get("port") is not None:
+		current = _option("listen").split()
+		host = overrides.get("host") or (current[0] if len(current) > 1 else "127.0.0.1")
+		port = overrides.get("port") if overrides.get("port") is not None else current[-1]
+		values["listen"] = "{} {}".format(host, port)
+	if values:
+		asab.Config.read_dict({SECTION: values})
+
+
 class CollectorApplication(asab.Application):
 	"""
 	A Sentry-compatible ingest endpoint with SQLite storage and a JSON API, for development and tests.
@@ -72,8 +84,15 @@ class CollectorApplication(asab.Application):
 		WebContainer: the asab.web container serving them.
 	"""
 
-	def __init__(self, args: list[str] | None = None):
+	def __init__(self, args: list[str] | None = None, overrides: dict[str, typing.Any] | None = None):
+		"""
+		Args:
+			args: asab's command line (e.g. ``["-c", "collector.conf"]``); ``[]`` by default.
+			overrides: ``[collector]`` options that win over the configuration file (the command's flags);
+				``host`` and ``port`` replace the respective part of ``listen``.
+		"""
 		super().__init__(args=args if args is not None else [], modules=[asab.web.Module])
+		_apply_overrides(overrides or {})
 		listen = _option("listen")
 		settings = CollectorSettings(
 			project_id=_option("project_id"),
