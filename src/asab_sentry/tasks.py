@@ -29,9 +29,6 @@ import sentry_sdk.utils
 
 from . import logging as sentry_logging
 
-_HAS_TASK_CONTEXT = hasattr(asyncio.Task, "get_context")
-
-
 class LoopHooks:
 	"""The exception handler and task factory installed on one event loop."""
 
@@ -40,10 +37,9 @@ class LoopHooks:
 		self.EventsLevel = events_level
 		self.PreviousHandler = loop.get_exception_handler()
 		self.PreviousFactory = loop.get_task_factory()
-		# Before Python 3.12 a task's context cannot be read back, so remember each task's scope.
-		self.TaskScopes: weakref.WeakKeyDictionary[asyncio.Future, sentry_sdk.Scope] | None = (
-			None if _HAS_TASK_CONTEXT else weakref.WeakKeyDictionary()
-		)
+		# Each task's scope, for reporting its uncaught error with its tags. (Task.get_context() of Python 3.12+
+		# cannot serve: the handler may already run inside that context, which then cannot be entered again.)
+		self.TaskScopes: weakref.WeakKeyDictionary[asyncio.Future, sentry_sdk.Scope] = weakref.WeakKeyDictionary()
 
 	def install(self) -> None:
 		self.Loop.set_exception_handler(self.exception_handler)
@@ -74,8 +70,7 @@ class LoopHooks:
 			task = create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
 		finally:
 			forking.__exit__(None, None, None)
-		if self.TaskScopes is not None:
-			self.TaskScopes[task] = scope
+		self.TaskScopes[task] = scope
 		return task
 
 	def exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -130,10 +125,7 @@ class LoopHooks:
 			sentry_sdk.capture_event(event, hint=hint)
 
 		if isinstance(task, asyncio.Future):
-			if _HAS_TASK_CONTEXT and isinstance(task, asyncio.Task):
-				task.get_context().run(capture)  # type: ignore[attr-defined]
-				return
-			scope = self.TaskScopes.get(task) if self.TaskScopes is not None else None
+			scope = self.TaskScopes.get(task)
 			if scope is not None:
 				with sentry_sdk.scope.use_isolation_scope(scope):
 					capture()

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 BUGSINK_REQUIREMENT = "bugsink>=2.6,<2.7"
@@ -185,26 +184,6 @@ class BugsinkServer:
 		with urllib.request.urlopen(request, timeout=10) as response:
 			return json.loads(response.read())
 
-	def event(self, event_id: str, timeout: float = 10.0) -> dict:
-		"""The stored event (its ``data``), waiting until Bugsink has it."""
-		deadline = time.time() + timeout
-		path = "/api/canonical/0/events/lookup/?project={}&event_id={}".format(self.ProjectId, event_id)
-		while True:
-			try:
-				return self.api(path)  # type: ignore[return-value]
-			except urllib.error.HTTPError as e:
-				if e.code != 404 or time.time() > deadline:
-					raise
-			time.sleep(0.2)
-
 	def issues(self) -> list[dict]:
 		answer = self.api("/api/canonical/0/issues/?project={}".format(self.ProjectId))
 		return answer["results"] if isinstance(answer, dict) and "results" in answer else answer  # type: ignore[return-value]
-
-	def stacktrace(self, event_uuid: str) -> str:
-		request = urllib.request.Request(
-			self.Url + "/api/canonical/0/events/{}/stacktrace/".format(event_uuid),
-			headers={"Authorization": "Bearer " + self.Token},
-		)
-		with urllib.request.urlopen(request, timeout=10) as response:
-			return response.read().decode()

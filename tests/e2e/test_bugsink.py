@@ -32,7 +32,7 @@ def stored_events(bugsink):
 	for issue in bugsink.issues():
 		listing = bugsink.api("/api/canonical/0/events/?issue={}".format(issue["id"]))
 		for summary in listing["results"] if isinstance(listing, dict) else listing:
-			full = bugsink.event(summary["event_id"].replace("-", ""))
+			full = bugsink.api("/api/canonical/0/events/{}/".format(summary["id"]))
 			full["data"]["_issue"] = issue["id"]
 			events.append(full)
 	return events
