@@ -29,6 +29,7 @@ import sentry_sdk.utils
 
 from . import logging as sentry_logging
 
+
 class LoopHooks:
 	"""The exception handler and task factory installed on one event loop."""
 
