@@ -104,7 +104,7 @@ def test_show_error(storage, capsys):
 	assert "-- Breadcrumbs" in out and 'looking up {"order": 5}' in out
 	assert "-- Contexts" in out and '"id": 5' in out
 	assert "release:     App@v1" in out
-	assert all(len(line) <= 160 for line in out.splitlines())
+	assert all(len(line) <= 80 for line in out.splitlines()), max(out.splitlines(), key=len)
 
 
 def test_show_transaction_waterfall(storage, capsys):
@@ -212,3 +212,10 @@ def test_events_from_a_running_collector_api(tmp_path, capsys, referee):
 		from asab_sentry import _sdk
 
 		_sdk.reset()
+
+
+def test_missing_storage_file_is_a_clear_error(tmp_path, capsys):
+	code = main(["events", "--storage", str(tmp_path / "none.sqlite"), "list"])
+	assert code == 1
+	assert "No storage file" in capsys.readouterr().err
+	assert not (tmp_path / "none.sqlite").exists()

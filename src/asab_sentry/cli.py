@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 	except SentryConfigError as e:
 		print(str(e), file=sys.stderr)
 		return 2
+	except FileNotFoundError as e:
+		print(str(e), file=sys.stderr)
+		return 1
 	except KeyboardInterrupt:
 		return 130
 

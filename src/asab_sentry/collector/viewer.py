@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import textwrap
 import typing
 import urllib.parse
 import urllib.request
@@ -20,7 +22,15 @@ class Source:
 
 	def __init__(self, storage: str | None = None, url: str | None = None):
 		self.Url = url.rstrip("/") if url else None
-		self.Store = Store(storage) if storage and not url else None
+		self.Store = None
+		if not url:
+			if not storage or not os.path.isfile(storage):
+				raise FileNotFoundError(
+					"No storage file {!r}: run 'asab-sentry collector' (or the demo) first, or pass --storage / --url".format(
+						storage
+					)
+				)
+			self.Store = Store(storage)
 
 	def list(self, **filters: typing.Any) -> list[dict[str, typing.Any]]:
 		if self.Store is not None:
@@ -67,6 +77,14 @@ def _time(timestamp: float | str | None, with_date: bool = False) -> str:
 	else:
 		moment = datetime.datetime.fromtimestamp(float(timestamp), datetime.timezone.utc)
 	return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if with_date else moment.strftime("%H:%M:%S")
+
+
+def _wrap(text: str, width: int = WIDTH) -> list[str]:
+	"""Long text folded to the terminal's width, line breaks kept."""
+	lines = []
+	for paragraph in text.splitlines() or [""]:
+		lines.extend(textwrap.wrap(paragraph, width=width, subsequent_indent="  ") or [""])
+	return lines
 
 
 def _cut(text: str, width: int) -> str:
@@ -138,15 +156,14 @@ def _format_event(item: dict, event: dict) -> str:
 				lines.append("The above exception was followed by:")
 			mechanism = exc.get("mechanism") or {}
 			handled = mechanism.get("handled")
-			lines.append(
-				_cut(
+			lines.extend(
+				_wrap(
 					"{}: {}   [{}{}]".format(
 						exc.get("type"),
 						exc.get("value"),
 						mechanism.get("type", "?"),
 						"" if handled is None else (", handled" if handled else ", UNHANDLED"),
-					),
-					WIDTH * 3,
+					)
 				)
 			)
 			for frame in (exc.get("stacktrace") or {}).get("frames") or []:
@@ -155,7 +172,7 @@ def _format_event(item: dict, event: dict) -> str:
 	message = logentry.get("formatted") or logentry.get("message") or event.get("message")
 	if message:
 		lines.append(_section("Message"))
-		lines.append(str(message))
+		lines.extend(_wrap(str(message)))
 	tags = event.get("tags") or {}
 	if isinstance(tags, list):
 		tags = dict(tags)
@@ -189,17 +206,14 @@ def _format_event(item: dict, event: dict) -> str:
 
 
 def _format_frame(frame: dict) -> list[str]:
-	lines = [
-		_cut(
-			'  File "{}", line {}, in {}{}'.format(
-				frame.get("abs_path") or frame.get("filename"),
-				frame.get("lineno"),
-				frame.get("function"),
-				"" if frame.get("in_app", True) else "  (library)",
-			),
-			WIDTH * 2,
-		)
-	]
+	where = ", line {}, in {}{}".format(
+		frame.get("lineno"), frame.get("function"), "" if frame.get("in_app", True) else "  (library)"
+	)
+	path = str(frame.get("abs_path") or frame.get("filename"))
+	room = WIDTH - len(where) - len('  File ""')
+	if len(path) > room:  # keep the end of the path, which says the most
+		path = "…" + path[-max(room - 1, 10) :]
+	lines = [_cut('  File "{}"{}'.format(path, where), WIDTH)]
 	lineno = frame.get("lineno") or 0
 	pre = frame.get("pre_context") or []
 	for offset, text in enumerate(pre):
