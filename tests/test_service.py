@@ -288,3 +288,15 @@ def test_options_reach_sentry_sdk(sentry_capture):
 	names = set(sentry_sdk.get_client().integrations)
 	assert "logging" not in names and "asyncio" not in names
 	assert {"excepthook", "threading", "atexit", "dedupe"} <= names
+
+
+def test_identity_of_a_second_service_replaces_the_first(sentry_capture):
+	os.environ["NODE_ID"] = "first-node"
+	first = sentry_capture.application()
+	import asab.abc.singleton
+
+	del asab.abc.singleton.Singleton._instances[type(first)]
+	del os.environ["NODE_ID"]
+	second = sentry_capture.application()
+	second.get_service("asab.SentryService").capture_message("second")
+	assert "node_id" not in sentry_capture.find(message="second")["tags"]

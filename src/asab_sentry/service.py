@@ -154,6 +154,8 @@ class SentryService(asab.Service):
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
+		for key in ("appclass", *identity_module.IDENTITY_VARIABLES.values()):
+			scope.remove_tag(key)  # a service created again (e.g. a restarted app in tests) starts clean
 		for key, value in self.Identity.tags.items():
 			scope.set_tag(key, value)
 		if self.Identity.manifest:
