@@ -17,6 +17,7 @@ import typing
 
 import asab
 
+from . import payload
 from .collector.app import CollectorApplication
 from .collector.viewer import format_list
 
@@ -51,22 +52,13 @@ def _events(items: list[dict], store: typing.Any) -> tuple[list[dict], list[dict
 
 
 def _exc(event: dict) -> tuple[str, str, dict]:
-	values = (event.get("exception") or {}).get("values") or [{}]
-	last = values[-1]
-	return last.get("type", ""), last.get("mechanism", {}).get("type", ""), last.get("mechanism", {})
+	chain = payload.exceptions(event) or [{}]
+	mechanism = chain[-1].get("mechanism") or {}
+	return chain[-1].get("type", ""), mechanism.get("type", ""), mechanism
 
 
-def _msg(event: dict) -> str:
-	logentry = event.get("logentry") or {}
-	message = event.get("message")
-	if isinstance(message, dict):
-		message = message.get("formatted")
-	return str(logentry.get("formatted") or message or "")
-
-
-def _tags(event: dict) -> dict:
-	tags = event.get("tags") or {}
-	return dict(tags) if isinstance(tags, list) else tags
+_msg = payload.message
+_tags = payload.tags
 
 
 def expected_checks() -> list[Check]:

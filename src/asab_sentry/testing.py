@@ -44,7 +44,7 @@ import warnings
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from . import _sdk, service, tasks
+from . import _sdk, payload, service, tasks
 from . import logging as sentry_logging
 
 __all__ = ["CaptureTransport", "SentryCapture", "capture_sentry", "on_envelope", "sentry_capture"]
@@ -195,11 +195,11 @@ class SentryCapture:
 				continue
 			if message is not None and message not in _texts(event):
 				continue
-			if exception_type is not None and exception_type not in _exception_types(event):
+			if exception_type is not None and exception_type not in [e.get("type") for e in payload.exceptions(event)]:
 				continue
 			if logger is not None and event.get("logger") != logger:
 				continue
-			event_tags = _tags(event)
+			event_tags = payload.tags(event)
 			if any(event_tags.get(k) != v for k, v in wanted_tags.items()):
 				continue
 			found.append(event)
@@ -228,7 +228,7 @@ class SentryCapture:
 			for kind, event in captured:
 				lines.append(
 					"  - {} level={} title={!r} logger={} tags={}".format(
-						kind, event.get("level"), _title(event), event.get("logger"), _tags(event)
+						kind, event.get("level"), payload.title(event), event.get("logger"), payload.tags(event)
 					)
 				)
 		return "\n".join(lines)
@@ -280,38 +280,8 @@ class SentryCapture:
 		return found[0] if found else None
 
 
-def _tags(event: dict) -> dict[str, str]:
-	tags = event.get("tags") or {}
-	if isinstance(tags, list):
-		return {str(k): str(v) for k, v in tags}
-	return dict(tags)
-
-
-def _exception_types(event: dict) -> list[str]:
-	values = (event.get("exception") or {}).get("values") or []
-	return [v.get("type", "") for v in values]
-
-
-def _title(event: dict) -> str:
-	if event.get("type") == "transaction":
-		return str(event.get("transaction"))
-	values = (event.get("exception") or {}).get("values") or []
-	if values:
-		return "{}: {}".format(values[-1].get("type"), values[-1].get("value"))
-	logentry = event.get("logentry") or {}
-	message = event.get("message")
-	if isinstance(message, dict):
-		message = message.get("formatted") or message.get("message")
-	return str(logentry.get("formatted") or logentry.get("message") or message or "")
-
-
 def _texts(event: dict) -> str:
-	logentry = event.get("logentry") or {}
-	message = event.get("message")
-	if isinstance(message, dict):
-		message = message.get("formatted") or message.get("message")
-	parts = [logentry.get("formatted"), logentry.get("message"), message, _title(event)]
-	return "\n".join(str(p) for p in parts if p)
+	return "\n".join({payload.message(event), payload.title(event)})
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import threading
 import time
 import typing
 
+from .. import payload
 from .envelope import Envelope, Item
 
 _SCHEMA = """
@@ -59,45 +60,15 @@ SUMMARY_COLUMNS = (
 )
 
 
-def normalize_tags(tags: typing.Any) -> dict[str, str]:
-	"""Sentry sends tags as an object or as a list of pairs; store them as an object."""
-	if isinstance(tags, dict):
-		return {str(k): str(v) for k, v in tags.items()}
-	if isinstance(tags, list):
-		return {str(pair[0]): str(pair[1]) for pair in tags if isinstance(pair, (list, tuple)) and len(pair) == 2}
-	return {}
-
-
-def event_title(item_type: str, event: dict) -> str:
-	"""A one-line title, as Sentry would show it."""
-	if item_type == "transaction":
-		return str(event.get("transaction") or "<unnamed transaction>")
-	exception = event.get("exception")
-	values = exception.get("values") if isinstance(exception, dict) else exception
-	if isinstance(values, list) and values and isinstance(values[-1], dict):
-		last = values[-1]
-		return "{}: {}".format(last.get("type", "Error"), last.get("value", "")).rstrip(": ")
-	logentry = event.get("logentry")
-	if isinstance(logentry, dict):
-		return str(logentry.get("formatted") or logentry.get("message") or "")
-	message = event.get("message")
-	if isinstance(message, dict):
-		return str(message.get("formatted") or message.get("message") or "")
-	return str(message or "<no message>")
-
-
 def _summary(item: Item) -> dict[str, typing.Any]:
 	event = item.json if isinstance(item.json, dict) else {}
-	exception = event.get("exception")
-	values = exception.get("values") if isinstance(exception, dict) else exception
-	exception_type = None
-	if isinstance(values, list) and values and isinstance(values[-1], dict):
-		exception_type = values[-1].get("type")
+	chain = payload.exceptions(event)
+	exception_type = chain[-1].get("type") if chain else None
 	contexts = event.get("contexts") if isinstance(event.get("contexts"), dict) else {}
 	trace = contexts.get("trace") if isinstance(contexts.get("trace"), dict) else {}
 	if item.type in ("event", "transaction"):
 		level = event.get("level") or ("info" if item.type == "transaction" else "error")
-		title = event_title(item.type, event)
+		title = payload.title(event, item.type)
 	else:
 		level = None
 		title = item.type
@@ -110,7 +81,7 @@ def _summary(item: Item) -> dict[str, typing.Any]:
 		"title": title[:500] if title else title,
 		"exception_type": exception_type,
 		"trace_id": trace.get("trace_id"),
-		"tags": json.dumps(normalize_tags(event.get("tags"))),
+		"tags": json.dumps(payload.tags(event)),
 	}
 
 

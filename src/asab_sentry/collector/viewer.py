@@ -12,6 +12,7 @@ import typing
 import urllib.parse
 import urllib.request
 
+from .. import payload
 from .store import Store
 
 WIDTH = 80
@@ -147,7 +148,7 @@ def _section(title: str) -> str:
 
 def _format_event(item: dict, event: dict) -> str:
 	lines = _header(item, event)
-	values = (event.get("exception") or {}).get("values") or []
+	values = payload.exceptions(event)
 	if values:
 		lines.append(_section("Exception (most recent call last)"))
 		for index, exc in enumerate(values):
@@ -168,18 +169,11 @@ def _format_event(item: dict, event: dict) -> str:
 			)
 			for frame in (exc.get("stacktrace") or {}).get("frames") or []:
 				lines.extend(_format_frame(frame))
-	logentry = event.get("logentry") or {}
-	message = logentry.get("formatted") or logentry.get("message") or event.get("message")
+	message = payload.message(event)
 	if message:
 		lines.append(_section("Message"))
-		lines.extend(_wrap(str(message)))
-	tags = event.get("tags") or {}
-	if isinstance(tags, list):
-		tags = dict(tags)
-	if tags:
-		lines.append(_section("Tags"))
-		for key, value in sorted(tags.items()):
-			lines.append(_cut("  {:<20} {}".format(key, value), WIDTH))
+		lines.extend(_wrap(message))
+	lines.extend(_tag_lines(event))
 	if event.get("extra"):
 		lines.append(_section("Extra"))
 		for key, value in event["extra"].items():
@@ -244,12 +238,15 @@ def _format_transaction(item: dict, txn: dict) -> str:
 	lines.append("trace_id:    {}   status: {}".format(trace.get("trace_id"), trace.get("status", "-")))
 	lines.append(_section("Spans"))
 	lines.extend(waterfall(txn))
-	tags = txn.get("tags") or {}
-	if tags:
-		lines.append(_section("Tags"))
-		for key, value in sorted(dict(tags).items()):
-			lines.append(_cut("  {:<20} {}".format(key, value), WIDTH))
+	lines.extend(_tag_lines(txn))
 	return "\n".join(lines)
+
+
+def _tag_lines(event: dict) -> list[str]:
+	tags = payload.tags(event)
+	if not tags:
+		return []
+	return [_section("Tags")] + [_cut("  {:<20} {}".format(k, v), WIDTH) for k, v in sorted(tags.items())]
 
 
 def waterfall(txn: dict, width: int = WIDTH) -> list[str]:
