@@ -65,6 +65,9 @@ class Measure:
 		self._open.set(stack[:-1])
 		span = stack[-1]
 		if span is not None:
+			if exc_value is not None and isinstance(exc_value, Exception) and span.status in (None, "ok"):
+				# Older sentry-sdk 2.x marks only spans, not transactions; this package guarantees both.
+				span.set_status("internal_error")
 			span.__exit__(exc_type, exc_value, traceback)
 
 	async def __aenter__(self) -> sentry_sdk.tracing.Span | None:
