@@ -1,8 +1,10 @@
 """Log records → events and breadcrumbs: levels, NOTICE, struct_data, no formatter artefacts."""
 
+import io
 import logging
 
 import asab
+import asab.log
 import pytest
 
 from helpers import configure, payloads, run_app, text
@@ -24,15 +26,22 @@ def test_error_log_becomes_event_with_struct_data(sentry_capture):
 
 
 def test_struct_data_in_breadcrumb_data_and_no_asctime(sentry_capture):
-	sentry_capture.application()  # asab's console formatter sets record.asctime on every record it formats
-	logging.getLogger().setLevel(logging.INFO)
+	sentry_capture.application()
+	# asab's console formatter, placed before the Sentry handler, sets record.asctime on every record it formats.
+	console = io.StringIO()
+	formatting = logging.StreamHandler(console)
+	formatting.setFormatter(asab.log.StructuredDataFormatter(fmt="%(asctime)s %(levelname)s %(struct_data)s%(message)s"))
+	root = logging.getLogger()
+	root.handlers.insert(0, formatting)
+	root.setLevel(logging.INFO)
 	L.warning("cache is cold", struct_data={"cache": "users"})
-	L.error("then it failed")
+	L.error("then it failed", struct_data={"attempt": 2})
+	assert 'cache="users"' in console.getvalue(), "the formatter ran first"
 	event = sentry_capture.find(message="then it failed")
 	crumb = [c for c in event["breadcrumbs"]["values"] if c["message"] == "cache is cold"][0]
 	assert crumb["data"] == {"cache": "users"}
 	assert crumb["level"] == "warning" and crumb["category"] == "tests.logging" and crumb["type"] == "log"
-	assert "asctime" not in event.get("extra", {})
+	assert event["extra"] == {"attempt": 2} or set(event["extra"]) == {"attempt", "sys.argv"}
 	for crumb in event["breadcrumbs"]["values"]:
 		assert "asctime" not in crumb.get("data", {})
 

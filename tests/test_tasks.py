@@ -248,3 +248,28 @@ def test_previous_task_factory_is_chained(sentry_capture):
 	loop.run_until_complete(loop.create_task(_noop()))
 	assert len(created) == 1
 	loop.run_until_complete(until(lambda: True))
+
+
+def test_error_before_restart_arrives(collector, tmp_path):
+	"""asab restarts with os.execv after finalize: atexit never runs, only the service's own flush sends it."""
+	script = tmp_path / "restarting.py"
+	script.write_text(
+		APP.format(
+			main=(
+				"        import os\n"
+				"        if os.environ.get('RESTARTED'):\n"
+				"            self.stop()\n"
+				"            return\n"
+				"        os.environ['RESTARTED'] = '1'\n"
+				"        logging.getLogger('x').error('before restart')\n"
+				"        self.stop('!RESTART!')"
+			)
+		)
+	)
+	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+	env["SENTRY_DSN"] = collector.dsn
+	out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+	assert out.returncode == 0, out.stderr
+	assert "is restarting" in out.stderr
+	(event,) = payloads(collector)
+	assert event["logentry"]["formatted"] == "before restart"
