@@ -1,9 +1,11 @@
 """asab-sentry demo (the README's first command) and the example application."""
 
+import json
 import os
 import subprocess
 import sys
 
+from asab_sentry.collector.store import Store
 from asab_sentry.demo import expected_checks, find_example
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -13,7 +15,7 @@ def clean_env():
 	return {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY_", "PYTEST"))}
 
 
-def test_demo_succeeds_and_reports(tmp_path):
+def test_demo_succeeds_and_reports(tmp_path, referee):
 	out = subprocess.run(
 		[sys.executable, "-m", "asab_sentry.cli", "demo", "--storage", str(tmp_path / "demo.sqlite")],
 		capture_output=True,
@@ -33,6 +35,12 @@ def test_demo_succeeds_and_reports(tmp_path):
 		timeout=60,
 	)
 	assert "KeyError" in listing.stdout and "multiple tasks" in listing.stdout
+	# What the demo's collector stored is valid by Relay's rules too.
+	store = Store(str(tmp_path / "demo.sqlite"))
+	for row in store.list(limit=1000):
+		if row["type"] in ("event", "transaction"):
+			referee.check(row["type"], json.dumps(store.get(row["id"])["payload"]).encode())
+	assert referee.checked >= 7
 
 
 def test_checks_fail_when_nothing_arrived():

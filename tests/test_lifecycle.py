@@ -70,7 +70,9 @@ class Ticker(asab.Service):
 def test_flush_on_exit_does_not_block_the_loop_and_is_bounded():
 	silent = Silent()
 	try:
-		configure({"sentry": {"data_source_name": "http://k@127.0.0.1:{}/1".format(silent.Port), "shutdown_timeout": "1s"}})
+		configure(
+			{"sentry": {"data_source_name": "http://k@127.0.0.1:{}/1".format(silent.Port), "shutdown_timeout": "1s"}}
+		)
 
 		class Observed(asab.Application):
 			def __init__(self):

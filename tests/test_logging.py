@@ -30,7 +30,9 @@ def test_struct_data_in_breadcrumb_data_and_no_asctime(sentry_capture):
 	# asab's console formatter, placed before the Sentry handler, sets record.asctime on every record it formats.
 	console = io.StringIO()
 	formatting = logging.StreamHandler(console)
-	formatting.setFormatter(asab.log.StructuredDataFormatter(fmt="%(asctime)s %(levelname)s %(struct_data)s%(message)s"))
+	formatting.setFormatter(
+		asab.log.StructuredDataFormatter(fmt="%(asctime)s %(levelname)s %(struct_data)s%(message)s")
+	)
 	root = logging.getLogger()
 	root.handlers.insert(0, formatting)
 	root.setLevel(logging.INFO)
