@@ -145,3 +145,22 @@ def test_info_breadcrumbs_over_http_when_root_level_allows(collector):
 	crumbs = {c["message"]: c for c in event["breadcrumbs"]["values"]}
 	assert crumbs["an info line"]["level"] == "info" and crumbs["an info line"]["data"] == {"k": "v"}
 	assert "a debug line" not in crumbs
+
+
+def test_mapping_arguments_and_non_string_messages(sentry_capture):
+	sentry_capture.application()
+	L.error("user %(name)s failed", {"name": "alice"})
+	L.error(ValueError("logged object"))
+	event = sentry_capture.find(message="user alice failed")
+	assert event["logentry"]["params"] == {"name": "alice"}
+	assert sentry_capture.find(message="logged object")["logentry"]["formatted"] == "logged object"
+
+
+def test_filters_on_the_handler_are_respected(sentry_capture):
+	app = sentry_capture.application()
+	handler = app.get_service("asab.SentryService").LogHandler
+	handler.addFilter(lambda record: "secret" not in record.getMessage())
+	L.error("contains a secret")
+	L.error("harmless")
+	assert sentry_capture.find_all(message="secret") == []
+	assert sentry_capture.find(message="harmless")

@@ -86,6 +86,8 @@ class SentryLogHandler(logging.Handler):
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
 		if not self._enabled or record.levelno < self.level:
 			return False
+		if self.filters and not self.filter(record):
+			return False
 		self.emit(record)
 		return True
 

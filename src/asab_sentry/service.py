@@ -86,6 +86,8 @@ class SentryService(asab.Service):
 	Attributes:
 		Settings: the validated configuration (`asab_sentry.settings.Settings`).
 		Identity: release, server name, manifest and identity tags (`asab_sentry.identity.Identity`).
+		LogHandler: the `logging.Handler` on the root logger that turns records into events and breadcrumbs.
+		LoopHooks: the exception handler and task factory installed on the application's event loop.
 	"""
 
 	def __init__(

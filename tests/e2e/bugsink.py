@@ -53,9 +53,12 @@ def ensure_installed() -> pathlib.Path:
 	marker = venv / "installed.txt"
 	if marker.exists() and marker.read_text().strip() == BUGSINK_REQUIREMENT and (bin_dir / "gunicorn").exists():
 		return bin_dir
-	if venv.exists():
-		shutil.rmtree(venv)
-	venv.parent.mkdir(parents=True, exist_ok=True)
+	try:
+		if venv.exists():
+			shutil.rmtree(venv)
+		venv.parent.mkdir(parents=True, exist_ok=True)
+	except OSError as e:
+		raise BugsinkUnavailable("cannot prepare {}: {}".format(venv, e))
 	steps = [
 		[sys.executable, "-m", "venv", str(venv)],
 		[str(bin_dir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", BUGSINK_REQUIREMENT],
@@ -63,7 +66,8 @@ def ensure_installed() -> pathlib.Path:
 	for step in steps:
 		out = subprocess.run(step, capture_output=True, text=True, timeout=600)
 		if out.returncode != 0:
-			raise BugsinkUnavailable("'{}' failed: {}".format(" ".join(step[-3:]), (out.stderr or out.stdout)[-800:]))
+			lines = [ln for ln in (out.stderr or out.stdout).splitlines() if ln.strip()]
+			raise BugsinkUnavailable("'{}' failed: {}".format(" ".join(step[2:4] + step[-1:]), " | ".join(lines[-2:])))
 	marker.write_text(BUGSINK_REQUIREMENT)
 	return bin_dir
 
