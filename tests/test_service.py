@@ -300,3 +300,14 @@ def test_identity_of_a_second_service_replaces_the_first(sentry_capture):
 	second = sentry_capture.application()
 	second.get_service("asab.SentryService").capture_message("second")
 	assert "node_id" not in sentry_capture.find(message="second")["tags"]
+
+
+def test_manifest_version_that_is_no_valid_release_is_fixed(sentry_capture, tmp_path, caplog):
+	manifest = tmp_path / "MANIFEST.json"
+	manifest.write_text(json.dumps({"version": "feature/new thing"}))
+	sentry_capture.configure({"general": {"manifest": str(manifest)}})
+	with caplog.at_level(logging.WARNING, logger="asab_sentry.identity"):
+		app = sentry_capture.application()
+	app.get_service("asab.SentryService").capture_message("fixed release")
+	assert sentry_capture.find(message="fixed release")["release"] == "Application@feature-new-thing"
+	assert "does not make a valid Sentry release" in caplog.text

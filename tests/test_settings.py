@@ -68,7 +68,7 @@ def test_malformed_dsn_masks_the_key():
 
 def test_malformed_dsn_in_variable():
 	message = error("[sentry]\n", {"SENTRY_DSN": "not a dsn"})
-	assert "SENTRY_DSN" in message
+	assert message.startswith("environment variable SENTRY_DSN = 'not a dsn'")
 
 
 def test_mask_dsn():
@@ -205,3 +205,24 @@ def test_settings_are_frozen():
 	s = settings("", {"SENTRY_DSN": DSN})
 	with pytest.raises(dataclasses.FrozenInstanceError):
 		s.environment = "x"
+
+
+@pytest.mark.parametrize("value", ["v1/2", "latest", ".", "r" * 201])
+def test_invalid_release(value):
+	message = error("[sentry]\nrelease={}\n".format(value), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry] release = '{}'".format(value))
+	assert "200 characters" in message
+
+
+def test_invalid_release_from_variable_names_the_variable():
+	message = error("", {"SENTRY_DSN": DSN, "SENTRY_RELEASE": "a/b"})
+	assert message.startswith("environment variable SENTRY_RELEASE = 'a/b'")
+
+
+@pytest.mark.parametrize("value", ["None", "e" * 65])
+def test_invalid_environment_values(value):
+	assert error("[sentry]\nenvironment={}\n".format(value), {"SENTRY_DSN": DSN}).startswith("[sentry] environment")
+
+
+def test_invalid_environment_from_site_id_names_the_variable():
+	assert error("", {"SENTRY_DSN": DSN, "SITE_ID": "a/b"}).startswith("environment variable SITE_ID = 'a/b'")

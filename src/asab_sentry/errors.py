@@ -11,8 +11,8 @@ class SentryConfigError(SystemExit):
 	the value (secrets masked) and what is allowed.
 
 	Attributes:
-		Section: the configuration section, e.g. ``"sentry"``.
-		Option: the option name, e.g. ``"traces_sample_rate"``.
+		Section: the configuration section, e.g. ``"sentry"`` (``"environment"`` for an environment variable).
+		Option: the option name, e.g. ``"traces_sample_rate"``, or the variable's name.
 		Value: the offending value as shown to the user (secrets already masked).
 	"""
 
@@ -21,10 +21,14 @@ class SentryConfigError(SystemExit):
 		self.Option = option
 		self.Value = value
 		self.Allowed = allowed
+		# Options are named as in the configuration file; values from environment variables by the variable.
+		name = (
+			"environment variable {}".format(option) if section == "environment" else "[{}] {}".format(section, option)
+		)
 		if value is None:
-			message = "[{}] {} is not set: {}".format(section, option, allowed)
+			message = "{} is not set: {}".format(name, allowed)
 		else:
-			message = "[{}] {} = {!r}: {}".format(section, option, value, allowed)
+			message = "{} = {!r}: {}".format(name, value, allowed)
 		super().__init__(message)
 
 	def __str__(self) -> str:

@@ -9,7 +9,10 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import typing
+
+from .settings import valid_release
 
 L = logging.getLogger(__name__)
 
@@ -93,6 +96,10 @@ def build_identity(
 	version = manifest.get("version")
 	if release is None and isinstance(version, str) and version.strip():
 		release = "{}@{}".format(app_class, version.strip())
+		if not valid_release(release):
+			fixed = re.sub(r"[/\s]", "-", release)[:200]
+			L.warning("Manifest version {!r} does not make a valid Sentry release; using {!r}.".format(version, fixed))
+			release = fixed
 
 	tags = {"appclass": app_class}
 	for variable, tag in IDENTITY_VARIABLES.items():

@@ -266,10 +266,22 @@ def load_settings(
 		raw = r.config(SECTION, name)
 		return parse(SECTION, name, raw) if raw is not None else default
 
-	environment = r.config(SECTION, "environment") or r.env("SENTRY_ENVIRONMENT", "SITE_ID") or "production"
-	if len(environment) > 64 or "\n" in environment or "/" in environment:
+	environment, environment_source = _first(
+		r, ((SECTION, "environment"), ("environment", "SENTRY_ENVIRONMENT"), ("environment", "SITE_ID"))
+	)
+	if environment is None:
+		environment = "production"
+	elif not valid_environment(environment):
 		raise SentryConfigError(
-			SECTION, "environment", environment, "expected at most 64 characters, no slash and no newline"
+			*environment_source, environment, "expected at most 64 characters, no slash or newline, and not 'None'"
+		)
+
+	release, release_source = _first(r, ((SECTION, "release"), ("environment", "SENTRY_RELEASE")))
+	if release is not None and not valid_release(release):
+		raise SentryConfigError(
+			*release_source,
+			release,
+			"expected at most 200 characters, no slash, tab or newline, and not '.', '..', ' ' or 'latest'",
 		)
 
 	unknown = tuple(
@@ -283,7 +295,7 @@ def load_settings(
 	return Settings(
 		dsn=dsn,
 		environment=environment,
-		release=r.config(SECTION, "release") or r.env("SENTRY_RELEASE"),
+		release=release,
 		traces_sample_rate=option("traces_sample_rate", parse_rate, 0.0),
 		sample_rate=option("sample_rate", parse_rate, 1.0),
 		server_name=r.config(SECTION, "server_name"),
@@ -295,6 +307,30 @@ def load_settings(
 		breadcrumbs_level=_level(r, "breadcrumbs", logging.INFO),
 		events_level=_level(r, "events", logging.ERROR),
 		unknown_options=unknown,
+	)
+
+
+def _first(r: _Reader, sources: tuple[tuple[str, str], ...]) -> tuple[str | None, tuple[str, str]]:
+	"""The first value set among config options and environment variables, and where it came from."""
+	for source in sources:
+		value = r.env(source[1]) if source[0] == "environment" else r.config(*source)
+		if value is not None:
+			return value, source
+	return None, sources[0]
+
+
+def valid_environment(value: str) -> bool:
+	"""Sentry's (Relay's) rules for an environment name."""
+	return 0 < len(value) <= 64 and "/" not in value and "\n" not in value and "\r" not in value and value != "None"
+
+
+def valid_release(value: str) -> bool:
+	"""Sentry's (Relay's) rules for a release name."""
+	return (
+		0 < len(value) <= 200
+		and value.strip() != ""
+		and not any(c in value for c in "/\n\r\t")
+		and value not in (".", "..", "latest")
 	)
 
 
