@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -171,6 +172,8 @@ def test_tail_follows_new_items(tmp_path, referee):
 			text=True,
 			env=dict(os.environ, PYTHONUNBUFFERED="1"),
 		)
+		watchdog = threading.Timer(30, tail.kill)  # a silent tail must not hang the suite: readline() then ends
+		watchdog.start()
 		try:
 			assert tail.stdout.readline().split()[:2] == ["ID", "TIME"]
 			configure({"sentry": {"data_source_name": running.dsn}})
@@ -185,6 +188,7 @@ def test_tail_follows_new_items(tmp_path, referee):
 			line = tail.stdout.readline()
 			assert "live message" in line
 		finally:
+			watchdog.cancel()
 			tail.kill()
 			tail.wait()
 		from asab_sentry import _sdk
