@@ -79,3 +79,23 @@ def test_chained_exceptions(svc, sentry_capture):
 		svc.capture_exception(e)
 	types = [v["type"] for v in sentry_capture.find(exception_type="RuntimeError")["exception"]["values"]]
 	assert types == ["ZeroDivisionError", "RuntimeError"]
+
+
+def test_per_event_scope_data_like_asab_sentry(svc, sentry_capture, caplog):
+	"""asab.sentry passed scope keyword arguments through; so do we, with tags validated."""
+	with caplog.at_level(logging.ERROR):
+		svc.capture_message("custom", fingerprint=["my-group"], tags={"k": "v", "bad key": "x"}, extras={"n": 1})
+	event = sentry_capture.find(message="custom")
+	assert event["fingerprint"] == ["my-group"]
+	assert event["tags"]["k"] == "v" and "bad key" not in event["tags"]
+	assert event["extra"]["n"] == 1
+	assert "Tag 'bad key' not set" in caplog.text
+	try:
+		raise OSError("disk")
+	except OSError as e:
+		svc.capture_exception(e, level="warning", contexts={"disk": {"path": "/data"}})
+	event = sentry_capture.find(exception_type="OSError")
+	assert event["level"] == "warning" and event["contexts"]["disk"] == {"path": "/data"}
+	svc.capture_message("only this one", tags={"once": "yes"})
+	svc.capture_message("not tagged")
+	assert "once" not in sentry_capture.find(message="not tagged")["tags"]

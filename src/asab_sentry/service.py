@@ -183,12 +183,14 @@ class SentryService(asab.Service):
 
 	# Capturing
 
-	def capture_exception(self, error: BaseException | None = None) -> str | None:
+	def capture_exception(self, error: BaseException | None = None, **scope_kwargs: typing.Any) -> str | None:
 		"""
 		Send an exception to Sentry as an event (with its stack trace and local variables).
 
 		Args:
 			error: the exception; when None, the one being handled (``sys.exc_info()``).
+			scope_kwargs: data for this event only, as sentry-sdk takes it: ``tags`` (validated like `set_tag`),
+				``extras``, ``contexts``, ``fingerprint``, ``level``, ``user``; or ``scope``.
 
 		Returns:
 			The event id, or None when nothing was sent (no exception, filtered or sampled out).
@@ -208,12 +210,12 @@ class SentryService(asab.Service):
 					extra={sentry_logging.NO_EVENT: True},
 				)
 				return None
-			return sentry_sdk.capture_exception(error)
+			return sentry_sdk.capture_exception(error, **_checked_scope_kwargs(scope_kwargs))
 		except Exception:
 			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 			return None
 
-	def capture_message(self, message: str, level: str | None = None) -> str | None:
+	def capture_message(self, message: str, level: str | None = None, **scope_kwargs: typing.Any) -> str | None:
 		"""
 		Send a text message to Sentry as an event.
 
@@ -221,6 +223,7 @@ class SentryService(asab.Service):
 			message: the text; messages with the same text are grouped into one issue.
 			level: ``fatal``, ``error``, ``warning``, ``info`` (default) or ``debug``
 				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``).
+			scope_kwargs: data for this event only, as in `capture_exception`.
 
 		Returns:
 			The event id, or None when nothing was sent.
@@ -242,7 +245,7 @@ class SentryService(asab.Service):
 						extra={sentry_logging.NO_EVENT: True},
 					)
 					sentry_level = "info"
-			return sentry_sdk.capture_message(str(message), level=sentry_level)  # type: ignore[arg-type]
+			return sentry_sdk.capture_message(str(message), level=sentry_level, **_checked_scope_kwargs(scope_kwargs))  # type: ignore[arg-type]
 		except Exception:
 			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 			return None
@@ -346,6 +349,22 @@ class SentryService(asab.Service):
 			```
 		"""
 		return Measure("span", op, description)
+
+
+def _checked_scope_kwargs(scope_kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
+	"""Per-event ``tags=`` are validated like `SentryService.set_tag`: invalid ones are left out and reported."""
+	tags = scope_kwargs.get("tags")
+	if not tags:
+		return scope_kwargs
+	valid = {}
+	for key, value in dict(tags).items():
+		try:
+			key, value = tags_module.validate_tag(key, value)
+		except tags_module.InvalidTag as e:
+			L.error(str(e), extra={sentry_logging.NO_EVENT: True})
+			continue
+		valid[key] = value
+	return dict(scope_kwargs, tags=valid)
 
 
 def _current_scope() -> sentry_sdk.Scope:
