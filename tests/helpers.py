@@ -10,6 +10,7 @@ import asab
 import sentry_sdk
 
 import asab_sentry
+from asab_sentry import payload
 
 
 def configure(config: dict[str, dict[str, typing.Any]] | str) -> None:
@@ -74,10 +75,5 @@ async def until(predicate: typing.Callable[[], bool], timeout: float = 5.0) -> N
 		await asyncio.sleep(0.01)
 
 
-def text(event: dict) -> str:
-	"""The message of an event, whether it came from capture_message (``message``) or logging (``logentry``)."""
-	logentry = event.get("logentry") or {}
-	message = event.get("message")
-	if isinstance(message, dict):
-		message = message.get("formatted") or message.get("message")
-	return str(logentry.get("formatted") or message or "")
+# The message of an event, from capture_message (``message``) or logging (``logentry``).
+text = payload.message

@@ -57,10 +57,6 @@ def _exc(event: dict) -> tuple[str, str, dict]:
 	return chain[-1].get("type", ""), mechanism.get("type", ""), mechanism
 
 
-_msg = payload.message
-_tags = payload.tags
-
-
 def expected_checks() -> list[Check]:
 	"""What the example application must have delivered."""
 
@@ -74,13 +70,13 @@ def expected_checks() -> list[Check]:
 		),
 		Check(
 			"capture_message: 'required_variable was not set'",
-			any_event(lambda e: _msg(e) == "required_variable was not set"),
+			any_event(lambda e: payload.message(e) == "required_variable was not set"),
 		),
 		Check(
 			"error log as event, with struct_data and breadcrumbs",
 			any_event(
 				lambda e: (
-					_msg(e) == "Cannot connect to the database"
+					payload.message(e) == "Cannot connect to the database"
 					and (e.get("extra") or {}).get("host") == "db.example"
 					and any(
 						c.get("message") == "Demo is starting" for c in (e.get("breadcrumbs") or {}).get("values", [])
@@ -98,7 +94,9 @@ def expected_checks() -> list[Check]:
 			"uncaught exception in a thread (RuntimeError)",
 			any_event(lambda e: _exc(e)[0] == "RuntimeError" and _exc(e)[1] == "threading"),
 		),
-		Check("error logged just before stop()", any_event(lambda e: _msg(e) == "Last error before stopping")),
+		Check(
+			"error logged just before stop()", any_event(lambda e: payload.message(e) == "Last error before stopping")
+		),
 		Check(
 			"transaction 'multiple tasks' with spans task1 and task2",
 			lambda events, txns: any(
@@ -112,9 +110,9 @@ def expected_checks() -> list[Check]:
 			lambda events, txns: (
 				bool(events)
 				and all(
-					_tags(e).get("foo") == "bar" and "invalid key!" not in _tags(e)
+					payload.tags(e).get("foo") == "bar" and "invalid key!" not in payload.tags(e)
 					for e in events
-					if _msg(e) == "Cannot connect to the database"
+					if payload.message(e) == "Cannot connect to the database"
 				)
 			),
 		),
@@ -123,11 +121,11 @@ def expected_checks() -> list[Check]:
 			lambda events, txns: (
 				bool(events)
 				and all(
-					_tags(e).get("appclass") == "MyApplication"
-					and _tags(e).get("node_id") == IDENTITY["NODE_ID"]
-					and _tags(e).get("service_id") == IDENTITY["SERVICE_ID"]
-					and _tags(e).get("instance_id") == IDENTITY["INSTANCE_ID"]
-					and _tags(e).get("site_id") == IDENTITY["SITE_ID"]
+					payload.tags(e).get("appclass") == "MyApplication"
+					and payload.tags(e).get("node_id") == IDENTITY["NODE_ID"]
+					and payload.tags(e).get("service_id") == IDENTITY["SERVICE_ID"]
+					and payload.tags(e).get("instance_id") == IDENTITY["INSTANCE_ID"]
+					and payload.tags(e).get("site_id") == IDENTITY["SITE_ID"]
 					and e.get("release") == RELEASE
 					and e.get("environment") == "demo"
 					for e in events + txns

@@ -15,7 +15,7 @@ import sys
 import asab
 import sentry_sdk
 
-from asab_sentry import _sdk
+from asab_sentry import _sdk, payload
 from asab_sentry.collector.server import CollectorSettings, start_in_thread
 from asab_sentry.collector.store import Store
 from asab_sentry.demo import IDENTITY, expected_checks, find_example
@@ -39,20 +39,11 @@ def stored_events(bugsink):
 
 
 def exception(data):
-	return data["exception"]["values"][-1]
+	return payload.exceptions(data)[-1]
 
 
-def tags(data):
-	t = data.get("tags") or {}
-	return dict(t) if isinstance(t, list) else t
-
-
-def message(data):
-	logentry = data.get("logentry") or {}
-	m = data.get("message")
-	if isinstance(m, dict):
-		m = m.get("formatted")
-	return logentry.get("formatted") or m or ""
+tags = payload.tags
+message = payload.message
 
 
 def test_example_application_in_bugsink(bugsink, referee, tmp_path):
