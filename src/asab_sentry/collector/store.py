@@ -295,13 +295,26 @@ class Store:
 
 	def add_many(self, batch: list[tuple[Envelope, str | None, float | None]]) -> list[list[int]]:
 		"""
-		Store several envelopes in one transaction (one commit: the collector's ingest batches concurrent
-		requests this way); return the row ids of each envelope's items, in order.
+		Store several envelopes in one transaction (one commit); return the row ids of each envelope's items.
+
+		Raises:
+			EnvelopeError: an item's content cannot be stored (e.g. nested too deeply); nothing is stored.
 		"""
-		prepared = []
-		for envelope, project, received in batch:
-			rows = [self._process(item, envelope) for item in envelope.items]
-			prepared.append((envelope, project, time.time() if received is None else received, rows))
+		return self.add_prepared([self.prepare(envelope, project, received) for envelope, project, received in batch])
+
+	def prepare(self, envelope: Envelope, project: str | None, received: float | None = None) -> typing.Any:
+		"""
+		The work of storing an envelope that needs no database (normalization, grouping), for
+		`add_prepared`; thread-safe.
+
+		Raises:
+			EnvelopeError: an item's content cannot be stored.
+		"""
+		rows = [self._process(item, envelope) for item in envelope.items]
+		return (envelope, project, time.time() if received is None else received, rows)
+
+	def add_prepared(self, prepared: list[typing.Any]) -> list[list[int]]:
+		"""Store envelopes made ready by `prepare` in one transaction; return each one's row ids."""
 		result = []
 		with self._lock:
 			self._db.execute("BEGIN")
