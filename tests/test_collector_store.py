@@ -449,3 +449,31 @@ def test_a_file_of_the_previous_schema_is_moved_aside(tmp_path):
 	store.add(envelope(("event", {"message": "m"})), "1")
 	assert Store(str(path)).count() == 1
 	assert sqlite3.connect(tmp_path / "old.sqlite.v1").execute("SELECT COUNT(*) FROM items").fetchone()[0] == 1
+
+
+def test_a_message_with_a_stack_is_a_message(store):
+	"""The JavaScript SDK's captureMessage sends an exception without a type that only carries the stack."""
+	stack = {"frames": [{"function": "main", "filename": "app.js", "in_app": True}]}
+	add(
+		store,
+		(
+			"event",
+			{"message": "inventory low", "exception": {"values": [{"value": "inventory low", "stacktrace": stack}]}},
+		),
+	)
+	add(
+		store,
+		(
+			"event",
+			{
+				"message": "inventory low",
+				"exception": {
+					"values": [{"type": "Error", "value": "x", "mechanism": {"type": "generic", "synthetic": True}}]
+				},
+			},
+		),
+	)
+	(issue,) = store.issues()
+	assert (
+		issue["title"] == "inventory low" and issue["grouping"] == ["message", "inventory low"] and issue["count"] == 2
+	)
