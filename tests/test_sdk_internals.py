@@ -5,6 +5,7 @@ import logging
 import pytest
 import sentry_sdk
 import sentry_sdk.scope
+import sentry_sdk.transport
 import sentry_sdk.utils
 
 from asab_sentry import _sdk
@@ -44,3 +45,36 @@ def test_internal_errors_are_logged_on_the_errors_logger_and_recorded():
 		_sdk.reset()
 	assert [r.getMessage() for r in recorder.Records] == ["Internal error in sentry_sdk"]
 	assert all(r.levelno >= logging.ERROR for r in recorder.Records)
+
+
+class _NullTransport(sentry_sdk.transport.Transport):
+	def capture_envelope(self, envelope):
+		pass
+
+
+def test_internal_logger_is_the_one_sentry_sdk_debugs_on_and_can_be_quieted():
+	"""sentry-sdk's internal debug messages go through sentry_sdk.utils.logger; quiet, no record is made."""
+	seen = []
+
+	class Seen(logging.Filter):
+		def filter(self, record):
+			seen.append(record.levelno)
+			return True
+
+	probe = Seen()
+	sentry_sdk.utils.logger.filters.insert(0, probe)  # before sentry-sdk's own filter, which drops them
+	try:
+		sentry_sdk.init(transport=_NullTransport(), default_integrations=False, traces_sample_rate=0)
+		assert sentry_sdk.utils.logger.level == logging.DEBUG  # sentry-sdk's own setting
+		with sentry_sdk.start_transaction(op="task", name="unsampled"):
+			pass
+		assert logging.DEBUG in seen
+		seen.clear()
+		_sdk.quiet_internal_logger(True)
+		with sentry_sdk.start_transaction(op="task", name="unsampled"):
+			pass
+		assert seen == []
+	finally:
+		sentry_sdk.utils.logger.removeFilter(probe)
+		_sdk.reset()
+	assert sentry_sdk.utils.logger.level == logging.DEBUG

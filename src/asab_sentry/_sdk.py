@@ -23,6 +23,20 @@ def reset() -> None:
 	sentry_sdk.scope._global_scope = None  # type: ignore[attr-defined]
 	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
+	quiet_internal_logger(False)
+
+
+def quiet_internal_logger(quiet: bool) -> None:
+	"""
+	Keep sentry-sdk's internal logger (``sentry_sdk.errors``) from building a record for every internal debug
+	message when ``debug`` is off (quiet), or give it back sentry-sdk's own level DEBUG.
+
+	sentry-sdk leaves that logger at DEBUG and drops the records afterwards in a filter unless ``debug`` is on,
+	so each internal ``logger.debug()`` (two per transaction) costs a full LogRecord. Quiet, the logger is at
+	WARNING: the records sentry-sdk would have dropped are not made; warnings and errors still are (and reach
+	`InternalErrorRecorder`).
+	"""
+	sentry_sdk.utils.logger.setLevel(logging.WARNING if quiet else logging.DEBUG)
 
 
 class InternalErrorRecorder(logging.Filter):
