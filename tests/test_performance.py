@@ -15,7 +15,8 @@ import sentry_sdk
 import sentry_sdk.utils
 
 from asab_sentry import breadcrumbs, testing
-from conftest import REPO
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 START_WITHOUT_WEB = """
 import json, sys
