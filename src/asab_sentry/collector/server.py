@@ -594,8 +594,9 @@ class Collector:
 			for name in ("event_id", "trace_id"):
 				if name in q:
 					filters[name] = q[name]
-			if "issue" in q:
-				filters["issue_id"] = _int(q["issue"], "issue")
+			for name in ("issue", "issue_id"):  # issue_id: what the viewer's Source sends
+				if name in q:
+					filters["issue_id"] = _int(q[name], name)
 			if "after" in q:
 				filters["after_id"] = _int(q["after"], "after")
 			if q.get("order", "desc") not in ("asc", "desc"):
