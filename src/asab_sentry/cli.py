@@ -122,7 +122,12 @@ def _parser() -> argparse.ArgumentParser:
 	issues.add_argument("--q", dest="text", metavar="TEXT", help="text in the title or exception type")
 	issues.add_argument("--release", help="issues seen in this release")
 	issues.add_argument("--environment", help="issues seen in this environment")
-	issues.add_argument("--sort", choices=("last_seen", "first_seen", "count"), default="last_seen")
+	issues.add_argument(
+		"--sort",
+		choices=("last_seen", "first_seen", "count"),
+		default="last_seen",
+		help="newest first (default), or by count",
+	)
 	issues.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
 	_source_options(show, defaults=False)
