@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 		"--sort",
 		choices=("last_seen", "first_seen", "count"),
 		default="last_seen",
-		help="newest first (default), or by count",
+		help="last_seen (default), first_seen or count; highest first",
 	)
 	issues.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
