@@ -13,6 +13,7 @@ import contextvars
 import datetime
 import logging
 import sys
+import typing
 
 import sentry_sdk
 import sentry_sdk.utils
@@ -34,6 +35,9 @@ _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 _IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
+
+#: asab.web's access log: one record per request, turned into a readable breadcrumb.
+ACCESS_LOG = "asab.web.al"
 
 
 def sentry_level(levelno: int) -> str:
@@ -80,6 +84,8 @@ class SentryLogHandler(logging.Handler):
 		super().__init__(level=min(levels) if levels else logging.CRITICAL + 1)
 		self.BreadcrumbsLevel = breadcrumbs_level
 		self.EventsLevel = events_level
+		#: Set by the asab.web instrumentation: True for a record whose exception it reports (or not) itself.
+		self.Claims: typing.Callable[[logging.LogRecord], bool] | None = None
 		self._enabled = bool(levels)
 
 	def handle(self, record: logging.LogRecord) -> bool:
@@ -99,6 +105,7 @@ class SentryLogHandler(logging.Handler):
 				self.EventsLevel is not None
 				and record.levelno >= self.EventsLevel
 				and not getattr(record, NO_EVENT, False)
+				and not (self.Claims is not None and self.Claims(record))
 			):
 				self._capture(record)
 			if self.BreadcrumbsLevel is not None and record.levelno >= self.BreadcrumbsLevel:
@@ -136,6 +143,14 @@ class SentryLogHandler(logging.Handler):
 		sentry_sdk.capture_event(event, hint=hint)
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
+		if record.name == ACCESS_LOG:
+			from .web import access_log_breadcrumb
+
+			crumb = access_log_breadcrumb(record)
+			if crumb is not None:
+				crumb["timestamp"] = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+				sentry_sdk.add_breadcrumb(crumb, hint={"log_record": record})
+				return
 		sentry_sdk.add_breadcrumb(
 			{
 				"type": "log",
