@@ -101,11 +101,17 @@ class SentryLogHandler(logging.Handler):
 		if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
 			return
 		try:
+			# Asked at every level: a WARNING of asab's JSON middleware can become an error event of the request.
+			claimed = (
+				self.Claims is not None
+				and (record.exc_info is not None or isinstance(record.msg, BaseException))
+				and self.Claims(record)
+			)
 			if (
 				self.EventsLevel is not None
 				and record.levelno >= self.EventsLevel
 				and not getattr(record, NO_EVENT, False)
-				and not (self.Claims is not None and self.Claims(record))
+				and not claimed
 			):
 				self._capture(record)
 			if self.BreadcrumbsLevel is not None and record.levelno >= self.BreadcrumbsLevel:

@@ -136,8 +136,8 @@ class SentryService(asab.Service):
 		if self.Web is not None or not self.Settings.web.enabled or "asab.web.container" not in sys.modules:
 			return
 		try:
-			self.Web = web_module.WebInstrumentation(self.Settings, self.LoopHooks.TaskScopes)
-			web_module.install(self.Web, app)
+			self.Web = web_module.WebInstrumentation(self.Settings)
+			web_module.install(self.Web, app, self.LoopHooks)
 			self.LogHandler.Claims = self.Web.claims_record
 		except Exception:
 			self.Web = None

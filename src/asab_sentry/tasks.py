@@ -82,6 +82,9 @@ class LoopHooks:
 		self.TaskSpans = task_spans
 		# Failed tasks waiting for their exception to be retrieved, each with when it gets reported.
 		self.Unretrieved: dict[asyncio.Future, float] = {}
+		#: Code objects of coroutines whose tasks are created as they are (no own scope, no checks): aiohttp's
+		#: per-request task, whose scope the web middleware forks and whose result aiohttp itself awaits.
+		self.PassThrough: set[typing.Any] = set()
 		self._checking: asyncio.TimerHandle | None = None
 		self.PreviousHandler = loop.get_exception_handler()
 		self.PreviousFactory = loop.get_task_factory()
@@ -107,8 +110,8 @@ class LoopHooks:
 
 	def task_factory(self, loop: asyncio.AbstractEventLoop, coro: typing.Any, **kwargs: typing.Any) -> asyncio.Future:
 		create = self.PreviousFactory
-		if "context" in kwargs and kwargs["context"] is not None:
-			# The caller chose the task's context; respect it.
+		if getattr(coro, "cr_code", None) in self.PassThrough or kwargs.get("context") is not None:
+			# The caller chose the task's context (respect it), or it is a task the web middleware looks after.
 			return create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
 		try:
 			forking = sentry_sdk.isolation_scope()

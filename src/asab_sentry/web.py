@@ -31,7 +31,6 @@ Per request (a middleware put first in every asab.web container, before the cont
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import fnmatch
 import functools
@@ -268,14 +267,13 @@ class WebInstrumentation:
 	to an aiohttp application.
 	"""
 
-	def __init__(self, settings: Settings, task_scopes: typing.Any = None):
+	def __init__(self, settings: Settings):
 		web: WebSettings = settings.web
 		self.Settings = settings
 		self.FailedStatusCodes = web.failed_status_codes
 		self.SendDefaultPii = settings.send_default_pii
 		self.Tracing = settings.traces_sample_rate > 0
 		self.Targets = PropagationTargets(web.trace_propagation_targets)
-		self.TaskScopes = task_scopes  # tasks whose scopes the loop hooks forked already
 		self._ignored = re.compile("|".join("(?:{})".format(fnmatch.translate(p)) for p in web.ignore_paths)).match
 		self._dsc: str | None = None
 		self.Middleware = self._make_middleware()
@@ -343,9 +341,8 @@ class WebInstrumentation:
 			try:
 				if tracing:
 					return await self._traced(request, handler, state)
-				if self.TaskScopes is not None and asyncio.current_task() in self.TaskScopes:
-					# The loop hooks gave this request's task its own scopes already (Python < 3.12).
-					return await self._handle(request, handler, state, HTTPException, failed)
+				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
+				# written after this, in the connection's scope: later requests of the connection show it.)
 				with sentry_sdk.isolation_scope():
 					return await self._handle(request, handler, state, HTTPException, failed)
 			finally:
@@ -375,8 +372,12 @@ class WebInstrumentation:
 				return await self._handle(request, handler, state, aiohttp.web.HTTPException, self.FailedStatusCodes)
 			state.Transaction = transaction
 			transaction.set_data("http.request.method", request.method)
-			with transaction:
+			transaction.__enter__()
+			try:
 				return await self._handle(request, handler, state, aiohttp.web.HTTPException, self.FailedStatusCodes)
+			finally:
+				# Finished without the exception: its status comes from the response (a raised 404 is not_found).
+				transaction.__exit__(None, None, None)
 
 	async def _handle(self, request, handler, state: RequestState, HTTPException, failed):
 		try:
@@ -453,9 +454,10 @@ class WebInstrumentation:
 			data.setdefault("query_string", scrub_query(query))
 		if not is_transaction:
 			data.setdefault("headers", scrub_headers(request.headers, self.SendDefaultPii))
-			event.setdefault("transaction", state.route_name())
 			contexts = event.setdefault("contexts", {})
 			if state.Transaction is None:
+				# (sentry-sdk keeps the name of any transaction once started in the scope, sampled or not)
+				event["transaction"] = state.route_name()
 				trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER}
 				if state.ParentSpanId is not None:
 					trace["parent_span_id"] = state.ParentSpanId
@@ -597,14 +599,19 @@ _active: list[WebInstrumentation] = []
 _originals: dict[str, typing.Any] = {}
 
 
-def install(instrumentation: WebInstrumentation, app: typing.Any = None) -> bool:
+def install(instrumentation: WebInstrumentation, app: typing.Any = None, hooks: typing.Any = None) -> bool:
 	"""
 	Make ``instrumentation`` the one used by every asab.web container that starts from now on and by every
 	aiohttp ``ClientSession`` created from now on. Does nothing (returns False) unless asab.web is imported.
+	``hooks`` (`asab_sentry.tasks.LoopHooks`) are told to leave aiohttp's per-request tasks to the middleware.
 	"""
 	container_module = sys.modules.get("asab.web.container")
 	if container_module is None:
 		return False
+	if hooks is not None:
+		import aiohttp.web_protocol
+
+		hooks.PassThrough.add(aiohttp.web_protocol.RequestHandler._handle_request.__code__)
 	_active[:] = [instrumentation]
 	if "processor" not in _originals:
 		sentry_sdk.scope.add_global_event_processor(_event_processor)
