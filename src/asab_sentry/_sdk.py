@@ -6,6 +6,7 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 from __future__ import annotations
 
 import logging
+import typing
 
 import sentry_sdk
 import sentry_sdk.scope
@@ -48,3 +49,52 @@ class InternalErrorRecorder(logging.Filter):
 	def uninstall(self) -> None:
 		if self in sentry_sdk.utils.logger.filters:
 			sentry_sdk.utils.logger.removeFilter(self)
+
+
+def quiet_debug_logger(debug: bool) -> None:
+	"""
+	sentry-sdk's internal logger sits at DEBUG behind a filter that drops the records unless ``debug`` is on:
+	every internal debug call still builds a log record (about 10 µs each, several per transaction). Without
+	``debug`` its level is raised to WARNING, so those calls cost nothing; errors still pass.
+	"""
+	sentry_sdk.utils.logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def finished_child_spans(transaction: typing.Any) -> list:
+	"""The finished spans recorded under ``transaction`` (sentry-sdk keeps them in a private recorder)."""
+	recorder = getattr(transaction, "_span_recorder", None)
+	if recorder is None:
+		return []
+	return [span for span in recorder.spans if span is not transaction and span.timestamp is not None]
+
+
+def scope_data() -> tuple[dict, dict | None, dict]:
+	"""
+	Tags, user and contexts of the global, isolation and current scopes merged (later wins), as sentry-sdk
+	would apply them to an event.
+	"""
+	tags: dict = {}
+	user: dict | None = None
+	contexts: dict = {}
+	for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+		tags.update(scope._tags)  # type: ignore[attr-defined]
+		if scope._user:  # type: ignore[attr-defined]
+			user = dict(scope._user)  # type: ignore[attr-defined]
+		contexts.update(scope._contexts)  # type: ignore[attr-defined]
+	return tags, user, contexts
+
+
+class own_isolation_scope:
+	"""
+	Run a block in a fork of the isolation scope only (`sentry_sdk.isolation_scope()` forks the current scope
+	too: twice the copying, on every web request). Tags, user, contexts and breadcrumbs set in the block stay
+	in it. Not for blocks that set a span: that lives in the current scope.
+	"""
+
+	__slots__ = ("_token",)
+
+	def __enter__(self) -> None:
+		self._token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+
+	def __exit__(self, *exc_info: typing.Any) -> None:
+		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]

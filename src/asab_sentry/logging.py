@@ -38,6 +38,7 @@ _IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
 
 #: asab.web's access log: one record per request, turned into a readable breadcrumb.
 ACCESS_LOG = "asab.web.al"
+_access_log_breadcrumb: list = []  # asab_sentry.web.access_log_breadcrumb, imported on first use
 
 
 def sentry_level(levelno: int) -> str:
@@ -150,12 +151,15 @@ class SentryLogHandler(logging.Handler):
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
 		if record.name == ACCESS_LOG:
-			from .web import access_log_breadcrumb
+			# One per web request: kept short (no record data walk, no hint).
+			if not _access_log_breadcrumb:
+				from .web import access_log_breadcrumb
 
-			crumb = access_log_breadcrumb(record)
+				_access_log_breadcrumb.append(access_log_breadcrumb)
+			crumb = _access_log_breadcrumb[0](record)
 			if crumb is not None:
-				crumb["timestamp"] = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-				sentry_sdk.add_breadcrumb(crumb, hint={"log_record": record})
+				crumb["timestamp"] = record.created  # seconds since the epoch: a valid Sentry timestamp
+				sentry_sdk.get_isolation_scope().add_breadcrumb(crumb)
 				return
 		sentry_sdk.add_breadcrumb(
 			{

@@ -23,11 +23,11 @@ from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 
+from . import _sdk, tasks
 from . import identity as identity_module
 from . import logging as sentry_logging
 from . import settings as settings_module
 from . import tags as tags_module
-from . import tasks
 from . import web as web_module
 from .tracing import Measure
 from .transport import SpotlightTransport
@@ -173,6 +173,7 @@ class SentryService(asab.Service):
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
 		)
+		_sdk.quiet_debug_logger(s.debug)
 		client = sentry_sdk.get_client()
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)

@@ -32,20 +32,29 @@ Per request (a middleware put first in every asab.web container, before the cont
 from __future__ import annotations
 
 import contextvars
+import datetime
 import fnmatch
 import functools
 import inspect
 import ipaddress
+import json
 import logging
+import platform
+import random
 import re
 import sys
+import time
 import typing
 import uuid
+from urllib.parse import quote, unquote
 
 import sentry_sdk
+import sentry_sdk.envelope
 import sentry_sdk.scope
+import sentry_sdk.tracing
 import sentry_sdk.utils
 
+from . import _sdk
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -56,6 +65,10 @@ OP_CLIENT = "http.client"
 ORIGIN = "auto.http.asab_sentry"
 UNMATCHED = "{} (unmatched)"
 FILTERED = "[Filtered]"
+
+MAX_SPANS = 1000
+
+_RUNTIME = {"name": platform.python_implementation(), "version": platform.python_version(), "build": sys.version}
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"))
 
@@ -190,6 +203,7 @@ class RequestState:
 		"Tenant",
 		"Authz",
 		"Exception",
+		"SampleRand",
 	)
 
 	def __init__(self, request: typing.Any):
@@ -205,6 +219,7 @@ class RequestState:
 		self.Tenant: str | None = None
 		self.Authz: typing.Any = None
 		self.Exception: BaseException | None = None  # translated into a response by asab's JSON middleware
+		self.SampleRand: float | None = None
 
 	@property
 	def TraceId(self) -> str:
@@ -275,8 +290,9 @@ class WebInstrumentation:
 		self.Tracing = settings.traces_sample_rate > 0
 		self.Targets = PropagationTargets(web.trace_propagation_targets)
 		self._ignored = re.compile("|".join("(?:{})".format(fnmatch.translate(p)) for p in web.ignore_paths)).match
-		self._dsc: str | None = None
 		self.Middleware = self._make_middleware()
+		self._dsc_client: typing.Any = None  # the client _dsc_base was read from
+		self._dsc_base: dict[str, str] = {}
 
 	# Installation
 
@@ -343,7 +359,7 @@ class WebInstrumentation:
 					return await self._traced(request, handler, state)
 				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
 				# written after this, in the connection's scope: later requests of the connection show it.)
-				with sentry_sdk.isolation_scope():
+				with _sdk.own_isolation_scope():
 					return await self._handle(request, handler, state, HTTPException, failed)
 			finally:
 				current.reset(token)
@@ -354,30 +370,140 @@ class WebInstrumentation:
 	async def _traced(self, request, handler, state: RequestState):
 		import aiohttp.web
 
+		HTTPException, failed = aiohttp.web.HTTPException, self.FailedStatusCodes
 		with sentry_sdk.isolation_scope():
-			incoming = {}
-			if state.ParentSpanId is not None:
-				incoming["sentry-trace"] = request.headers["sentry-trace"]
-				baggage = request.headers.get("baggage")
-				if baggage:
-					incoming["baggage"] = baggage
-			name = state.route_name()
-			transaction = sentry_sdk.continue_trace(
-				incoming, op=OP_SERVER, name=name, source=state.Source, origin=ORIGIN
+			if not self._sample(state):
+				return await self._handle(request, handler, state, HTTPException, failed)
+			# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+			# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+			transaction = sentry_sdk.tracing.Transaction(
+				trace_id=state.TraceId,
+				span_id=state.SpanId,
+				parent_span_id=state.ParentSpanId,
+				parent_sampled=state.ParentSampled,
+				same_process_as_parent=False,
+				sampled=True,
+				op=OP_SERVER,
+				name=state.route_name(),
+				source=state.Source,
+				origin=ORIGIN,
 			)
-			transaction = sentry_sdk.start_transaction(transaction)
-			state._trace_id = transaction.trace_id
-			state._span_id = transaction.span_id
-			if not transaction.sampled:
-				return await self._handle(request, handler, state, aiohttp.web.HTTPException, self.FailedStatusCodes)
+			transaction.init_span_recorder(maxlen=MAX_SPANS)
 			state.Transaction = transaction
-			transaction.set_data("http.request.method", request.method)
-			transaction.__enter__()
+			scope = sentry_sdk.get_current_scope()
+			scope.span = transaction
+			start = time.time()
 			try:
-				return await self._handle(request, handler, state, aiohttp.web.HTTPException, self.FailedStatusCodes)
+				return await self._handle(request, handler, state, HTTPException, failed)
 			finally:
-				# Finished without the exception: its status comes from the response (a raised 404 is not_found).
-				transaction.__exit__(None, None, None)
+				scope.span = None
+				try:
+					self._send_transaction(state, transaction, start, time.time())
+				except Exception:
+					sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+
+	def _sample(self, state: RequestState) -> bool:
+		"""Sentry's rule: the caller's decision when there is one, else ``sample_rand < traces_sample_rate``."""
+		rand = None
+		if state.Baggage:
+			for item in state.Baggage.split(","):
+				key, _, value = item.strip().partition("=")
+				if key == "sentry-sample_rand":
+					try:
+						rand = float(value)
+					except ValueError:
+						pass
+		if rand is None or not (0.0 <= rand < 1.0):
+			rand = random.random()
+		state.SampleRand = rand
+		if state.ParentSampled is not None:
+			return state.ParentSampled
+		return rand < self.Settings.traces_sample_rate
+
+	def _send_transaction(self, state: RequestState, transaction: typing.Any, start: float, end: float) -> None:
+		client = sentry_sdk.get_client()
+		transport = client.transport
+		if transport is None:
+			return
+		request = state.Request
+		tags, user, contexts = _sdk.scope_data()
+		tags.update(transaction._tags)
+		trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER, "origin": ORIGIN}
+		if state.ParentSpanId is not None:
+			trace["parent_span_id"] = state.ParentSpanId
+		if transaction.status:
+			trace["status"] = transaction.status
+		if transaction._data:
+			trace["data"] = transaction._data
+		contexts = dict(contexts)
+		contexts["trace"] = trace
+		contexts["runtime"] = _RUNTIME
+		status = transaction._data.get("http.response.status_code")
+		if status is not None:
+			contexts["response"] = {"status_code": status}
+		event: dict[str, typing.Any] = {
+			"type": "transaction",
+			"event_id": uuid.uuid4().hex,
+			"transaction": transaction.name,
+			"transaction_info": {"source": state.Source},
+			"contexts": contexts,
+			"tags": tags,
+			"start_timestamp": start,
+			"timestamp": end,
+			"spans": [span.to_json() for span in _sdk.finished_child_spans(transaction)],
+			"request": {
+				"method": request.method,
+				"url": "{}://{}{}".format(request.scheme, request.host, request.path),
+			},
+			"platform": "python",
+			"sdk": {"name": "sentry.python", "version": sentry_sdk.VERSION},
+		}
+		if request.query_string:
+			event["request"]["query_string"] = scrub_query(request.query_string)
+		if user:
+			event["user"] = user
+		options = client.options
+		for key in ("release", "environment", "server_name"):
+			if options.get(key):
+				event[key] = options[key]
+		self._add_request(event, state)
+		payload = json.dumps(event, default=_json_default, separators=(",", ":")).encode("utf-8")
+		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
+		envelope = sentry_sdk.envelope.Envelope(headers=headers)
+		envelope.add_item(
+			sentry_sdk.envelope.Item(payload=sentry_sdk.envelope.PayloadRef(bytes=payload), type="transaction")
+		)
+		transport.capture_envelope(envelope)
+
+	def _dsc(self, state: RequestState) -> dict[str, str]:
+		"""The trace's dynamic sampling context: the caller's when continued, else this service's."""
+		if state.Baggage is not None or state.ParentSpanId is not None:
+			dsc = {}
+			for item in (state.Baggage or "").split(","):
+				key, _, value = item.strip().partition("=")
+				if key.startswith("sentry-") and value:
+					dsc[key[len("sentry-") :]] = unquote(value)
+			dsc.setdefault("trace_id", state.TraceId)
+			return dsc
+		client = sentry_sdk.get_client()
+		if self._dsc_client is not client:
+			base = {}
+			if client.dsn:
+				base["public_key"] = sentry_sdk.utils.Dsn(client.dsn).public_key
+			for key in ("environment", "release"):
+				value = client.options.get(key)
+				if value:
+					base[key] = str(value)
+			self._dsc_base, self._dsc_client = base, client
+		dsc = {"trace_id": state.TraceId}
+		dsc.update(self._dsc_base)
+		dsc["transaction"] = state.route_name()
+		if self.Tracing:
+			dsc["sample_rate"] = str(self.Settings.traces_sample_rate)
+			if state.SampleRand is not None:
+				dsc["sample_rand"] = "{:.6f}".format(state.SampleRand)
+				dsc["sampled"] = "true" if state.Transaction is not None else "false"
+		return dsc
 
 	async def _handle(self, request, handler, state: RequestState, HTTPException, failed):
 		try:
@@ -565,24 +691,15 @@ class WebInstrumentation:
 			return state.Baggage
 		if state.ParentSpanId is not None:
 			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
-		if span is not None:
-			baggage = span.containing_transaction.get_baggage()
-			return baggage.serialize(include_third_party=False) or None
-		client = sentry_sdk.get_client()
-		items = [("trace_id", state.TraceId)]
-		if client.dsn:
-			items.append(("public_key", sentry_sdk.utils.Dsn(client.dsn).public_key))
-		for key in ("environment", "release"):
-			value = client.options.get(key)
-			if value:
-				items.append((key, value))
-		items.append(("transaction", state.route_name()))
-		if self.Tracing:
-			items.append(("sample_rate", str(self.Settings.traces_sample_rate)))
-			items.append(("sampled", "false"))
-		from urllib.parse import quote
+		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
 
-		return ",".join("sentry-{}={}".format(k, quote(str(v), safe="")) for k, v in items)
+
+def _json_default(value: typing.Any) -> typing.Any:
+	if isinstance(value, datetime.datetime):
+		if value.tzinfo is not None:
+			value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+		return value.isoformat() + "Z"
+	return sentry_sdk.utils.safe_repr(value)
 
 
 def mark_reported(exception: BaseException) -> None:
@@ -675,22 +792,21 @@ def active() -> WebInstrumentation | None:
 def access_log_breadcrumb(record: logging.LogRecord) -> dict | None:
 	"""
 	A readable breadcrumb for a record of asab's access log (``asab.web.al``):
-	``GET /users/7 → 200 in 12 ms``, with method, path and status as data; None for other records.
+	``GET /users/7 → 200 in 12 ms``, with method, path, status and duration as data; None for other records.
 	"""
 	data = getattr(record, "_struct_data", None)
-	if not isinstance(data, dict) or "al.m" not in data:
+	if data is None or "al.m" not in data:
 		return None
-	method, path, status = data.get("al.m"), data.get("al.p"), data.get("al.c")
+	method, path, status = data["al.m"], data.get("al.p"), data.get("al.c")
+	crumb_data = {"method": method, "url": path, "status_code": status}
 	duration = data.get("D")
-	message = "{} {} → {}".format(method, path, status)
-	if isinstance(duration, (int, float)):
-		message += " in {:.0f} ms".format(duration * 1000)
-	crumb_data: dict[str, typing.Any] = {"method": method, "url": path, "status_code": status}
-	if isinstance(duration, (int, float)):
-		crumb_data["duration_ms"] = round(duration * 1000, 3)
+	if duration.__class__ is float:
+		milliseconds = duration * 1000
+		crumb_data["duration_ms"] = milliseconds
+		message = "{} {} → {} in {:.0f} ms".format(method, path, status, milliseconds)
+	else:
+		message = "{} {} → {}".format(method, path, status)
 	level = "info"
-	if isinstance(status, int) and status >= 500:
-		level = "error"
-	elif isinstance(status, int) and status >= 400:
-		level = "warning"
+	if status.__class__ is int and status >= 400:
+		level = "error" if status >= 500 else "warning"
 	return {"type": "http", "category": "asab.web.al", "level": level, "message": message, "data": crumb_data}
