@@ -23,7 +23,7 @@ from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 
-from . import _sdk, tasks
+from . import _sdk, breadcrumbs, tasks
 from . import identity as identity_module
 from . import logging as sentry_logging
 from . import settings as settings_module
@@ -172,9 +172,12 @@ class SentryService(asab.Service):
 			default_integrations=False,
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
+			before_send=breadcrumbs.restore if breadcrumbs.ENABLED else None,
 		)
-		_sdk.quiet_debug_logger(s.debug)
 		client = sentry_sdk.get_client()
+		_sdk.quiet_internal_logger(not client.options.get("debug"))
+		if breadcrumbs.ENABLED:
+			breadcrumbs.install()
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()

@@ -789,7 +789,7 @@ def active() -> WebInstrumentation | None:
 	return _active[-1] if _active else None
 
 
-def access_log_breadcrumb(record: logging.LogRecord) -> dict | None:
+def access_log_crumb(record: logging.LogRecord) -> dict | None:
 	"""
 	A readable breadcrumb for a record of asab's access log (``asab.web.al``):
 	``GET /users/7 → 200 in 12 ms``, with method, path, status and duration as data; None for other records.
