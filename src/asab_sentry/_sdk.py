@@ -6,9 +6,12 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 from __future__ import annotations
 
 import logging
+import typing
 
 import sentry_sdk
+import sentry_sdk.client
 import sentry_sdk.scope
+import sentry_sdk.serializer
 import sentry_sdk.utils
 
 
@@ -23,6 +26,21 @@ def reset() -> None:
 	sentry_sdk.scope._global_scope = None  # type: ignore[attr-defined]
 	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
+	quiet_internal_logger(False)
+	use_fast_serializer(False)
+
+
+def quiet_internal_logger(quiet: bool) -> None:
+	"""
+	Keep sentry-sdk's internal logger (``sentry_sdk.errors``) from building a record for every internal debug
+	message when ``debug`` is off (quiet), or give it back sentry-sdk's own level DEBUG.
+
+	sentry-sdk leaves that logger at DEBUG and drops the records afterwards in a filter unless ``debug`` is on,
+	so each internal ``logger.debug()`` (two per transaction) costs a full LogRecord. Quiet, the logger is at
+	WARNING: the records sentry-sdk would have dropped are not made; warnings and errors still are (and reach
+	`InternalErrorRecorder`).
+	"""
+	sentry_sdk.utils.logger.setLevel(logging.WARNING if quiet else logging.DEBUG)
 
 
 class InternalErrorRecorder(logging.Filter):
@@ -48,3 +66,101 @@ class InternalErrorRecorder(logging.Filter):
 	def uninstall(self) -> None:
 		if self in sentry_sdk.utils.logger.filters:
 			sentry_sdk.utils.logger.removeFilter(self)
+
+
+def finished_child_spans(transaction: typing.Any) -> list:
+	"""The finished spans recorded under ``transaction`` (sentry-sdk keeps them in a private recorder)."""
+	recorder = getattr(transaction, "_span_recorder", None)
+	if recorder is None:
+		return []
+	return [span for span in recorder.spans if span is not transaction and span.timestamp is not None]
+
+
+def scope_data() -> tuple[dict, dict | None, dict]:
+	"""
+	Tags, user and contexts of the global, isolation and current scopes merged (later wins), as sentry-sdk
+	would apply them to an event.
+	"""
+	tags: dict = {}
+	user: dict | None = None
+	contexts: dict = {}
+	for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+		tags.update(scope._tags)  # type: ignore[attr-defined]
+		if scope._user:  # type: ignore[attr-defined]
+			user = dict(scope._user)  # type: ignore[attr-defined]
+		contexts.update(scope._contexts)  # type: ignore[attr-defined]
+	return tags, user, contexts
+
+
+class own_isolation_scope:
+	"""
+	Run a block in a fork of the isolation scope only (`sentry_sdk.isolation_scope()` forks the current scope
+	too: twice the copying, on every web request). Tags, user, contexts and breadcrumbs set in the block stay
+	in it. Not for blocks that set a span: that lives in the current scope.
+	"""
+
+	__slots__ = ("_token",)
+
+	def __enter__(self) -> None:
+		self._token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+
+	def __exit__(self, *exc_info: typing.Any) -> None:
+		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]
+
+
+def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
+	"""
+	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package
+	does not use on its hot path: ``before_breadcrumb`` (callers use `sentry_sdk.add_breadcrumb` when it is
+	set), copying the dict, and looking up the client's options (callers pass ``max_breadcrumbs``).
+	"""
+	scope = sentry_sdk.Scope.get_isolation_scope()
+	crumbs = scope._breadcrumbs
+	crumbs.append(crumb)
+	if len(crumbs) > max_breadcrumbs:
+		crumbs.popleft()
+		scope._n_breadcrumbs_truncated += 1
+
+
+def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing.Any]) -> tuple[dict, dict | None]:
+	"""
+	One breadcrumb serialized exactly as sentry-sdk serializes it inside an event (a databag under
+	``breadcrumbs.values.N``, trimmed by the client's options), and the ``_meta`` it would get there (or None).
+	"""
+	out = sentry_sdk.serializer.serialize(
+		{"breadcrumbs": {"values": [crumb]}},
+		max_request_body_size=options.get("max_request_body_size"),
+		max_value_length=options.get("max_value_length"),
+		custom_repr=options.get("custom_repr"),
+	)
+	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
+	return out["breadcrumbs"]["values"][0], meta
+
+
+_sdk_serialize = sentry_sdk.serializer.serialize
+
+
+def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
+	if not kwargs.get("is_vars"):
+		from .serialize import serialize_event
+
+		out = serialize_event(
+			event,
+			max_value_length=kwargs.get("max_value_length"),
+			max_request_body_size=kwargs.get("max_request_body_size"),
+		)
+		if out is not None:
+			return out
+	return _sdk_serialize(event, **kwargs)
+
+
+def use_fast_serializer(enabled: bool) -> None:
+	"""
+	Let the client's event serialization (``serialize`` as the client module calls it in ``_prepare_event``)
+	try `asab_sentry.serialize.serialize_event` first, or give it back sentry-sdk's serializer.
+	"""
+	current = getattr(sentry_sdk.client, "serialize", None)
+	if enabled and current is _sdk_serialize:
+		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
+	elif not enabled and current is _serialize:
+		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]
