@@ -361,3 +361,13 @@ def test_listen_with_a_port_alone_stays_on_loopback(tmp_path):
 	finally:
 		process.terminate()
 		process.communicate(timeout=30)
+
+
+def test_an_item_as_sent_and_as_stored(hostile):
+	body = envelope({"message": "m", "breadcrumbs": [{"message": "b", "timestamp": "1718020000"}]})
+	request(hostile.url + "/api/1/envelope/", body, headers=AUTH)
+	(item,) = get_json(hostile.url + "/api/0/items")[1]["items"]
+	stored = get_json(hostile.url + "/api/0/items/{}".format(item["id"]))[1]["payload"]
+	sent = get_json(hostile.url + "/api/0/items/{}?sent=1".format(item["id"]))[1]["payload"]
+	assert stored["breadcrumbs"]["values"][0]["timestamp"] == 1718020000.0
+	assert sent["breadcrumbs"] == [{"message": "b", "timestamp": "1718020000"}]
