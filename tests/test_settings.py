@@ -85,7 +85,7 @@ def test_defaults():
 	assert s.server_name is None
 	assert s.max_value_length == 8192
 	assert s.include_local_variables is True
-	assert s.shutdown_timeout == 5.0
+	assert s.shutdown_timeout == 10.0
 	assert s.debug is False
 	assert s.spotlight is None
 	assert s.breadcrumbs_level == logging.INFO

@@ -28,8 +28,10 @@ from . import logging as sentry_logging
 from . import settings as settings_module
 from . import tags as tags_module
 from . import tasks
+from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
+from .delivery.spotlight import SpotlightTransport
+from .errors import SentryConfigError
 from .tracing import Measure
-from .transport import SpotlightTransport
 
 L = logging.getLogger(__name__)
 
@@ -133,6 +135,8 @@ class SentryService(asab.Service):
 
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
+		if transport is None and send_to_dsn and s.dsn is not None:
+			transport = _delivery_transport(s)
 		sentry_sdk.init(
 			dsn=s.dsn if send_to_dsn else None,
 			environment=s.environment,
@@ -172,6 +176,11 @@ class SentryService(asab.Service):
 		if not client.is_active():
 			return
 		timeout = self.Settings.shutdown_timeout
+		delivery = delivery_transport(client.transport)
+		if delivery is not None:
+			# Starts the one exit deadline that sentry-sdk's atexit flush shares; warns once about what is left.
+			await asyncio.get_running_loop().run_in_executor(None, delivery.shutdown, timeout)
+			return
 		flushing = asyncio.get_running_loop().run_in_executor(None, client.flush, timeout)
 		try:
 			await asyncio.wait_for(asyncio.shield(flushing), timeout=timeout + 1.0)
@@ -349,6 +358,34 @@ class SentryService(asab.Service):
 			```
 		"""
 		return Measure("span", op, description)
+
+
+def delivery_transport(transport: typing.Any) -> DeliveryTransport | None:
+	"""Our `DeliveryTransport` behind sentry-sdk's client transport (possibly wrapped by Spotlight), or None."""
+	for _ in range(3):
+		if isinstance(transport, DeliveryTransport):
+			return transport
+		transport = getattr(transport, "Upstream", None)
+	return None
+
+
+def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
+	"""The transport that replaces sentry-sdk's HttpTransport, configured by ``[sentry]``."""
+	options = DeliveryOptions(
+		queue_max_size=s.queue_max_size,
+		max_concurrent_requests=s.max_concurrent_requests,
+		request_timeout=s.request_timeout,
+		shutdown_timeout=s.shutdown_timeout,
+		outbox=s.outbox,
+		outbox_max_size=s.outbox_max_size,
+		outbox_max_age=s.outbox_max_age,
+	)
+	try:
+		return DeliveryTransport({"dsn": s.dsn, "send_client_reports": True}, options)
+	except OutboxLocked as e:
+		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, str(e))
+	except OSError as e:
+		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, "cannot be used: {}".format(e))
 
 
 def _checked_scope_kwargs(scope_kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
