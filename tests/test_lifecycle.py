@@ -7,7 +7,6 @@ import threading
 import time
 
 import asab
-import pytest
 
 import asab_sentry
 from asab_sentry import _sdk
@@ -151,7 +150,6 @@ def test_services_finalized_one_by_one_in_reverse_order(collector):
 def test_finalize_without_active_client_is_quiet(sentry_capture):
 	app = sentry_capture.application()
 	svc = app.get_service("asab.SentryService")
-	from asab_sentry import _sdk
 
 	_sdk.reset()
 	app.Loop.run_until_complete(svc.finalize(app))
