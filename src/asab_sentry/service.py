@@ -90,6 +90,8 @@ class SentryService(asab.Service):
 		Identity: release, server name, manifest and identity tags (`asab_sentry.identity.Identity`).
 		LogHandler: the `logging.Handler` on the root logger that turns records into events and breadcrumbs.
 		LoopHooks: the exception handler and task factory installed on the application's event loop.
+		Delivery: the `asab_sentry.delivery.DeliveryTransport` sending to the DSN (None in the testing kit);
+			``Delivery.Losses.Counters`` counts what was captured, sent, retried and dropped by reason.
 	"""
 
 	def __init__(
@@ -136,6 +138,9 @@ class SentryService(asab.Service):
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
 		if transport is None and send_to_dsn and s.dsn is not None:
+			previous = delivery_transport(sentry_sdk.get_client().transport)
+			if previous is not None:  # replaced by the new client: release its outbox (the files stay)
+				previous.kill()
 			transport = _delivery_transport(s)
 		sentry_sdk.init(
 			dsn=s.dsn if send_to_dsn else None,
@@ -157,6 +162,7 @@ class SentryService(asab.Service):
 			integrations=_integrations(),
 		)
 		client = sentry_sdk.get_client()
+		self.Delivery = delivery_transport(client.transport)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
@@ -166,6 +172,15 @@ class SentryService(asab.Service):
 			scope.set_tag(key, value)
 		if self.Identity.manifest:
 			scope.set_context("manifest", dict(self.Identity.manifest))
+
+	async def initialize(self, app: asab.Application) -> None:
+		"""Publish the delivery's counters through asab.metrics when the application has the MetricsService."""
+		delivery = getattr(self, "Delivery", None)
+		metrics_service = app.get_service("asab.MetricsService")
+		if delivery is not None and metrics_service is not None:
+			from .delivery.metrics import DeliveryMetrics
+
+			self.DeliveryMetrics = DeliveryMetrics(app, metrics_service, delivery)
 
 	async def finalize(self, app: asab.Application) -> None:
 		"""Send what is pending, waiting at most ``[sentry] shutdown_timeout``, without blocking the event loop."""

@@ -415,23 +415,25 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self.Outbox.remove(parcel.path)
 
 	def _prepare(self, envelope: Envelope) -> None:
+		full = False
 		try:
 			body = gzip.compress(envelope.serialize(), self.Options.compress_level, mtime=0)
 			categories, quantities = describe(envelope)
+			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
+			with self._cond:
+				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
+				if not full:
+					self._queued_bytes += parcel.size
+					self._ready.append(parcel)
+			if full:
+				self.Losses.dropped("queue_full", 1, quantities)
+			if categories:
+				self.Losses.count("captured")
 		finally:
+			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
 			with self._cond:
 				self._preparing -= 1
-		parcel = Parcel(body, None, len(body), categories, quantities, time.time())
-		with self._cond:
-			full = self._queued_bytes + parcel.size > self.Options.queue_max_size
-			if not full:
-				self._queued_bytes += parcel.size
-				self._ready.append(parcel)
-			self._cond.notify_all()
-		if categories:
-			self.Losses.count("captured")
-		if full:
-			self.Losses.dropped("queue_full", 1, quantities)
+				self._cond.notify_all()
 
 	def _deliver(self, parcel: Parcel) -> None:
 		body = parcel.body
