@@ -398,7 +398,14 @@ def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
 	try:
 		return DeliveryTransport({"dsn": s.dsn, "send_client_reports": True}, options)
 	except OutboxLocked as e:
-		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, str(e))
+		raise SentryConfigError(
+			settings_module.SECTION,
+			"outbox",
+			s.outbox,
+			"the directory is in use by another process{}; each process needs its own outbox directory".format(
+				" (pid {})".format(e.Holder) if e.Holder else ""
+			),
+		)
 	except OSError as e:
 		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, "cannot be used: {}".format(e))
 
