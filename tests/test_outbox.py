@@ -5,6 +5,7 @@ The outbox (``[sentry] outbox = DIR``): envelopes on disk until Sentry accepted 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import stat
@@ -217,3 +218,45 @@ def test_status_of_an_outbox(tmp_path):
 	assert status["envelopes"] == 1 and status["locked_by"] == str(os.getpid())
 	keeper.close()
 	assert outbox_module.status(str(tmp_path))["locked_by"] is None
+
+
+def _filled(directory, count: int) -> None:
+	keeper = outbox_module.Outbox(str(directory), 10**6, 86400)
+	for i in range(count):
+		keeper.write(envelope_body("kept {}".format(i)))
+	keeper.close()
+
+
+def test_cli_outbox_status_flush_purge(server, tmp_path, capsys):
+	from asab_sentry import cli
+
+	_filled(tmp_path, 5)
+	assert cli.main(["outbox", "status", "--json", str(tmp_path)]) == 0
+	assert json.loads(capsys.readouterr().out)["envelopes"] == 5
+
+	assert cli.main(["outbox", "flush", "--dsn", server.dsn, "--interval", "0.01", str(tmp_path)]) == 0
+	out, err = capsys.readouterr()
+	assert "5 of 5 envelope(s) sent; 0 left in {}.".format(tmp_path) in out
+	assert "5/5" in err  # the progress bar
+	assert sorted(messages(server)) == ["kept {}".format(i) for i in range(5)]
+	assert outbox_files(tmp_path) == []
+
+	_filled(tmp_path, 3)
+	assert cli.main(["outbox", "purge", str(tmp_path)]) == 0
+	assert "Removed 3 envelope(s)" in capsys.readouterr().out
+	assert outbox_files(tmp_path) == []
+
+
+def test_cli_outbox_flush_refuses_an_outbox_in_use(server, tmp_path, capsys):
+	from asab_sentry import cli
+
+	_filled(tmp_path, 1)
+	holder = outbox_module.Outbox(str(tmp_path), 10**6, 86400)
+	try:
+		assert cli.main(["outbox", "flush", "--dsn", server.dsn, str(tmp_path)]) == 1
+		assert cli.main(["outbox", "purge", str(tmp_path)]) == 1
+	finally:
+		holder.close()
+	err = capsys.readouterr().err
+	assert "in use by another process (pid {}); stop it first".format(os.getpid()) in err
+	assert len(outbox_files(tmp_path)) == 1
