@@ -29,16 +29,15 @@ import random
 import threading
 import time
 import typing
-import urllib.request
 
 import sentry_sdk.transport
-import urllib3
 from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope, Item
 
 from ..logging import NO_EVENT
 from . import outbox as outbox_module
+from .http import Connection, ProxyConnection, connection_factory
 from .losses import Losses, item_quantities
 from .ratelimits import RateLimits
 
@@ -164,7 +163,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._exit_warned = False
 		self._last_report = time.monotonic()
 		self._drain_next = time.monotonic() + random.uniform(0.0, o.drain_start_jitter)
-		self._pool = _make_pool(self._url, o.max_concurrent_requests, o.request_timeout)
+		self._connect = connection_factory(self._url, o.request_timeout)
 
 		if self.Outbox is not None:
 			self._load_outbox()
@@ -253,10 +252,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self.Losses.say_pending()
 		if self.Outbox is not None:
 			self.Outbox.close()
-		try:
-			self._pool.clear()
-		except Exception:
-			pass
 
 	def record_lost_event(
 		self,
@@ -339,6 +334,13 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	# Senders
 
 	def _run(self) -> None:
+		connection = self._connect()
+		try:
+			self._send_loop(connection)
+		finally:
+			connection.close()
+
+	def _send_loop(self, connection: Connection | ProxyConnection) -> None:
 		while True:
 			envelope = None
 			parcel = None
@@ -362,7 +364,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				if envelope is not None:
 					self._prepare(envelope)
 				elif parcel is not None:
-					self._deliver(parcel)
+					self._deliver(parcel, connection)
 			except Exception:  # never let a sender thread die: the queue would stall silently
 				L.exception("Delivery to Sentry failed unexpectedly", extra={NO_EVENT: True})
 				if parcel is not None and not parcel.settled:
@@ -435,7 +437,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._preparing -= 1
 				self._cond.notify_all()
 
-	def _deliver(self, parcel: Parcel) -> None:
+	def _deliver(self, parcel: Parcel, connection: Connection | ProxyConnection) -> None:
 		body = parcel.body
 		if body is None or parcel.categories is None:
 			assert parcel.path is not None and self.Outbox is not None
@@ -459,21 +461,13 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 					self._requeue(parcel)
 					return
 		try:
-			response = self._pool.urlopen(
-				"POST",
-				self._url,
-				body=body,
-				headers=self._headers,
-				retries=False,
-				redirect=False,
-				preload_content=True,
-			)
+			response = connection.post(self._headers, body)
 		except Exception as e:
 			self._failed(parcel, "{}: {}".format(type(e).__name__, e))
 			return
 		status = response.status
 		self.RateLimits.update(
-			status, response.headers.get("X-Sentry-Rate-Limits"), response.headers.get("Retry-After")
+			status, response.headers.get("x-sentry-rate-limits"), response.headers.get("retry-after")
 		)
 		if 200 <= status < 300:
 			with self._cond:
@@ -490,7 +484,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._failed(parcel, "HTTP {}".format(status))
 		else:
 			self._forget(parcel)
-			text = response.data[:200].decode("utf-8", "replace").strip() if response.data else ""
+			text = response.body[:200].decode("utf-8", "replace").strip()
 			self._done(parcel)
 			self.Losses.dropped(
 				"rejected_{}".format(status), 1, parcel.quantities or (), detail=" ({})".format(text) if text else ""
@@ -546,25 +540,3 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._incoming.append(envelope)
 		with self._cond:
 			self._cond.notify()
-
-
-def _make_pool(url: str, connections: int, timeout: float) -> urllib3.PoolManager:
-	"""Kept-alive connections to Sentry; the proxy of the environment (``https_proxy``, ``no_proxy``) is honoured."""
-	options: dict[str, typing.Any] = {
-		"num_pools": 2,
-		"maxsize": connections,
-		"timeout": urllib3.Timeout(connect=timeout, read=timeout),
-	}
-	if url.startswith("https"):
-		try:
-			import certifi
-
-			options["ca_certs"] = certifi.where()
-		except ImportError:
-			pass
-	host = urllib3.util.parse_url(url).host or ""
-	proxies = urllib.request.getproxies()
-	proxy = proxies.get("https" if url.startswith("https") else "http")
-	if proxy and not urllib.request.proxy_bypass(host):
-		return urllib3.ProxyManager(proxy, **options)
-	return urllib3.PoolManager(**options)
