@@ -106,6 +106,10 @@ class FaultServer:
 	def _answer(self, body: bytes, encoding: str | None) -> tuple[int, dict[str, str]]:
 		if encoding == "gzip":
 			body = gzip.decompress(body)
+		elif encoding == "br":  # sentry-sdk's HttpTransport compresses with brotli when it is installed
+			import brotli
+
+			body = brotli.decompress(body)
 		envelope = Envelope.deserialize(body)
 		request = Request(time.monotonic(), envelope)
 		if self.Delay:
