@@ -270,3 +270,18 @@ def test_metrics_through_asab_metrics(server):
 
 	app = run_app(body, WithMetrics)
 	assert app.Values["captured"] == 1 and app.Values["sent"] == 1
+
+
+def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector):
+	"""With [sentry] spotlight, every envelope goes to Spotlight too; the DSN's still goes through our delivery."""
+	configure({"sentry": {"data_source_name": server.dsn, "spotlight": collector.url + "/stream"}})
+
+	async def body(app):
+		assert type(sentry_sdk.get_client().transport).__name__ == "SpotlightTransport"
+		app.SentryService.capture_message("both")
+
+	app = run_app(body)
+	# The exit flush went through our delivery (wrapped by Spotlight): delivered before run() returned.
+	assert app.SentryService.Delivery.Losses.Counters["sent"] == 1
+	assert messages(server) == ["both"]
+	assert wait_for(lambda: collector.Collector.Store.count(type="event") == 1)
