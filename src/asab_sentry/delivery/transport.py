@@ -211,10 +211,17 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		if self._shutdown_deadline is None:
 			self._shutdown_deadline = time.monotonic() + timeout
 		self.flush(timeout)
-		pending = self.pending()
+		with self._cond:
+			pending = self._undelivered(list(self._incoming), list(self._ready), self._inflight)
 		if pending and not self._exit_warned:
 			self._say_undelivered(pending)
 		return pending
+
+	@staticmethod
+	def _undelivered(incoming: list[Envelope], ready: list[Parcel], inflight: int) -> int:
+		"""Envelopes not delivered yet, our own client reports not counted."""
+		n = inflight + sum(1 for e in incoming if describe(e)[0])
+		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
 
 	def _say_undelivered(self, n: int) -> None:
 		self._exit_warned = True
@@ -242,8 +249,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._ready.clear()
 			inflight = self._inflight
 			self._cond.notify_all()
-		undelivered = sum(1 for e in incoming if describe(e)[0]) + inflight
-		undelivered += sum(1 for p in left if not p.evicted and p.quantities != [])
+		undelivered = self._undelivered(incoming, left, inflight)
 		if undelivered:
 			if self.Outbox is None:
 				self.Losses.count("dropped_shutdown", undelivered)
