@@ -45,6 +45,8 @@ class RawServer:
 					[h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1]
 				)
 				self.Requests.append(head + f.read(length))
+				if not self.Responses:
+					break
 				conn.sendall(self.Responses.pop(0))
 			f.close()
 			conn.close()

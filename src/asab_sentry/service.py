@@ -28,6 +28,7 @@ from . import identity as identity_module
 from . import logging as sentry_logging
 from . import settings as settings_module
 from . import tags as tags_module
+from . import web as web_module
 from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
 from .delivery.spotlight import SpotlightTransport
 from .errors import SentryConfigError
@@ -60,14 +61,7 @@ def _integrations() -> list[sentry_sdk.integrations.Integration]:
 		StdlibIntegration(),
 		ThreadingIntegration(propagate_scope=True),
 	]
-	# Only when the application uses aiohttp (asab.web imports it): importing it costs ~90 ms of start-up.
-	if "aiohttp" in sys.modules:
-		try:
-			from sentry_sdk.integrations.aiohttp import AioHttpIntegration
-
-			integrations.append(AioHttpIntegration())
-		except Exception:  # aiohttp of an unsupported version: web requests are simply not traced
-			pass
+	# No AioHttpIntegration: asab.web requests are instrumented by asab_sentry.web (leaner, and exact).
 	return integrations
 
 
@@ -94,6 +88,8 @@ class SentryService(asab.Service):
 		LoopHooks: the exception handler and task factory installed on the application's event loop.
 		Delivery: the `asab_sentry.delivery.DeliveryTransport` sending to the DSN (None in the testing kit);
 			``Delivery.Losses.Counters`` counts what was captured, sent, retried and dropped by reason.
+		Web: the asab.web instrumentation (`asab_sentry.web.WebInstrumentation`), or None when the application
+			does not use asab.web or ``[sentry:web] enabled`` is false.
 	"""
 
 	def __init__(
@@ -135,7 +131,25 @@ class SentryService(asab.Service):
 
 		self.LogHandler = sentry_logging.SentryLogHandler(self.Settings.breadcrumbs_level, self.Settings.events_level)
 		sentry_logging.install_handler(self.LogHandler)
-		self.LoopHooks = tasks.install(app.Loop, lambda: self.LogHandler.EventsLevel)
+		self.LoopHooks = tasks.install(app.Loop, lambda: self.LogHandler.EventsLevel, self.Settings.task_spans)
+		self.Web: web_module.WebInstrumentation | None = None
+		self._install_web(app)
+
+	def _install_web(self, app: asab.Application) -> None:
+		"""asab.web instrumentation, when enabled and the application uses asab.web (imported it)."""
+		if self.Web is not None or not self.Settings.web.enabled or "asab.web.container" not in sys.modules:
+			return
+		try:
+			self.Web = web_module.WebInstrumentation(self.Settings)
+			web_module.install(self.Web, app, self.LoopHooks)
+			self.LogHandler.Claims = self.Web.claims_record
+		except Exception:
+			self.Web = None
+			L.warning(
+				"asab.web requests are not instrumented: the instrumentation failed to install.",
+				exc_info=True,
+				extra={sentry_logging.NO_EVENT: True},
+			)
 
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
@@ -149,7 +163,8 @@ class SentryService(asab.Service):
 			environment=s.environment,
 			release=self.Identity.release,
 			server_name=self.Identity.server_name,
-			traces_sample_rate=s.traces_sample_rate,
+			# 0 means no transactions at all: sentry-sdk at 0 would still follow a caller's sampling decision.
+			traces_sample_rate=s.traces_sample_rate or None,
 			sample_rate=s.sample_rate,
 			max_value_length=s.max_value_length,
 			include_local_variables=s.include_local_variables,
@@ -169,6 +184,7 @@ class SentryService(asab.Service):
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
 		if breadcrumbs.ENABLED:
 			breadcrumbs.install()
+		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
@@ -180,7 +196,11 @@ class SentryService(asab.Service):
 			scope.set_context("manifest", dict(self.Identity.manifest))
 
 	async def initialize(self, app: asab.Application) -> None:
-		"""Publish the delivery's counters through asab.metrics when the application has the MetricsService."""
+		"""
+		Instrument asab.web (it may have been imported after the service was created), and publish the
+		delivery's counters through asab.metrics when the application has the MetricsService.
+		"""
+		self._install_web(app)
 		delivery = getattr(self, "Delivery", None)
 		metrics_service = app.get_service("asab.MetricsService")
 		if delivery is not None and metrics_service is not None:
@@ -193,6 +213,10 @@ class SentryService(asab.Service):
 		# Let services finalized at the same time log their last errors first.
 		for _ in range(3):
 			await asyncio.sleep(0)
+		try:
+			self.LoopHooks.check_unretrieved(everything=True)
+		except Exception:
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 		client = sentry_sdk.get_client()
 		if not client.is_active():
 			return
