@@ -100,9 +100,9 @@ def _first_then_ok(status: int, headers: dict[str, str], when=lambda request: Tr
 
 def test_429_retry_after_delays_everything_then_delivers_it(server):
 	server.Behaviour = _first_then_ok(429, {"Retry-After": "2"})
-	start(server)
+	transport = start(server)
 	sentry_sdk.capture_message("first")
-	assert wait_for(lambda: len(server.Requests) >= 1)
+	assert wait_for(transport.RateLimits.any_active)  # the client has read the 429
 	limited_at = server.Requests[0].At
 	for i in range(10):
 		sentry_sdk.capture_message("waiting {}".format(i))
@@ -117,10 +117,10 @@ def test_x_sentry_rate_limits_per_category(server):
 	server.Behaviour = _first_then_ok(
 		429, {"X-Sentry-Rate-Limits": "2:transaction:organization"}, when=lambda r: "transaction" in r.categories
 	)
-	start(server)
+	transport = start(server)
 	with sentry_sdk.start_transaction(name="first"):
 		pass
-	assert wait_for(lambda: len(server.Requests) >= 1)
+	assert wait_for(transport.RateLimits.any_active)  # the client has read the 429
 	limited_at = server.Requests[0].At
 	for i in range(3):
 		with sentry_sdk.start_transaction(name="t{}".format(i)):

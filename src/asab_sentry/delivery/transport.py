@@ -389,8 +389,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		wait: float | None = None
 		oldest_allowed = time.time() - self.Options.outbox_max_age
 		for index, parcel in enumerate(self._ready):
-			if parcel.evicted:
+			if parcel.evicted:  # its file went to keep the outbox within outbox_max_size (already counted)
 				del self._ready[index]
+				self._release(parcel)
 				return None, 0.0
 			blocked = self.RateLimits.blocked_until(parcel.categories or ())
 			if parcel.created < oldest_allowed:
