@@ -46,7 +46,7 @@ L = logging.getLogger("asab_sentry.delivery")
 MB = 1024 * 1024
 
 #: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
-MAX_INCOMING = 100_000
+MAX_INCOMING = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
