@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
 		view.add_argument("--q", dest="text", help="text in the title or exception type")
 		view.add_argument("--release")
 		view.add_argument("--environment")
-	listing.add_argument("--since", type=float, help="unix time")
-	listing.add_argument("--until", type=float, help="unix time")
+	listing.add_argument("--since", help="a span back from now (15m, 2h, 1d), an ISO date/time (local) or unix time")
+	listing.add_argument("--until", help="like --since")
 	listing.add_argument("--limit", type=int, default=50)
 	listing.add_argument("--offset", type=int, default=0)
 	show = views.add_parser("show", help="one item in full")
@@ -115,15 +115,29 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-	from .collector.viewer import Source, format_item, format_list, format_list_line
+	from .collector.viewer import (
+		Printer,
+		Source,
+		format_item,
+		format_list,
+		format_list_line,
+		list_header,
+		parse_time,
+		terminal_width,
+	)
 
 	source = Source(storage=args.storage, url=args.url)
+	printer = Printer(sys.stdout)
+	width = terminal_width()
 	if args.view == "show":
 		item = source.get(args.id)
 		if item is None:
 			print("No item {}.".format(args.id), file=sys.stderr)
 			return 1
-		print(json.dumps(item, indent=2) if args.json else format_item(item))
+		if args.json:
+			print(json.dumps(item, indent=2))
+		else:
+			printer.print(format_item(item, width))
 		return 0
 
 	filters: dict[str, typing.Any] = {
@@ -140,21 +154,33 @@ def _events(args: argparse.Namespace) -> int:
 			return 2
 		filters["tag"] = (key, value)
 	if args.view == "list":
+		try:
+			since = parse_time(args.since) if args.since else None
+			until = parse_time(args.until) if args.until else None
+		except ValueError as e:
+			print("--since/--until: {}".format(e), file=sys.stderr)
+			return 2
 		items = source.list(
-			**filters, since=args.since, until=args.until, limit=args.limit, offset=args.offset, newest_first=True
+			**filters, since=since, until=until, limit=args.limit, offset=args.offset, newest_first=True
 		)
 		items.reverse()
-		print(json.dumps(items, indent=2) if args.json else format_list(items))
+		if args.json:
+			print(json.dumps(items, indent=2))
+		else:
+			printer.print(format_list(items, width))
 		return 0
 
 	# tail
 	last = max([i["id"] for i in source.list(limit=1)] or [0])
 	if not args.json:
-		print(format_list([]))
+		printer.print([list_header(width)])
 	while True:
 		for item in source.list(**filters, after_id=last, limit=500, newest_first=False):
 			last = max(last, item["id"])
-			print(json.dumps(item) if args.json else format_list_line(item), flush=True)
+			if args.json:
+				print(json.dumps(item), flush=True)
+			else:
+				printer.print([format_list_line(item, width)])
 		time.sleep(0.5)
 
 
