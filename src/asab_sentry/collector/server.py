@@ -20,7 +20,9 @@ import aiohttp.web
 import sentry_sdk
 
 from .envelope import EnvelopeError, parse_envelope, parse_store_body
+from .live import LiveStream
 from .store import Store
+from .web import WebUI, guard
 
 L = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ class Collector:
 		self._window_count = 0
 		self.Accepted = 0
 		self.Rejected = 0
+		# Live updates and Spotlight clients (GET /stream): every accepted envelope.
+		self.Live = LiveStream()
+		self.Listeners.append(self.Live.publish)
 
 	def install(self, app: aiohttp.web.Application) -> None:
 		"""Add the collector's routes to ``app``, untraced (a SentryService in the same process would otherwise
@@ -101,6 +106,17 @@ class Collector:
 		router.add_get("/api/0/items", self.list_items)
 		router.add_get("/api/0/items/{item_id}", self.get_item)
 		router.add_get("/health", self.health)
+		self._install_ui(app)
+
+	def _install_ui(self, app: aiohttp.web.Application, remote: bool = False) -> None:
+		"""``GET /stream`` (live, Spotlight's protocol), the web UI, and the loopback guard of UI and read API."""
+		app.router.add_get("/stream", self.Live.handle)
+		app.on_shutdown.append(self.Live.close)
+		app.middlewares.append(guard(remote))
+		try:
+			WebUI(self.Store, self.Live).install(app)
+		except RuntimeError as e:  # jinja2 missing: the API and ingest still work
+			L.warning("The web UI is off: {}".format(e))
 
 	def build_app(self) -> aiohttp.web.Application:
 		"""A stand-alone aiohttp application; serve it with ``auto_decompress=False`` (see `start_in_thread`)."""

@@ -246,6 +246,11 @@ class Store:
 			result["payload"] = payload.decode("utf-8", "replace")
 		return result
 
+	def clear(self) -> int:
+		"""Delete every stored item (the web UI's Clear button); return how many went."""
+		with self._lock:
+			return self._db.execute("DELETE FROM items").rowcount
+
 	def count(self, type: str | None = None) -> int:
 		with self._lock:
 			if type is None:

@@ -1,0 +1,724 @@
+"""
+The collector's web UI: server-rendered pages (Jinja2, autoescaped; no JavaScript build step) over the store.
+
+Pages::
+
+	/                      issues (or, without grouping, error events) with counts and a filter bar
+	/events                every stored item, any type, same filters
+	/events/<id>           an event (exceptions, source, locals, breadcrumbs, tags, contexts, attachments)
+							or a transaction (its span waterfall)
+	/events/<id>/raw       the stored item as JSON
+	/attachments/<id>      an attachment's exact bytes, as a download
+	/traces/<trace_id>     every transaction and v2 span of a trace as one waterfall
+	/logs                  log records (sentry-sdk ``enable_logs``, ``Sentry.logger``)
+	/checkins              cron monitor check-ins
+	POST /clear            delete everything stored
+
+A little plain JavaScript (``/static/ui.js``) refreshes list pages when ``GET /stream`` (`live.LiveStream`)
+announces a new envelope. Every text taken from an event is HTML-escaped by the template engine; the pages
+are sent with a Content-Security-Policy that allows only the collector's own scripts.
+
+Filters (query parameters, also the filter bar's fields): ``environment``, ``release``, ``level``,
+``tag`` (``key:value``), ``q`` (text), ``since`` (``15m``, ``2h``, an ISO date; see `viewer.parse_time`),
+``type`` (on ``/events``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import re
+import time
+import typing
+import urllib.parse
+
+import aiohttp.web
+
+from .. import payload as payloads
+from .live import LiveStream
+from .viewer import parse_time
+
+try:
+	import jinja2
+except ImportError:  # pragma: no cover - jinja2 comes with the [collector] extra
+	jinja2 = None  # type: ignore[assignment]
+
+L = logging.getLogger(__name__)
+
+_CSP = (
+	"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+	" connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+LEVELS = ("fatal", "error", "warning", "info", "debug")
+
+
+# Reading stored values defensively: clients send what the protocol allows, and more.
+
+
+def _dict(value: typing.Any) -> dict:
+	return value if isinstance(value, dict) else {}
+
+
+def _list(value: typing.Any) -> list:
+	if isinstance(value, dict):
+		value = value.get("values")
+	return value if isinstance(value, list) else []
+
+
+def _seconds(value: typing.Any) -> float | None:
+	"""Unix seconds from a number, a numeric string or an RFC 3339 string; None when it is not a time."""
+	if isinstance(value, bool):
+		return None
+	if isinstance(value, str):
+		try:
+			value = float(value)
+		except ValueError:
+			try:
+				moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+			except ValueError:
+				return None
+			if moment.tzinfo is None:
+				moment = moment.replace(tzinfo=datetime.timezone.utc)
+			return moment.timestamp()
+	if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) < 1e11:
+		return float(value)
+	return None
+
+
+def _text(value: typing.Any) -> str:
+	if value is None:
+		return ""
+	if isinstance(value, str):
+		return value
+	return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def _pretty(value: typing.Any) -> str:
+	try:
+		return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+	except (TypeError, ValueError):
+		return repr(value)
+
+
+def _local(seconds: float | None) -> str:
+	if seconds is None:
+		return "?"
+	moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).astimezone()
+	return "{} {}".format(moment.strftime("%Y-%m-%d %H:%M:%S"), moment.tzname() or "")
+
+
+def _ago(seconds: float | None, now: float | None = None) -> str:
+	if seconds is None:
+		return "?"
+	delta = max((now or time.time()) - seconds, 0)
+	for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+		if delta >= size:
+			return "{}{} ago".format(int(delta // size), unit)
+	return "{}s ago".format(int(delta))
+
+
+def _attribute_value(value: typing.Any) -> typing.Any:
+	"""Logs and v2 spans send attributes as ``{"type": ..., "value": ...}``."""
+	if isinstance(value, dict) and "value" in value:
+		return value["value"]
+	return value
+
+
+# Filters
+
+
+class Filters:
+	"""The filter bar's values, parsed once; `errors` says what could not be used."""
+
+	def __init__(self, query: typing.Mapping[str, str]):
+		self.Values = {
+			k: query.get(k, "").strip() for k in ("environment", "release", "level", "tag", "q", "since", "type")
+		}
+		self.Errors: list[str] = []
+		self.Since: float | None = None
+		self.Tag: tuple[str, str] | None = None
+		if self.Values["since"]:
+			try:
+				self.Since = parse_time(self.Values["since"])
+			except ValueError as e:
+				self.Errors.append("since: {}".format(e))
+		if self.Values["tag"]:
+			key, _, value = self.Values["tag"].partition(":")
+			if key and value:
+				self.Tag = (key.strip(), value.strip())
+			else:
+				self.Errors.append("tag: {!r} is not key:value".format(self.Values["tag"][:60]))
+
+	def store_kwargs(self) -> dict[str, typing.Any]:
+		return {
+			"environment": self.Values["environment"] or None,
+			"release": self.Values["release"] or None,
+			"level": self.Values["level"] or None,
+			"text": self.Values["q"] or None,
+			"tag": self.Tag,
+			"since": self.Since,
+		}
+
+	def query(self, **changes: str) -> str:
+		values = {k: v for k, v in dict(self.Values, **changes).items() if v}
+		return urllib.parse.urlencode(values)
+
+
+# View models
+
+
+def frame_view(frame: typing.Any) -> dict[str, typing.Any]:
+	if not isinstance(frame, dict):
+		return {"location": _text(frame), "lines": [], "vars": [], "in_app": False}
+	lineno = frame.get("lineno")
+	try:
+		lineno = int(lineno) if lineno is not None and not isinstance(lineno, bool) else None
+	except (TypeError, ValueError, OverflowError):
+		lineno = None
+	pre = [_text(x) for x in _list(frame.get("pre_context"))]
+	post = [_text(x) for x in _list(frame.get("post_context"))]
+	lines = []
+	for offset, text in enumerate(pre):
+		lines.append({"number": None if lineno is None else lineno - len(pre) + offset, "text": text, "current": False})
+	if frame.get("context_line") is not None:
+		lines.append({"number": lineno, "text": _text(frame.get("context_line")), "current": True})
+	for offset, text in enumerate(post):
+		lines.append({"number": None if lineno is None else lineno + 1 + offset, "text": text, "current": False})
+	return {
+		"path": _text(frame.get("abs_path") or frame.get("filename") or frame.get("module") or "?"),
+		"lineno": lineno,
+		"function": _text(frame.get("function") or "?"),
+		"module": _text(frame.get("module") or ""),
+		"in_app": frame.get("in_app", True) is not False,
+		"lines": lines,
+		"vars": [(_text(k), _text(v)) for k, v in _dict(frame.get("vars")).items()],
+		"location": None,
+	}
+
+
+def exception_views(event: dict) -> list[dict[str, typing.Any]]:
+	views = []
+	for exc in payloads.exceptions(event):
+		mechanism = _dict(exc.get("mechanism"))
+		views.append(
+			{
+				"type": _text(exc.get("type") or "Error"),
+				"value": _text(exc.get("value")),
+				"module": _text(exc.get("module") or ""),
+				"mechanism": _text(mechanism.get("type") or ""),
+				"handled": mechanism.get("handled"),
+				"frames": [frame_view(f) for f in _list(_dict(exc.get("stacktrace")).get("frames"))],
+			}
+		)
+	return views
+
+
+def breadcrumb_views(event: dict) -> list[dict[str, typing.Any]]:
+	views = []
+	for crumb in _list(event.get("breadcrumbs")):
+		crumb = _dict(crumb)
+		views.append(
+			{
+				"time": _local(_seconds(crumb.get("timestamp"))),
+				"level": _text(crumb.get("level") or ""),
+				"category": _text(crumb.get("category") or crumb.get("type") or ""),
+				"message": _text(crumb.get("message") or ""),
+				"data": _text(crumb.get("data")) if crumb.get("data") else "",
+			}
+		)
+	return views
+
+
+def _pairs(value: typing.Any) -> list[tuple[str, str]]:
+	if isinstance(value, dict):
+		return [(_text(k), _text(v)) for k, v in value.items()]
+	return [(str(i), _text(v)) for i, v in enumerate(_list(value))]
+
+
+class Span(typing.NamedTuple):
+	span_id: str
+	parent_span_id: str
+	label: str
+	op: str
+	start: float
+	end: float
+	status: str
+	item_id: int | None
+
+
+def spans_of_transaction(item_id: int | None, txn: dict) -> list[Span]:
+	start = _seconds(txn.get("start_timestamp"))
+	end = _seconds(txn.get("timestamp"))
+	if start is None or end is None:
+		return []
+	trace = _dict(_dict(txn.get("contexts")).get("trace"))
+	spans = [
+		Span(
+			_text(trace.get("span_id")),
+			_text(trace.get("parent_span_id") or ""),
+			_text(txn.get("transaction") or "transaction"),
+			_text(trace.get("op") or ""),
+			start,
+			end,
+			_text(trace.get("status") or ""),
+			item_id,
+		)
+	]
+	for span in _list(txn.get("spans")):
+		if not isinstance(span, dict):
+			continue
+		s = _seconds(span.get("start_timestamp"))
+		if s is None:
+			continue
+		e = _seconds(span.get("timestamp"))
+		spans.append(
+			Span(
+				_text(span.get("span_id")),
+				_text(span.get("parent_span_id") or ""),
+				_text(span.get("description") or span.get("op") or ""),
+				_text(span.get("op") or ""),
+				s,
+				e if e is not None and e >= s else s,
+				_text(span.get("status") or ""),
+				None,
+			)
+		)
+	return spans
+
+
+def spans_of_v2(item_id: int | None, span: dict) -> Span | None:
+	"""A span of the v2 (streamed) format: ``start_timestamp``/``end_timestamp``, ``name``, typed attributes."""
+	s = _seconds(span.get("start_timestamp"))
+	if s is None:
+		return None
+	e = _seconds(span.get("end_timestamp") or span.get("timestamp"))
+	attributes = _dict(span.get("attributes"))
+	op = _attribute_value(attributes.get("sentry.op")) or span.get("op") or ""
+	return Span(
+		_text(span.get("span_id")),
+		_text(span.get("parent_span_id") or ""),
+		_text(span.get("name") or span.get("description") or op or "span"),
+		_text(op),
+		s,
+		e if e is not None and e >= s else s,
+		_text(span.get("status") or ""),
+		item_id,
+	)
+
+
+def waterfall_rows(spans: list[Span]) -> dict[str, typing.Any]:
+	"""Rows in tree order (children after their parent, siblings by start) with bar offsets in percent."""
+	if not spans:
+		return {"rows": [], "duration_ms": 0.0}
+	start = min(s.start for s in spans)
+	end = max(max(s.end for s in spans), start)
+	total = max(end - start, 1e-9)
+	ids = {s.span_id for s in spans}
+	children: dict[str, list[Span]] = {}
+	roots = []
+	for span in spans:
+		if span.parent_span_id and span.parent_span_id in ids and span.parent_span_id != span.span_id:
+			children.setdefault(span.parent_span_id, []).append(span)
+		else:
+			roots.append(span)
+	rows: list[dict[str, typing.Any]] = []
+	seen: set[int] = set()
+
+	def walk(span: Span, depth: int) -> None:
+		if id(span) in seen:
+			return
+		seen.add(id(span))
+		rows.append(
+			{
+				"label": span.label,
+				"op": span.op,
+				"depth": min(depth, 20),
+				"left": round((span.start - start) / total * 100, 3),
+				"width": max(round((span.end - span.start) / total * 100, 3), 0.3),
+				"offset_ms": round((span.start - start) * 1000, 1),
+				"duration_ms": round((span.end - span.start) * 1000, 1),
+				"error": span.status not in ("", "ok"),
+				"status": span.status,
+				"item_id": span.item_id,
+			}
+		)
+		for child in sorted(children.get(span.span_id, []), key=lambda s: s.start):
+			walk(child, depth + 1)
+
+	for root in sorted(roots, key=lambda s: s.start):
+		walk(root, 0)
+	for span in spans:  # cycles: show what is left
+		walk(span, 0)
+	return {"rows": rows, "duration_ms": round(total * 1000, 1)}
+
+
+# The store, through the read API the pages need
+
+
+class Reader:
+	"""What the pages read, over the collector's `Store` (only its public read methods)."""
+
+	def __init__(self, store: typing.Any):
+		self.Store = store
+
+	def items(self, filters: Filters, type: str | None = None, limit: int = 100) -> list[dict]:
+		return self.Store.list(type=type or filters.Values["type"] or None, limit=limit, **filters.store_kwargs())
+
+	def issues(self, filters: Filters, limit: int = 100) -> list[dict] | None:
+		"""Issues with counts when the store groups events; None otherwise."""
+		issues = getattr(self.Store, "issues", None)
+		if issues is None:
+			return None
+		return issues(limit=limit, **filters.store_kwargs())
+
+	def item(self, item_id: int) -> dict | None:
+		return self.Store.get(item_id)
+
+	def trace(self, trace_id: str) -> list[dict]:
+		"""Stored transactions and v2 span batches of the trace, full."""
+		found = []
+		for kind in ("transaction", "span"):
+			for summary in self.Store.list(type=kind, limit=1000):
+				if summary.get("trace_id") == trace_id or kind == "span":
+					item = self.Store.get(summary["id"])
+					if item is not None and (kind != "span" or trace_id in json.dumps(item.get("payload"))):
+						found.append(item)
+		return found
+
+	def clear(self) -> int:
+		return self.Store.clear()
+
+
+class WebUI:
+	"""
+	The pages, mounted next to the collector's API (`install`).
+
+	Args:
+		store: the collector's `Store`.
+		live: the `LiveStream` behind ``GET /stream`` (its replay buffer is emptied by Clear).
+	"""
+
+	def __init__(self, store: typing.Any, live: LiveStream | None = None):
+		if jinja2 is None:
+			raise RuntimeError("the collector's web UI needs jinja2: pip install 'asab-sentry[collector]'")
+		self.Reader = Reader(store)
+		self.Live = live
+		self.Templates = jinja2.Environment(
+			loader=jinja2.PackageLoader("asab_sentry.collector", "templates"),
+			autoescape=True,
+			undefined=jinja2.ChainableUndefined,
+			trim_blocks=True,
+			lstrip_blocks=True,
+		)
+		self.Templates.filters["local"] = _local
+		self.Templates.filters["ago"] = _ago
+		self.Templates.globals["LEVELS"] = LEVELS
+
+	def install(self, app: aiohttp.web.Application) -> None:
+		router = app.router
+		router.add_get("/", self.index)
+		router.add_get("/events", self.events)
+		router.add_get("/events/{item_id}", self.event)
+		router.add_get("/events/{item_id}/raw", self.raw)
+		router.add_get("/attachments/{item_id}", self.attachment)
+		router.add_get("/traces/{trace_id}", self.trace)
+		router.add_get("/logs", self.logs)
+		router.add_get("/checkins", self.checkins)
+		router.add_post("/clear", self.clear)
+		router.add_get("/static/{name}", self.static)
+
+	def _render(self, template: str, status: int = 200, **context: typing.Any) -> aiohttp.web.Response:
+		try:
+			html = self.Templates.get_template(template).render(**context)
+		except Exception as e:  # content no page foresaw: say so and show it raw, never a 500
+			L.warning("A page could not be rendered", struct_data={"template": template, "error": repr(e)[:200]})
+			html = self.Templates.get_template("item.html").render(
+				page="",
+				filters=None,
+				problem="{}: {}".format(type(e).__name__, e),
+				item=_dict(context.get("item")),
+				raw=context.get("raw") or _pretty({k: v for k, v in context.items() if k != "filters"}),
+			)
+		return aiohttp.web.Response(
+			text=html,
+			status=status,
+			content_type="text/html",
+			charset="utf-8",
+			headers={
+				"Content-Security-Policy": _CSP,
+				"X-Content-Type-Options": "nosniff",
+				"Referrer-Policy": "no-referrer",
+			},
+		)
+
+	def _not_found(self, what: str) -> aiohttp.web.Response:
+		return self._render("missing.html", status=404, page="", what=what, filters=None)
+
+	async def index(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		filters = Filters(request.query)
+		issues = self.Reader.issues(filters) if not filters.Errors else []
+		errors = None
+		if issues is None:
+			errors = [i for i in self.Reader.items(filters, type="event") if not filters.Errors]
+		return self._render("issues.html", page="issues", filters=filters, issues=issues, errors=errors)
+
+	async def events(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		filters = Filters(request.query)
+		items = self.Reader.items(filters, limit=200) if not filters.Errors else []
+		return self._render("events.html", page="events", filters=filters, items=items)
+
+	def _item(self, request: aiohttp.web.Request) -> dict | None:
+		try:
+			return self.Reader.item(int(request.match_info["item_id"]))
+		except (ValueError, OverflowError):
+			return None
+
+	async def event(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		item = self._item(request)
+		if item is None:
+			return self._not_found("event {}".format(request.match_info["item_id"]))
+		event = item.get("payload")
+		context: dict[str, typing.Any] = {"page": "events", "filters": None, "item": item, "raw": _pretty(event)}
+		if not isinstance(event, dict):
+			return self._render("item.html", **context)
+		context.update(
+			facts=_facts(event),
+			time=_local(_seconds(event.get("timestamp")) or item.get("received")),
+			message=payloads.message(event),
+			exceptions=exception_views(event),
+			breadcrumbs=breadcrumb_views(event),
+			tags=sorted(payloads.tags(event).items()),
+			contexts=[(_text(k), _pairs(v)) for k, v in _dict(event.get("contexts")).items()],
+			extra=_pairs(event.get("extra")),
+			request_data=_pairs(event.get("request")),
+			user=_pairs(event.get("user")),
+			attachments=self._attachments(item),
+			trace_id=_text(_dict(_dict(event.get("contexts")).get("trace")).get("trace_id") or ""),
+			waterfall=waterfall_rows(spans_of_transaction(item.get("id"), event))
+			if item.get("type") == "transaction"
+			else None,
+		)
+		return self._render("event.html", **context)
+
+	def _attachments(self, item: dict) -> list[dict]:
+		attachments = getattr(self.Reader.Store, "attachments", None)
+		if attachments is None:
+			return []
+		return attachments(item.get("event_id"))
+
+	async def raw(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		item = self._item(request)
+		if item is None:
+			return aiohttp.web.json_response({"detail": "no such item"}, status=404)
+		return aiohttp.web.Response(
+			text=_pretty(item), content_type="application/json", headers={"X-Content-Type-Options": "nosniff"}
+		)
+
+	async def attachment(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		try:
+			item_id = int(request.match_info["item_id"])
+		except ValueError:
+			item_id = -1
+		read = getattr(self.Reader.Store, "attachment", None)
+		found = read(item_id) if read is not None and item_id >= 0 else None
+		if found is None:
+			return self._not_found("attachment {}".format(request.match_info["item_id"]))
+		filename, content_type, data = found
+		safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "attachment")[:100] or "attachment"
+		return aiohttp.web.Response(
+			body=data,
+			headers={
+				# Never rendered by the browser from our origin: a download, whatever its declared type.
+				"Content-Type": "application/octet-stream",
+				"Content-Disposition": "attachment; filename=\"{}\"; filename*=UTF-8''{}".format(
+					safe, urllib.parse.quote(filename or safe)
+				),
+				"X-Content-Type-Options": "nosniff",
+				"X-Declared-Content-Type": re.sub(r"[^\x20-\x7e]", "", content_type or "")[:100],
+			},
+		)
+
+	async def trace(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		trace_id = request.match_info["trace_id"]
+		spans: list[Span] = []
+		for item in self.Reader.trace(trace_id):
+			body = item.get("payload")
+			if item.get("type") == "transaction" and isinstance(body, dict):
+				spans.extend(spans_of_transaction(item.get("id"), body))
+			elif item.get("type") == "span":
+				for raw in _list(_dict(body).get("items")) or ([body] if isinstance(body, dict) else []):
+					if isinstance(raw, dict) and raw.get("trace_id") == trace_id:
+						span = spans_of_v2(item.get("id"), raw)
+						if span is not None:
+							spans.append(span)
+		if not spans:
+			return self._not_found("trace {}".format(trace_id))
+		return self._render(
+			"trace.html", page="events", filters=None, trace_id=trace_id, waterfall=waterfall_rows(spans)
+		)
+
+	async def logs(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		filters = Filters(request.query)
+		records = []
+		if not filters.Errors:
+			kwargs = filters.store_kwargs()
+			text, level, tag = kwargs.pop("text"), kwargs.pop("level"), kwargs.pop("tag")
+			kwargs.pop("environment"), kwargs.pop("release")
+			for summary in self.Reader.Store.list(type="log", limit=200, **kwargs):
+				item = self.Reader.item(summary["id"])
+				for record in _list(_dict(item and item.get("payload")).get("items")):
+					view = _log_view(record)
+					if level and view["level"] != level:
+						continue
+					if text and text.lower() not in view["body"].lower():
+						continue
+					if tag and dict(view["attributes"]).get(tag[0]) != tag[1]:
+						continue
+					if filters.Values["environment"] and view["environment"] != filters.Values["environment"]:
+						continue
+					if filters.Values["release"] and view["release"] != filters.Values["release"]:
+						continue
+					records.append(view)
+		records.sort(key=lambda r: r["seconds"] or 0, reverse=True)
+		return self._render("logs.html", page="logs", filters=filters, records=records[:500])
+
+	async def checkins(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		filters = Filters(request.query)
+		checkins = []
+		if not filters.Errors:
+			for summary in self.Reader.Store.list(type="check_in", limit=200, since=filters.Since):
+				item = self.Reader.item(summary["id"])
+				body = _dict(item and item.get("payload"))
+				duration = body.get("duration")
+				checkins.append(
+					{
+						"id": summary["id"],
+						"received": summary.get("received"),
+						"slug": _text(body.get("monitor_slug") or "?"),
+						"status": _text(body.get("status") or "?"),
+						"duration": "{:.2f}s".format(duration)
+						if isinstance(duration, (int, float))
+						else _text(duration),
+						"environment": _text(body.get("environment") or ""),
+						"release": _text(body.get("release") or ""),
+					}
+				)
+		return self._render("checkins.html", page="checkins", filters=filters, checkins=checkins)
+
+	async def clear(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		self.Reader.clear()
+		if self.Live is not None:
+			self.Live.clear()
+		raise aiohttp.web.HTTPSeeOther("/")
+
+	async def static(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+		name = request.match_info["name"]
+		types = {"ui.js": "text/javascript", "ui.css": "text/css"}
+		if name not in types:
+			raise aiohttp.web.HTTPNotFound()
+		import importlib.resources
+
+		text = importlib.resources.files("asab_sentry.collector").joinpath("static", name).read_text("utf-8")
+		return aiohttp.web.Response(
+			text=text,
+			content_type=types[name],
+			headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+		)
+
+
+def _facts(event: dict) -> list[tuple[str, str]]:
+	facts = [
+		(label, _text(event.get(key)))
+		for label, key in (("Server", "server_name"), ("Logger", "logger"), ("Platform", "platform"))
+		if event.get(key)
+	]
+	sdk = _dict(event.get("sdk"))
+	if sdk:
+		facts.append(("SDK", "{} {}".format(_text(sdk.get("name")), _text(sdk.get("version"))).strip()))
+	return facts
+
+
+def _log_view(record: typing.Any) -> dict[str, typing.Any]:
+	record = _dict(record)
+	attributes = {_text(k): _text(_attribute_value(v)) for k, v in _dict(record.get("attributes")).items()}
+	seconds = _seconds(record.get("timestamp"))
+	return {
+		"seconds": seconds,
+		"time": _local(seconds),
+		"level": _text(record.get("level") or ""),
+		"body": _text(record.get("body") or ""),
+		"trace_id": _text(record.get("trace_id") or ""),
+		"environment": attributes.get("sentry.environment", ""),
+		"release": attributes.get("sentry.release", ""),
+		"attributes": sorted(attributes.items()),
+	}
+
+
+# Who may see the pages: the UI and the read API answer loopback clients only (unless ``remote``), to
+# hostnames that cannot be rebound (an IP literal or ``localhost``), and change things only for same-origin
+# requests. Ingest (``POST /api/<project>/envelope/`` and ``/store/``, ``POST /stream``) and ``/health`` are
+# open to whoever the collector listens to.
+
+_INGEST = re.compile(r"^/api/[^/]+/(envelope|store)/?$")
+_IP_OR_LOCALHOST = re.compile(
+	r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]|localhost|[A-Za-z0-9-]+\.localhost)(:\d{1,5})?$"
+)
+
+
+def is_ingest(request: aiohttp.web.Request) -> bool:
+	path = request.path
+	if path == "/health":
+		return True
+	if request.method in ("POST", "OPTIONS") and (path == "/stream" or _INGEST.match(path)):
+		return True
+	return False
+
+
+def _is_loopback(address: str | None) -> bool:
+	import ipaddress
+
+	if not address:
+		return False
+	try:
+		ip = ipaddress.ip_address(address.split("%", 1)[0])
+	except ValueError:
+		return address.startswith("/")  # a unix socket
+	if ip.version == 6 and ip.ipv4_mapped is not None:
+		ip = ip.ipv4_mapped
+	return ip.is_loopback
+
+
+def guard(remote: bool = False) -> typing.Any:
+	"""
+	The aiohttp middleware that keeps the UI and read API to the developer's machine.
+
+	Args:
+		remote: also answer clients that are not on loopback (``[collector] ui_remote``).
+	"""
+
+	@aiohttp.web.middleware
+	async def middleware(request: aiohttp.web.Request, handler: typing.Any) -> aiohttp.web.StreamResponse:
+		if is_ingest(request):
+			return await handler(request)
+		if not remote and not _is_loopback(request.remote):
+			return aiohttp.web.json_response(
+				{"detail": "the collector's UI and read API answer loopback clients only ([collector] ui_remote)"},
+				status=403,
+			)
+		if not _IP_OR_LOCALHOST.match(request.headers.get("Host", "")):
+			return aiohttp.web.json_response(
+				{"detail": "open the UI as http://127.0.0.1:<port>/ or http://localhost:<port>/"}, status=421
+			)
+		if request.method not in ("GET", "HEAD", "OPTIONS"):
+			origin = request.headers.get("Origin")
+			site = request.headers.get("Sec-Fetch-Site")
+			if (origin is not None and origin != "{}://{}".format(request.scheme, request.host)) or (
+				site is not None and site not in ("same-origin", "none")
+			):
+				return aiohttp.web.json_response({"detail": "cross-site request refused"}, status=403)
+		return await handler(request)
+
+	return middleware
