@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 	collector.add_argument("--port", type=int, help="port (default 8999)")
 	collector.add_argument("--storage", help="SQLite file (default {})".format(DEFAULT_STORAGE))
 	collector.add_argument("--project-id", help="project id of the DSN (default 1)")
-	collector.add_argument("--key", help="public key of the DSN (default asab-sentry)")
+	collector.add_argument("--key", help="public key of the DSN (default asabsentry)")
 	collector.add_argument("--max-envelope-size", type=int, help="bytes; larger bodies get 413")
 	collector.add_argument("--max-decompressed-size", type=int, help="bytes after decompression; larger get 413")
 	collector.add_argument("--rate-limit", type=int, help="envelopes per --rate-window; over it: 429")
