@@ -9,6 +9,7 @@ Pages::
 							or a transaction (its span waterfall)
 	/events/<id>/raw       the stored item as JSON
 	/attachments/<id>      an attachment's exact bytes, as a download
+	/traces                the most recent traces
 	/traces/<trace_id>     every transaction and v2 span of a trace as one waterfall
 	/logs                  log records (sentry-sdk ``enable_logs``, ``Sentry.logger``)
 	/checkins              cron monitor check-ins
@@ -25,7 +26,9 @@ Filters (query parameters, also the filter bar's fields): ``environment``, ``rel
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import importlib.resources
 import json
 import logging
 import math
@@ -131,13 +134,20 @@ def _attribute_value(value: typing.Any) -> typing.Any:
 
 
 class Filters:
-	"""The filter bar's values, parsed once; `errors` says what could not be used."""
+	"""The filter bar's values (query parameters), parsed once; ``Errors`` says what could not be used."""
 
 	def __init__(self, query: typing.Mapping[str, str]):
 		self.Values = {
-			k: query.get(k, "").strip() for k in ("environment", "release", "level", "tag", "q", "since", "type")
+			k: query.get(k, "").strip()
+			for k in ("environment", "release", "level", "tag", "q", "since", "type", "issue")
 		}
 		self.Errors: list[str] = []
+		self.Issue: int | None = None
+		if self.Values["issue"]:
+			if re.fullmatch(r"[0-9]{1,18}", self.Values["issue"]):
+				self.Issue = int(self.Values["issue"])
+			else:
+				self.Errors.append("issue: {!r} is not an issue number".format(self.Values["issue"][:40]))
 		self.Since: float | None = None
 		self.Tag: tuple[str, str] | None = None
 		if self.Values["since"]:
@@ -152,7 +162,8 @@ class Filters:
 			else:
 				self.Errors.append("tag: {!r} is not key:value".format(self.Values["tag"][:60]))
 
-	def store_kwargs(self) -> dict[str, typing.Any]:
+	def common(self) -> dict[str, typing.Any]:
+		"""The filters every listing of the store takes (`Store.list`, `Store.issues`)."""
 		return {
 			"environment": self.Values["environment"] or None,
 			"release": self.Values["release"] or None,
@@ -355,46 +366,19 @@ def waterfall_rows(spans: list[Span]) -> dict[str, typing.Any]:
 	return {"rows": rows, "duration_ms": round(total * 1000, 1)}
 
 
-# The store, through the read API the pages need
+# The pages
 
 
-class Reader:
-	"""What the pages read, over the collector's `Store` (only its public read methods)."""
-
-	def __init__(self, store: typing.Any):
-		self.Store = store
-
-	def items(self, filters: Filters, type: str | None = None, limit: int = 100) -> list[dict]:
-		return self.Store.list(type=type or filters.Values["type"] or None, limit=limit, **filters.store_kwargs())
-
-	def issues(self, filters: Filters, limit: int = 100) -> list[dict] | None:
-		"""Issues with counts when the store groups events; None otherwise."""
-		issues = getattr(self.Store, "issues", None)
-		if issues is None:
-			return None
-		return issues(limit=limit, **filters.store_kwargs())
-
-	def item(self, item_id: int) -> dict | None:
-		return self.Store.get(item_id)
-
-	def trace(self, trace_id: str) -> list[dict]:
-		"""Stored transactions and v2 span batches of the trace, full."""
-		found = []
-		for kind in ("transaction", "span"):
-			for summary in self.Store.list(type=kind, limit=1000):
-				if summary.get("trace_id") == trace_id or kind == "span":
-					item = self.Store.get(summary["id"])
-					if item is not None and (kind != "span" or trace_id in json.dumps(item.get("payload"))):
-						found.append(item)
-		return found
-
-	def clear(self) -> int:
-		return self.Store.clear()
+class Page(typing.NamedTuple):
+	template: str
+	context: dict[str, typing.Any]
+	status: int = 200
 
 
 class WebUI:
 	"""
-	The pages, mounted next to the collector's API (`install`).
+	The pages, mounted next to the collector's API (`install`). Every page is built from the store's read
+	API off the event loop (the store may be busy committing a batch).
 
 	Args:
 		store: the collector's `Store`.
@@ -404,7 +388,7 @@ class WebUI:
 	def __init__(self, store: typing.Any, live: LiveStream | None = None):
 		if jinja2 is None:
 			raise RuntimeError("the collector's web UI needs jinja2: pip install 'asab-sentry[collector]'")
-		self.Reader = Reader(store)
+		self.Store = store
 		self.Live = live
 		self.Templates = jinja2.Environment(
 			loader=jinja2.PackageLoader("asab_sentry.collector", "templates"),
@@ -419,71 +403,102 @@ class WebUI:
 
 	def install(self, app: aiohttp.web.Application) -> None:
 		router = app.router
-		router.add_get("/", self.index)
-		router.add_get("/events", self.events)
-		router.add_get("/events/{item_id}", self.event)
+		for path, build in (
+			("/", self._issues),
+			("/events", self._events),
+			("/events/{item_id}", self._event),
+			("/traces", self._traces),
+			("/traces/{trace_id}", self._trace),
+			("/logs", self._logs),
+			("/checkins", self._checkins),
+		):
+			router.add_get(path, self._handler(build))
 		router.add_get("/events/{item_id}/raw", self.raw)
-		router.add_get("/attachments/{item_id}", self.attachment)
-		router.add_get("/traces/{trace_id}", self.trace)
-		router.add_get("/logs", self.logs)
-		router.add_get("/checkins", self.checkins)
 		router.add_post("/clear", self.clear)
 		router.add_get("/static/{name}", self.static)
 
-	def _render(self, template: str, status: int = 200, **context: typing.Any) -> aiohttp.web.Response:
+	def _handler(self, build: typing.Callable[[aiohttp.web.Request], Page]) -> typing.Any:
+		async def handle(request: aiohttp.web.Request) -> aiohttp.web.Response:
+			loop = asyncio.get_running_loop()
+			status, html = await loop.run_in_executor(None, self._build_and_render, build, request)
+			return aiohttp.web.Response(
+				text=html,
+				status=status,
+				content_type="text/html",
+				charset="utf-8",
+				headers={
+					"Content-Security-Policy": _CSP,
+					"X-Content-Type-Options": "nosniff",
+					"Referrer-Policy": "no-referrer",
+					"Cache-Control": "no-store",
+				},
+			)
+
+		return handle
+
+	def _build_and_render(self, build: typing.Callable[[aiohttp.web.Request], Page], request: aiohttp.web.Request):
+		page = build(request)
+		context = dict(page.context)
+		context.setdefault("filters", None)
+		context.setdefault("page", "")
+		context.setdefault(
+			"live", page.template in ("issues.html", "events.html", "traces.html", "logs.html", "checkins.html")
+		)
 		try:
-			html = self.Templates.get_template(template).render(**context)
+			return page.status, self.Templates.get_template(page.template).render(**context)
 		except Exception as e:  # content no page foresaw: say so and show it raw, never a 500
-			L.warning("A page could not be rendered", struct_data={"template": template, "error": repr(e)[:200]})
-			html = self.Templates.get_template("item.html").render(
+			L.warning("A page could not be rendered", struct_data={"template": page.template, "error": repr(e)[:200]})
+			return page.status, self.Templates.get_template("item.html").render(
 				page="",
 				filters=None,
 				problem="{}: {}".format(type(e).__name__, e),
 				item=_dict(context.get("item")),
 				raw=context.get("raw") or _pretty({k: v for k, v in context.items() if k != "filters"}),
 			)
-		return aiohttp.web.Response(
-			text=html,
-			status=status,
-			content_type="text/html",
-			charset="utf-8",
-			headers={
-				"Content-Security-Policy": _CSP,
-				"X-Content-Type-Options": "nosniff",
-				"Referrer-Policy": "no-referrer",
-			},
+
+	@staticmethod
+	def _missing(what: str) -> Page:
+		return Page("missing.html", {"what": what}, 404)
+
+	# Page builders (run in an executor thread)
+
+	def _issues(self, request: aiohttp.web.Request) -> Page:
+		filters = Filters(request.query)
+		issues = [] if filters.Errors else self.Store.issues(limit=200, **filters.common())
+		return Page("issues.html", {"page": "issues", "filters": filters, "issues": issues})
+
+	def _events(self, request: aiohttp.web.Request) -> Page:
+		filters = Filters(request.query)
+		items = []
+		issue = None
+		if not filters.Errors:
+			items = self.Store.list(
+				type=filters.Values["type"] or None, issue_id=filters.Issue, limit=200, **filters.common()
+			)
+			if filters.Issue is not None:
+				issue = self.Store.issue(filters.Issue)
+		summary = self.Store.summary()
+		return Page(
+			"events.html", {"page": "events", "filters": filters, "items": items, "issue": issue, "summary": summary}
 		)
-
-	def _not_found(self, what: str) -> aiohttp.web.Response:
-		return self._render("missing.html", status=404, page="", what=what, filters=None)
-
-	async def index(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		filters = Filters(request.query)
-		issues = self.Reader.issues(filters) if not filters.Errors else []
-		errors = None
-		if issues is None:
-			errors = [i for i in self.Reader.items(filters, type="event") if not filters.Errors]
-		return self._render("issues.html", page="issues", filters=filters, issues=issues, errors=errors)
-
-	async def events(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		filters = Filters(request.query)
-		items = self.Reader.items(filters, limit=200) if not filters.Errors else []
-		return self._render("events.html", page="events", filters=filters, items=items)
 
 	def _item(self, request: aiohttp.web.Request) -> dict | None:
 		try:
-			return self.Reader.item(int(request.match_info["item_id"]))
-		except (ValueError, OverflowError):
+			item_id = int(request.match_info["item_id"])
+		except ValueError:
 			return None
+		if not 0 <= item_id < 2**63:
+			return None
+		return self.Store.get(item_id)
 
-	async def event(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+	def _event(self, request: aiohttp.web.Request) -> Page:
 		item = self._item(request)
 		if item is None:
-			return self._not_found("event {}".format(request.match_info["item_id"]))
+			return self._missing("item {}".format(request.match_info["item_id"][:40]))
 		event = item.get("payload")
-		context: dict[str, typing.Any] = {"page": "events", "filters": None, "item": item, "raw": _pretty(event)}
-		if not isinstance(event, dict):
-			return self._render("item.html", **context)
+		context: dict[str, typing.Any] = {"page": "events", "item": item, "raw": _pretty(event)}
+		if item.get("type") not in ("event", "transaction") or not isinstance(event, dict):
+			return Page("item.html", context)
 		context.update(
 			facts=_facts(event),
 			time=_local(_seconds(event.get("timestamp")) or item.get("received")),
@@ -495,121 +510,85 @@ class WebUI:
 			extra=_pairs(event.get("extra")),
 			request_data=_pairs(event.get("request")),
 			user=_pairs(event.get("user")),
-			attachments=self._attachments(item),
+			linked=[i for i in item.get("linked") or [] if isinstance(i, dict)],
+			issue=item.get("issue"),
 			trace_id=_text(_dict(_dict(event.get("contexts")).get("trace")).get("trace_id") or ""),
-			waterfall=waterfall_rows(spans_of_transaction(item.get("id"), event))
-			if item.get("type") == "transaction"
-			else None,
+			waterfall=(
+				waterfall_rows(spans_of_transaction(item.get("id"), event))
+				if item.get("type") == "transaction"
+				else None
+			),
 		)
-		return self._render("event.html", **context)
+		return Page("event.html", context)
 
-	def _attachments(self, item: dict) -> list[dict]:
-		attachments = getattr(self.Reader.Store, "attachments", None)
-		if attachments is None:
-			return []
-		return attachments(item.get("event_id"))
+	def _traces(self, request: aiohttp.web.Request) -> Page:
+		return Page("traces.html", {"page": "traces", "traces": self.Store.traces(limit=200)})
+
+	def _trace(self, request: aiohttp.web.Request) -> Page:
+		trace_id = request.match_info["trace_id"]
+		trace = self.Store.trace(trace_id)
+		if trace is None:
+			return self._missing("trace {}".format(trace_id[:64]))
+		spans = []
+		for span in trace.get("spans") or []:
+			start = _seconds(span.get("start"))
+			if start is None:
+				continue
+			end = _seconds(span.get("end"))
+			spans.append(
+				Span(
+					_text(span.get("span_id")),
+					_text(span.get("parent_span_id") or ""),
+					_text(span.get("name") or span.get("op") or "span"),
+					_text(span.get("op") or ""),
+					start,
+					end if end is not None and end >= start else start,
+					_text(span.get("status") or ""),
+					span.get("item_id") if span.get("source") == "transaction" else None,
+				)
+			)
+		return Page(
+			"trace.html",
+			{"page": "traces", "trace": trace, "trace_id": trace_id, "waterfall": waterfall_rows(spans)},
+		)
+
+	def _logs(self, request: aiohttp.web.Request) -> Page:
+		filters = Filters(request.query)
+		records = []
+		if not filters.Errors:
+			common = filters.common()
+			records = self.Store.logs(
+				level=common["level"],
+				text=common["text"],
+				attribute=common["tag"],
+				release=common["release"],
+				environment=common["environment"],
+				since=common["since"],
+				limit=500,
+			)
+		return Page("logs.html", {"page": "logs", "filters": filters, "records": [_log_view(r) for r in records]})
+
+	def _checkins(self, request: aiohttp.web.Request) -> Page:
+		checkins = []
+		for row in self.Store.check_ins(limit=500):
+			duration = row.get("duration")
+			checkins.append(
+				dict(row, duration="{:.2f}s".format(duration) if isinstance(duration, (int, float)) else "")
+			)
+		return Page("checkins.html", {"page": "checkins", "checkins": checkins})
+
+	# Other handlers
 
 	async def raw(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		item = self._item(request)
+		item = await asyncio.get_running_loop().run_in_executor(None, self._item, request)
 		if item is None:
 			return aiohttp.web.json_response({"detail": "no such item"}, status=404)
 		return aiohttp.web.Response(
 			text=_pretty(item), content_type="application/json", headers={"X-Content-Type-Options": "nosniff"}
 		)
 
-	async def attachment(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		try:
-			item_id = int(request.match_info["item_id"])
-		except ValueError:
-			item_id = -1
-		read = getattr(self.Reader.Store, "attachment", None)
-		found = read(item_id) if read is not None and item_id >= 0 else None
-		if found is None:
-			return self._not_found("attachment {}".format(request.match_info["item_id"]))
-		filename, content_type, data = found
-		safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "attachment")[:100] or "attachment"
-		return aiohttp.web.Response(
-			body=data,
-			headers={
-				# Never rendered by the browser from our origin: a download, whatever its declared type.
-				"Content-Type": "application/octet-stream",
-				"Content-Disposition": "attachment; filename=\"{}\"; filename*=UTF-8''{}".format(
-					safe, urllib.parse.quote(filename or safe)
-				),
-				"X-Content-Type-Options": "nosniff",
-				"X-Declared-Content-Type": re.sub(r"[^\x20-\x7e]", "", content_type or "")[:100],
-			},
-		)
-
-	async def trace(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		trace_id = request.match_info["trace_id"]
-		spans: list[Span] = []
-		for item in self.Reader.trace(trace_id):
-			body = item.get("payload")
-			if item.get("type") == "transaction" and isinstance(body, dict):
-				spans.extend(spans_of_transaction(item.get("id"), body))
-			elif item.get("type") == "span":
-				for raw in _list(_dict(body).get("items")) or ([body] if isinstance(body, dict) else []):
-					if isinstance(raw, dict) and raw.get("trace_id") == trace_id:
-						span = spans_of_v2(item.get("id"), raw)
-						if span is not None:
-							spans.append(span)
-		if not spans:
-			return self._not_found("trace {}".format(trace_id))
-		return self._render(
-			"trace.html", page="events", filters=None, trace_id=trace_id, waterfall=waterfall_rows(spans)
-		)
-
-	async def logs(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		filters = Filters(request.query)
-		records = []
-		if not filters.Errors:
-			kwargs = filters.store_kwargs()
-			text, level, tag = kwargs.pop("text"), kwargs.pop("level"), kwargs.pop("tag")
-			kwargs.pop("environment"), kwargs.pop("release")
-			for summary in self.Reader.Store.list(type="log", limit=200, **kwargs):
-				item = self.Reader.item(summary["id"])
-				for record in _list(_dict(item and item.get("payload")).get("items")):
-					view = _log_view(record)
-					if level and view["level"] != level:
-						continue
-					if text and text.lower() not in view["body"].lower():
-						continue
-					if tag and dict(view["attributes"]).get(tag[0]) != tag[1]:
-						continue
-					if filters.Values["environment"] and view["environment"] != filters.Values["environment"]:
-						continue
-					if filters.Values["release"] and view["release"] != filters.Values["release"]:
-						continue
-					records.append(view)
-		records.sort(key=lambda r: r["seconds"] or 0, reverse=True)
-		return self._render("logs.html", page="logs", filters=filters, records=records[:500])
-
-	async def checkins(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		filters = Filters(request.query)
-		checkins = []
-		if not filters.Errors:
-			for summary in self.Reader.Store.list(type="check_in", limit=200, since=filters.Since):
-				item = self.Reader.item(summary["id"])
-				body = _dict(item and item.get("payload"))
-				duration = body.get("duration")
-				checkins.append(
-					{
-						"id": summary["id"],
-						"received": summary.get("received"),
-						"slug": _text(body.get("monitor_slug") or "?"),
-						"status": _text(body.get("status") or "?"),
-						"duration": "{:.2f}s".format(duration)
-						if isinstance(duration, (int, float))
-						else _text(duration),
-						"environment": _text(body.get("environment") or ""),
-						"release": _text(body.get("release") or ""),
-					}
-				)
-		return self._render("checkins.html", page="checkins", filters=filters, checkins=checkins)
-
 	async def clear(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-		self.Reader.clear()
+		await asyncio.get_running_loop().run_in_executor(None, self.Store.clear)
 		if self.Live is not None:
 			self.Live.clear()
 		raise aiohttp.web.HTTPSeeOther("/")
@@ -619,8 +598,6 @@ class WebUI:
 		types = {"ui.js": "text/javascript", "ui.css": "text/css"}
 		if name not in types:
 			raise aiohttp.web.HTTPNotFound()
-		import importlib.resources
-
 		text = importlib.resources.files("asab_sentry.collector").joinpath("static", name).read_text("utf-8")
 		return aiohttp.web.Response(
 			text=text,
@@ -641,19 +618,17 @@ def _facts(event: dict) -> list[tuple[str, str]]:
 	return facts
 
 
-def _log_view(record: typing.Any) -> dict[str, typing.Any]:
-	record = _dict(record)
-	attributes = {_text(k): _text(_attribute_value(v)) for k, v in _dict(record.get("attributes")).items()}
+def _log_view(record: dict) -> dict[str, typing.Any]:
+	attributes = _dict(record.get("attributes"))
 	seconds = _seconds(record.get("timestamp"))
 	return {
-		"seconds": seconds,
 		"time": _local(seconds),
 		"level": _text(record.get("level") or ""),
 		"body": _text(record.get("body") or ""),
 		"trace_id": _text(record.get("trace_id") or ""),
-		"environment": attributes.get("sentry.environment", ""),
-		"release": attributes.get("sentry.release", ""),
-		"attributes": sorted(attributes.items()),
+		"release": _text(record.get("release") or ""),
+		"environment": _text(record.get("environment") or ""),
+		"attributes": sorted((_text(k), _text(_attribute_value(v))) for k, v in attributes.items()),
 	}
 
 
