@@ -1,0 +1,327 @@
+"""The collector's web UI over HTTP: pages from what real SDKs sent, every text escaped, filters, Clear
+(same-origin only), Host check, and GET /stream in Spotlight's sidecar protocol."""
+
+import base64
+import http.client
+import json
+import re
+import socket
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from asab_sentry.collector.server import CollectorSettings, start_in_thread
+from asab_sentry.collector.store import Store
+from ui_data import ATTACHMENT, HOSTILE, populate, send_error
+
+AUTH = {"X-Sentry-Auth": "Sentry sentry_key=asab-sentry"}
+
+
+def fetch(url, method="GET", headers=None, data=None):
+	request = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
+
+	class NoRedirect(urllib.request.HTTPRedirectHandler):
+		def redirect_request(self, *args, **kwargs):
+			return None
+
+	opener = urllib.request.build_opener(NoRedirect)
+	try:
+		with opener.open(request, timeout=30) as response:
+			return response.status, dict(response.headers), response.read()
+	except urllib.error.HTTPError as e:
+		return e.code, dict(e.headers), e.read()
+
+
+def page(running, path):
+	status, headers, body = fetch(running.url + path)
+	assert status == 200, (path, status, body[:500])
+	assert headers["Content-Type"].startswith("text/html")
+	return body.decode("utf-8")
+
+
+def main_part(html):
+	return html[html.index('<main id="live"') :]
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+	"""One collector with the shop's data for the read-only tests of this module."""
+	path = str(tmp_path_factory.mktemp("ui") / "shop.sqlite")
+	running = start_in_thread(Store(path), CollectorSettings())
+	yield running
+	running.stop()
+
+
+@pytest.fixture
+def shop_data(shop, referee):
+	if not shop.Collector.Store.count():
+		shop.Collector.Listeners.append(referee.check_collector_envelope)
+		try:
+			populate(shop.dsn)
+		finally:
+			shop.Collector.Listeners.remove(referee.check_collector_envelope)
+	return shop
+
+
+def item_id(running, **filters):
+	(item,) = running.Collector.Store.list(limit=1, **filters)
+	return item["id"]
+
+
+def test_issue_list_groups_with_counts(shop_data):
+	html = main_part(page(shop_data, "/"))
+	rows = re.findall(r'<tr class="issue.*?</tr>', html, re.S)
+	assert len(rows) == 3
+	key_error = next(r for r in rows if "KeyError" in r)
+	assert re.search(r'class="num count"><a href="/events\?issue=\d+"[^>]*>3</a>', key_error)
+	assert "ui_data in load_order" in key_error and "shop@1.4.2" in key_error and "dev" in key_error
+
+
+def test_event_page_exception_frames_locals_breadcrumbs_tags_contexts(shop_data):
+	html = page(shop_data, "/events/{}".format(item_id(shop_data, type="event", text="KeyError")))
+	assert '<span class="exc-type">KeyError</span>' in html
+	assert '<span class="function">load_order</span>' in html
+	assert "raise KeyError(&#34;order {} missing&#34;.format(order_id))" in html  # the source line
+	assert re.search(r'<th class="var-name">order_id</th><td class="var-value"><pre>5</pre>', html)
+	assert '<th class="var-name">customer_note</th>' in html
+	assert "looking up order" in html  # breadcrumb
+	assert re.search(r"<th>tenant</th><td><a [^>]*>acme</a>", html)
+	assert "<h3>runtime</h3>" in html  # contexts
+	assert "Issue</dt>" in html and "3 events" in html
+	assert "shop@1.4.2" in html
+
+
+def test_every_text_from_events_is_escaped(shop_data):
+	store = shop_data.Collector.Store
+	paths = ["/", "/events", "/logs", "/checkins", "/traces"]
+	paths += ["/events/{}".format(i["id"]) for i in store.list(limit=100)]
+	for path in paths:
+		status, headers, body = fetch(shop_data.url + path)
+		assert status == 200, path
+		html = body.decode()
+		assert "<script>alert" not in html and "<img src=x" not in html, path
+		assert "script-src 'self'" in headers["Content-Security-Policy"], path
+	assert "&lt;script&gt;alert" in page(shop_data, "/events/{}".format(item_id(shop_data, text="payment")))
+	assert "&lt;script&gt;alert" in page(shop_data, "/logs")
+
+
+def test_transaction_waterfall_and_trace(shop_data):
+	txn = item_id(shop_data, type="transaction")
+	html = page(shop_data, "/events/{}".format(txn))
+	rows = re.findall(r'<div class="span-row.*?</div>\s*</div>', html, re.S)
+	labels = [re.sub(r"<[^>]+>|\s+", " ", r).split(" ms")[0] for r in rows]
+	assert len(rows) == 4
+	assert "import orders" in labels[0] and "SELECT * FROM orders" in labels[1] and "json" in labels[3]
+	bars = [tuple(float(x) for x in re.search(r"left: ([\d.]+)%; width: ([\d.]+)%", r).groups()) for r in rows]
+	assert bars[0] == (0.0, 100.0)
+	assert bars[1][0] < bars[2][0]  # the db span starts before the http span
+	assert bars[3][0] >= bars[2][0] and bars[3][1] < bars[2][1]  # serialize inside http
+	depths = [int(re.search(r"padding-left: (\d+)px", r).group(1)) for r in rows]
+	assert depths[0] < depths[1] == depths[2] < depths[3]
+	trace_id = shop_data.Collector.Store.get(txn)["trace_id"]
+	trace = page(shop_data, "/traces/{}".format(trace_id))
+	assert trace.count('class="span-row') == 4
+	assert trace_id in page(shop_data, "/traces")
+	assert fetch(shop_data.url + "/traces/" + "0" * 32)[0] == 404
+
+
+def test_logs_table_and_filters(shop_data):
+	html = main_part(page(shop_data, "/logs"))
+	assert "imported 12 orders" in html and "checksum mismatch in batch b-17" in html
+	html = main_part(page(shop_data, "/logs?level=error"))
+	assert "checksum mismatch" in html and "imported 12 orders" not in html
+	html = main_part(page(shop_data, "/logs?q=imported"))
+	assert "imported 12 orders" in html and "checksum" not in html
+
+
+def test_check_ins_and_attachment_download(shop_data):
+	html = main_part(page(shop_data, "/checkins"))
+	assert "nightly-import" in html and ">ok<" in html and ">in_progress<" in html
+	event = page(shop_data, "/events/{}".format(item_id(shop_data, type="event", text="with attachment")))
+	(link,) = re.findall(r'<a href="(/api/0/items/\d+/attachment)" download class="attachment">dump.bin</a>', event)
+	status, headers, body = fetch(shop_data.url + link)
+	assert status == 200 and body == ATTACHMENT
+	assert headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_filter_bar(shop_data):
+	def titles(query):
+		html = main_part(page(shop_data, "/?" + urllib.parse.urlencode(query)))
+		return sorted(re.findall(r'class="title">([^<]+)</a>', html))
+
+	assert len(titles({})) == 3
+	assert titles({"level": "warning"}) == [
+		"payment provider slow " + HOSTILE.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
+	]
+	assert titles({"tag": "tenant:acme", "q": "KeyError"}) == ["KeyError: &#39;order 5 missing&#39;"]
+	assert titles({"environment": "prod"}) == []
+	assert titles({"release": "shop@1.4.2", "since": "15m"}) == titles({})
+	assert titles({"since": "2000-01-01"}) == titles({})
+	html = page(shop_data, "/?since=yesterday")
+	assert '<p class="error">since:' in html and "15m" in html
+	html = page(shop_data, "/events?type=transaction")
+	assert "import orders" in main_part(html) and "KeyError" not in main_part(html)
+	issue = shop_data.Collector.Store.issues(text="KeyError")[0]["id"]
+	html = main_part(page(shop_data, "/events?issue={}".format(issue)))
+	assert html.count('<tr class="item') == 3
+
+
+def test_odd_stored_content_never_500(tmp_path):
+	bodies = [
+		b'{"message":"m","timestamp":1e20}',
+		b'{"message":"m","extra":[1,2],"contexts":[1],"breadcrumbs":[{"message":"x"},"y"]}',
+		b'{"exception":{"values":[{"type":"T","stacktrace":{"frames":["a",{"lineno":"x","vars":[1]}]},"mechanism":"x"}]}}',
+		b'{"message":"m","tags":{"k\\udfff":"v"},"request":"r","user":[1]}',
+		b'{"type":"transaction","transaction":"t","start_timestamp":"x","timestamp":NaN,"spans":[1,{"span_id":[1]}]}',
+	]
+	with start_in_thread(Store(str(tmp_path / "odd.sqlite")), CollectorSettings()) as running:
+		for body in bodies:
+			envelope = b'{}\n{"type":"event"}\n' + body + b"\n"
+			assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
+		for item in running.Collector.Store.list(limit=100):
+			status, _, html = fetch(running.url + "/events/{}".format(item["id"]))
+			assert status == 200, item
+		for path in ("/", "/events", "/events/999999", "/events/x", "/events/-1", "/events/99999999999999999999999"):
+			assert fetch(running.url + path)[0] in (200, 404), path
+
+
+def test_clear_same_origin_only(tmp_path, referee):
+	with start_in_thread(Store(str(tmp_path / "clear.sqlite")), CollectorSettings()) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
+		send_error(running.dsn, "to be cleared")
+		assert running.Collector.Store.count(type="event") == 1
+		for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+			status, _, _ = fetch(running.url + "/clear", "POST", headers, b"")
+			assert status == 403
+		assert running.Collector.Store.count(type="event") == 1
+		status, headers, _ = fetch(running.url + "/clear", "POST", {"Origin": running.url}, b"")
+		assert status == 303 and headers["Location"] == "/"
+		assert running.Collector.Store.count() == 0
+		assert "No issues" in page(running, "/")
+
+
+def test_pages_refuse_foreign_host_names(shop):
+	"""A page read through another name (DNS rebinding) is refused; ingest is not affected."""
+	connection = http.client.HTTPConnection("127.0.0.1", shop.Port, timeout=10)
+	connection.request("GET", "/", headers={"Host": "evil.example:{}".format(shop.Port)})
+	response = connection.getresponse()
+	assert response.status == 421
+	response.read()
+	connection.request("GET", "/", headers={"Host": "localhost:{}".format(shop.Port)})
+	assert connection.getresponse().status == 200
+	connection.close()
+
+
+class SSE:
+	"""A minimal server-sent-events reader over a raw socket, in a thread."""
+
+	def __init__(self, running, path="/stream", origin=None):
+		self.Events: list[tuple[str, str]] = []
+		self.Headers = ""
+		self._arrived = threading.Condition()
+		self._sock = socket.create_connection(("127.0.0.1", running.Port), timeout=60)
+		extra = "Origin: {}\r\n".format(origin) if origin else ""
+		self._sock.sendall(
+			"GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n{}\r\n".format(
+				path, running.Port, extra
+			).encode()
+		)
+		self._thread = threading.Thread(target=self._read, daemon=True)
+		self._thread.start()
+
+	def _read(self):
+		buffer = b""
+		headers_done = False
+		try:
+			while True:
+				chunk = self._sock.recv(65536)
+				if not chunk:
+					return
+				buffer += chunk
+				if not headers_done and b"\r\n\r\n" in buffer:
+					head, buffer = buffer.split(b"\r\n\r\n", 1)
+					self.Headers = head.decode()
+					headers_done = True
+				# chunked transfer: drop chunk-size lines
+				text = re.sub(rb"(?m)^[0-9a-fA-F]+\r\n", b"", buffer)
+				while b"\n\n" in text:
+					block, text = text.split(b"\n\n", 1)
+					self._block(block.decode("utf-8", "replace").replace("\r\n", "\n"))
+					buffer = text
+		except OSError:
+			return
+
+	def _block(self, block):
+		name, data = "message", []
+		for line in block.split("\n"):
+			if line.startswith("event: "):
+				name = line[7:]
+			elif line.startswith("data: "):
+				data.append(line[6:])
+		if data:
+			with self._arrived:
+				self.Events.append((name, "\n".join(data)))
+				self._arrived.notify_all()
+
+	def wait(self, predicate, timeout=30):
+		"""The first event (name, data) for which ``predicate(name, data)`` holds, waiting for it."""
+
+		def found():
+			return next((e for e in self.Events if predicate(*e)), None)
+
+		with self._arrived:
+			assert self._arrived.wait_for(found, timeout), self.Events
+			return found()
+
+	def close(self):
+		self._sock.close()
+
+
+def test_stream_speaks_spotlights_sidecar_protocol(tmp_path, referee):
+	with start_in_thread(Store(str(tmp_path / "live.sqlite")), CollectorSettings()) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
+		plain = SSE(running)
+		encoded = SSE(running, "/stream?base64")
+		try:
+			send_error(running.dsn, "live one")
+			name, data = plain.wait(lambda name, data: "live one" in data)
+			assert name == "application/x-sentry-envelope"
+			header, item_header, body = data.split("\n")[:3]
+			assert json.loads(item_header)["type"] == "event"
+			assert json.loads(body)["exception"]["values"][-1]["value"] == "live one"
+			binary = b'{}\n{"type":"attachment","length":5,"filename":"b.bin"}\n\x00\xff\n\x80a\n'
+			assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, binary)[0] == 200
+			name, data = encoded.wait(lambda name, data: b"b.bin" in base64.b64decode(data))
+			assert name == "application/x-sentry-envelope;base64"
+			assert base64.b64decode(data).endswith(b"\x00\xff\n\x80a\n")
+			# A client that connects now first gets the recent envelopes (Spotlight's replay).
+			late = SSE(running)
+			try:
+				late.wait(lambda name, data: "live one" in data)
+				late.wait(lambda name, data: "b.bin" in data)
+			finally:
+				late.close()
+		finally:
+			plain.close()
+			encoded.close()
+
+
+def test_stream_cors_for_loopback_origins_only(shop):
+	for origin, allowed in (
+		("http://localhost:5173", True),
+		("http://127.0.0.1:3000", True),
+		("https://evil.example", False),
+	):
+		client = SSE(shop, origin=origin)
+		try:
+			for _ in range(100):
+				if client.Headers:
+					break
+				threading.Event().wait(0.05)
+			assert ("Access-Control-Allow-Origin: {}".format(origin) in client.Headers) is allowed, client.Headers
+			assert "text/event-stream" in client.Headers
+		finally:
+			client.close()
