@@ -89,3 +89,12 @@ def send_error(dsn: str, message: str) -> None:
 	run_app(body)
 	sentry_sdk.flush(10)
 	_sdk.reset()
+
+
+if __name__ == "__main__":  # python tests/ui_data.py DSN [MESSAGE]: what the browser tests send, as a client
+	import sys
+
+	if len(sys.argv) > 2:
+		send_error(sys.argv[1], sys.argv[2])
+	else:
+		populate(sys.argv[1])

@@ -429,7 +429,7 @@ class WebUI:
 				headers={
 					"Content-Security-Policy": _CSP,
 					"X-Content-Type-Options": "nosniff",
-					"Referrer-Policy": "no-referrer",
+					"Referrer-Policy": "same-origin",
 					"Cache-Control": "no-store",
 				},
 			)
