@@ -17,6 +17,9 @@ import sys
 import sentry_sdk
 import sentry_sdk.utils
 
+from . import _sdk, breadcrumbs
+from .breadcrumbs import LogBreadcrumb
+
 #: Set while a record is logged that this package has already reported in a structured way
 #: (e.g. asab's loop exception handler logging an exception we captured), so it is not captured twice.
 suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("asab_sentry_suppressed", default=False)
@@ -66,6 +69,18 @@ def record_data(record: logging.LogRecord) -> dict:
 	return data
 
 
+def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
+	"""The breadcrumb of a log record (``message`` is ``record.getMessage()``)."""
+	return {
+		"type": "log",
+		"level": sentry_level(record.levelno),
+		"category": record.name,
+		"message": message,
+		"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
+		"data": record_data(record),
+	}
+
+
 class SentryLogHandler(logging.Handler):
 	"""
 	A `logging.Handler` that turns records into Sentry events and breadcrumbs.
@@ -81,6 +96,11 @@ class SentryLogHandler(logging.Handler):
 		self.BreadcrumbsLevel = breadcrumbs_level
 		self.EventsLevel = events_level
 		self._enabled = bool(levels)
+		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
+		# dict as it is added.
+		options = sentry_sdk.get_client().options
+		self.LazyBreadcrumbs = breadcrumbs.ENABLED and options.get("before_breadcrumb") is None
+		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
@@ -136,17 +156,12 @@ class SentryLogHandler(logging.Handler):
 		sentry_sdk.capture_event(event, hint=hint)
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
-		sentry_sdk.add_breadcrumb(
-			{
-				"type": "log",
-				"level": sentry_level(record.levelno),
-				"category": record.name,
-				"message": record.getMessage(),
-				"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
-				"data": record_data(record),
-			},
-			hint={"log_record": record},
-		)
+		if self.LazyBreadcrumbs:
+			_sdk.append_breadcrumb(
+				LogBreadcrumb(record, record.getMessage(), breadcrumb_from_record), self._max_breadcrumbs
+			)
+		else:
+			sentry_sdk.add_breadcrumb(breadcrumb_from_record(record, record.getMessage()), hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:

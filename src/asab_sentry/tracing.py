@@ -28,6 +28,13 @@ import sentry_sdk.tracing
 
 F = typing.TypeVar("F", bound=typing.Callable[..., typing.Any])
 
+# The open transactions and spans of the running task or thread, innermost last, as (Measure, span) pairs.
+# One variable for the whole module: a ContextVar per Measure would be kept by every context that ever set
+# it, so a long-lived task creating Measures (``svc.transaction(...)`` in a loop) would grow without bound.
+_open: contextvars.ContextVar[tuple[tuple[typing.Any, typing.Any], ...]] = contextvars.ContextVar(
+	"asab_sentry_measures", default=()
+)
+
 
 class Measure:
 	"""
@@ -43,8 +50,6 @@ class Measure:
 		self.Kind = kind
 		self.Op = op
 		self.Name = name
-		# Per asyncio task / thread (a context variable), so one object may be entered concurrently.
-		self._open: contextvars.ContextVar[tuple] = contextvars.ContextVar("asab_sentry_measure", default=())
 
 	def _start(self) -> sentry_sdk.tracing.Span | None:
 		if self.Kind == "transaction":
@@ -57,13 +62,19 @@ class Measure:
 		span = self._start()
 		if span is not None:
 			span.__enter__()
-		self._open.set(self._open.get() + (span,))
+		_open.set(_open.get() + ((self, span),))
 		return span
 
 	def __exit__(self, exc_type, exc_value, traceback) -> None:
-		stack = self._open.get()
-		self._open.set(stack[:-1])
-		span = stack[-1]
+		stack = _open.get()
+		# The innermost block of this Measure; blocks of one task close innermost first, so it is normally last.
+		for index in range(len(stack) - 1, -1, -1):
+			if stack[index][0] is self:
+				break
+		else:
+			return
+		span = stack[index][1]
+		_open.set(stack[:index] + stack[index + 1 :])
 		if span is not None:
 			if exc_value is not None and isinstance(exc_value, Exception) and span.status in (None, "ok"):
 				# Older sentry-sdk 2.x marks only spans, not transactions; this package guarantees both.
