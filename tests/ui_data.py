@@ -78,7 +78,7 @@ def populate(dsn: str, errors: int = 3) -> None:
 
 def send_error(dsn: str, message: str) -> None:
 	"""One more error from a real SentryService (the live-update tests)."""
-	configure({"sentry": {"data_source_name": dsn}})
+	configure({"sentry": {"data_source_name": dsn, "release": "shop@1.4.3", "environment": "dev"}})
 
 	async def body(app):
 		try:
