@@ -325,3 +325,42 @@ def test_stream_cors_for_loopback_origins_only(shop):
 			assert "text/event-stream" in client.Headers
 		finally:
 			client.close()
+
+
+@pytest.mark.parametrize(
+	"method,path,peer,remote,allowed",
+	[
+		("GET", "/", "192.0.2.7", False, False),
+		("GET", "/stream", "192.0.2.7", False, False),  # the live feed is read access too
+		("GET", "/events/1", "192.0.2.7", True, True),
+		("POST", "/stream", "192.0.2.7", False, True),  # ingest (Spotlight's sidecar)
+		("POST", "/api/1/envelope/", "192.0.2.7", False, True),
+		("GET", "/health", "192.0.2.7", False, True),
+		("GET", "/", "::ffff:127.0.0.1", False, True),
+		("GET", "/", "::1", False, True),
+	],
+)
+def test_guard_keeps_pages_to_loopback(method, path, peer, remote, allowed):
+	"""The guard on a request from another machine (which a test on 127.0.0.1 cannot make over a socket)."""
+	import asyncio
+
+	from aiohttp.test_utils import make_mocked_request
+
+	from asab_sentry.collector.web import guard
+
+	class Transport:
+		def get_extra_info(self, name, default=None):
+			return (peer, 40000) if name == "peername" else default
+
+		def is_closing(self):
+			return False
+
+	request = make_mocked_request(method, path, headers={"Host": "127.0.0.1:8999"}, transport=Transport())
+
+	async def handler(request):
+		from aiohttp import web
+
+		return web.Response(text="reached")
+
+	response = asyncio.run(guard(remote)(request, handler))
+	assert (response.status == 200) is allowed, (response.status, response.text)
