@@ -7,8 +7,9 @@ predict (the issue's key is a hash of the components below):
 2. else, for an exception, its type plus the innermost in-app frame of its stack trace: module (or file
    name when there is no module) and function; line numbers are left out so that an edit elsewhere in the
    file does not split the issue. The innermost frame of any kind is used when no frame is in-app;
-3. else the log message template (``logentry.message``, e.g. ``"order %s failed"``), or the formatted
-   message when there is no template.
+3. else (also for a message whose exception only carries its stack: no type, or ``mechanism.synthetic``)
+   the log message template (``logentry.message``, e.g. ``"order %s failed"``), or the formatted message
+   when there is no template.
 
 Input: an event as normalized by `normalize.Normalizer` (``exception.values``, ``logentry``).
 """
@@ -55,7 +56,7 @@ def _text(value: typing.Any) -> str:
 def default_components(event: dict) -> tuple[tuple[str, ...], str]:
 	"""The components of rules 2 and 3, and the culprit."""
 	chain = payload.exceptions(event)
-	if chain:
+	if chain and not payload.is_synthetic(chain[-1], event):
 		exception = chain[-1]
 		frame = _innermost_frame(exception) or {}
 		where = _text(frame.get("module") or frame.get("filename") or frame.get("abs_path"))

@@ -174,7 +174,8 @@ def _timestamps(obj: dict, keys: tuple[str, ...] = ("timestamp", "start_timestam
 def prepare(event: dict) -> dict:
 	"""
 	The pre-pass (in place, returns ``event``): list containers become ``{"values": [...]}``, numbers sent as
-	strings and ISO dates become numbers, frames' line numbers integers.
+	strings and ISO dates become numbers, frames' line numbers integers, level names in any case and the
+	aliases ``warn``, ``critical`` Sentry levels.
 	"""
 	for key in ("exception", "breadcrumbs", "threads"):
 		if key in event:
@@ -192,6 +193,10 @@ def prepare(event: dict) -> dict:
 	for crumb in (event.get("breadcrumbs") or {}).get("values", []):
 		_timestamps(crumb, ("timestamp",))
 	_timestamps(event)
+	if isinstance(event.get("level"), str):
+		known = level(event["level"], "")
+		if known:
+			event["level"] = known
 	if isinstance(event.get("spans"), list):
 		event["spans"] = [s for s in event["spans"] if isinstance(s, dict)]
 		for span in event["spans"]:
