@@ -324,3 +324,82 @@ def test_list_since_relative_and_iso(tmp_path, capsys):
 	assert titles("--since", an_hour_ago) == ["five minutes old"]
 	code, out, err = cli(capsys, "events", "--storage", path, "list", "--since", "yesterday")
 	assert code == 2 and "--since" in err and "15m" in err
+
+
+def test_show_check_ins_logs_attachments_and_v2_spans(tmp_path, capsys, referee):
+	"""What official SDKs send besides events, as stored by the collector, shown for a terminal."""
+	import sentry_sdk
+	from sentry_sdk.crons import monitor
+
+	from asab_sentry import _sdk
+
+	path = str(tmp_path / "other.sqlite")
+	with start_in_thread(Store(path), CollectorSettings()) as running:
+		running.Collector.Listeners.append(referee.check_collector_envelope)
+		sentry_sdk.init(dsn=running.dsn, enable_logs=True, release="shop@2", environment="dev")
+		try:
+
+			@monitor(monitor_slug="nightly")
+			def job():
+				pass
+
+			job()
+			sentry_sdk.logger.warning("disk {pct}% full \x1b]0;title\x07", pct=93)
+			with sentry_sdk.new_scope() as scope:
+				scope.add_attachment(bytes=b"\x00\xffbin", filename="dump.bin")
+				scope.add_attachment(bytes=b"line one\nline two \x1b[2J", filename="notes.txt")
+				sentry_sdk.capture_message("with files")
+			sentry_sdk.flush(10)
+		finally:
+			_sdk.reset()
+		start = 1_700_000_000.0
+		spans = {
+			"items": [
+				{
+					"trace_id": "a" * 32,
+					"span_id": "1" * 16,
+					"name": "GET /orders",
+					"is_segment": True,
+					"start_timestamp": start,
+					"end_timestamp": start + 1.0,
+					"status": "ok",
+					"attributes": {"sentry.op": {"type": "string", "value": "http.server"}},
+				},
+				{
+					"trace_id": "a" * 32,
+					"span_id": "2" * 16,
+					"parent_span_id": "1" * 16,
+					"name": "SELECT orders",
+					"start_timestamp": start + 0.5,
+					"end_timestamp": start + 1.0,
+					"status": "ok",
+					"attributes": {"sentry.op": {"type": "string", "value": "db"}},
+				},
+			]
+		}
+		body = json.dumps(spans).encode()
+		envelope = (
+			b'{}\n{"type":"span","item_count":2,"content_type":"application/vnd.sentry.items.span.v2+json","length":%d}\n%s\n'
+			% (len(body), body)
+		)
+		post_envelope(running.url, envelope)
+
+	def show(item_type, **filters):
+		store = Store(path)
+		(item,) = [i for i in store.list(type=item_type, limit=100, **filters)][:1]
+		code, out, _ = cli(capsys, "events", "--storage", path, "show", str(item["id"]))
+		assert code == 0 and "\x1b" not in out
+		return out
+
+	out = show("check_in")
+	assert "monitor:      nightly" in out and "status:" in out
+	out = show("log")
+	assert "warn    disk 93% full" in out
+	binary = show("attachment", text="dump.bin")
+	assert "size:         5 bytes" in binary and "binary" in binary and "/attachment" in binary
+	text = show("attachment", text="notes.txt")
+	assert "line one\nline two" in text
+	out = show("span")
+	rows = [line for line in out.splitlines() if "█" in line]
+	assert rows[0].startswith("GET /orders") and "db SELECT orders" in rows[1]
+	assert rows[1].index("█") > rows[0].index("█") + 10  # starts half-way

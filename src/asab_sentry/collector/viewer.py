@@ -294,11 +294,25 @@ _LEVEL_STYLES = {
 	"fatal": "bold white on red",
 	"error": "bold red",
 	"warning": "yellow",
+	"warn": "yellow",
+	"trace": "dim",
 	"info": "blue",
 	"debug": "dim",
 }
 
-_TYPE_LABELS = {"event": "error", "transaction": "txn", "check_in": "check", "client_report": "c-rep"}
+_TYPE_LABELS = {
+	"event": "error",
+	"transaction": "txn",
+	"check_in": "check",
+	"client_report": "c-rep",
+	"attachment": "file",
+	"session": "sess",
+	"sessions": "sess",
+	"user_report": "fback",
+	"feedback": "fback",
+	"profile": "prof",
+	"span": "spans",
+}
 
 
 def format_list_line(item: dict[str, typing.Any], width: int = WIDTH) -> Line:
@@ -344,6 +358,9 @@ def format_item(item: dict[str, typing.Any], width: int = WIDTH) -> list[Line]:
 			return _format_transaction(item, event, width)
 		if item.get("type") == "event" and isinstance(event, dict):
 			return _format_event(item, event, width)
+		special = _FORMATS.get(str(item.get("type")))
+		if special is not None and (isinstance(event, dict) or item.get("type") == "attachment"):
+			return special(item, event, width)
 		return _format_other(item, width)
 	except Exception as e:  # the last resort: say so once and show the raw payload
 		lines = [
@@ -363,6 +380,125 @@ def _format_other(item: dict, width: int) -> list[Line]:
 	for line in clean(text[:20000]).split("\n"):
 		lines.append(Line(_cut(line, width)))
 	return lines
+
+
+def _title(item: dict, width: int) -> list[Line]:
+	return [
+		Line("=" * width, "dim"),
+		Line(_cut("{} #{}: {}".format(item.get("type"), item.get("id"), item.get("title") or ""), width), "bold"),
+		Line("=" * width, "dim"),
+	]
+
+
+def _fields(pairs: typing.Iterable[tuple[str, typing.Any]], width: int) -> list[Line]:
+	return [Line(_cut("{:<14}{}".format(name + ":", "-" if value is None else value), width)) for name, value in pairs]
+
+
+def _format_check_in(item: dict, check_in: dict, width: int) -> list[Line]:
+	duration = _number(check_in.get("duration"))
+	lines = _title(item, width) + _fields(
+		(
+			("monitor", clean(check_in.get("monitor_slug") or "?")),
+			("status", clean(check_in.get("status") or "?")),
+			("duration", None if duration is None else "{:.3f}s".format(duration)),
+			("check_in_id", clean(check_in.get("check_in_id") or "-")),
+			("time", _time(item.get("received"), with_date=True)),
+			("release", clean(check_in.get("release") or item.get("release") or "-")),
+			("environment", clean(check_in.get("environment") or item.get("environment") or "-")),
+		),
+		width,
+	)
+	config = _dict(check_in.get("monitor_config"))
+	if config:
+		lines.extend(_section("Monitor", width))
+		lines.extend(Line(_cut("  {:<20} {}".format(clean(k), _json(v)), width)) for k, v in config.items())
+	return lines
+
+
+def _format_logs(item: dict, batch: dict, width: int) -> list[Line]:
+	records = [r for r in _list(batch.get("items")) if isinstance(r, dict)]
+	lines = _title(item, width)
+	lines.extend(_section("Log records ({})".format(len(records)), width))
+	for record in records:
+		level = clean(record.get("level") or "")
+		head = "  {} {} ".format(_time(record.get("timestamp")), _pad(level, 7))
+		lines.append(
+			Line(
+				_cut(head + clean(record.get("body") or ""), width),
+				spans=((11, 18, _LEVEL_STYLES.get(level, "")),),
+			)
+		)
+		for key, value in sorted(_dict(record.get("attributes")).items()):
+			if str(key).startswith(("sentry.", "process.", "os.", "server.address")):
+				continue  # what every record of the SDK carries (sdk, template, runtime, host): in --json
+			value = value.get("value") if isinstance(value, dict) and "value" in value else value
+			lines.append(Line(_cut("             {} = {}".format(clean(key), _json(value)), width), "dim"))
+	return lines
+
+
+def _format_spans(item: dict, batch: dict, width: int) -> list[Line]:
+	"""A batch of v2 spans (span streaming) as a waterfall: the segment (or the earliest span) is the root."""
+	spans = [s for s in _list(batch.get("items")) or [batch] if isinstance(s, dict)]
+	lines = _title(item, width)
+	if not spans:
+		return lines + [Line("  (no spans)", "dim")]
+	root = next((s for s in spans if s.get("is_segment")), None) or min(
+		spans, key=lambda s: _seconds(s.get("start_timestamp")) or float("inf")
+	)
+
+	def v1(span: dict) -> dict:
+		attributes = _dict(span.get("attributes"))
+		op = attributes.get("sentry.op")
+		op = op.get("value") if isinstance(op, dict) else op
+		return {
+			"span_id": span.get("span_id"),
+			"parent_span_id": span.get("parent_span_id"),
+			"op": op or "",
+			"description": span.get("name") or "",
+			"start_timestamp": span.get("start_timestamp"),
+			"timestamp": span.get("end_timestamp"),
+			"status": span.get("status") or "",
+		}
+
+	lines.append(Line(_cut("trace_id:    {}".format(clean(root.get("trace_id") or "-")), width)))
+	lines.extend(_section("Spans", width))
+	txn = {
+		"transaction": root.get("name") or "span",
+		"start_timestamp": root.get("start_timestamp"),
+		"timestamp": root.get("end_timestamp"),
+		"contexts": {"trace": {"span_id": root.get("span_id"), "status": root.get("status")}},
+		"spans": [v1(s) for s in spans if s is not root],
+	}
+	return lines + waterfall(txn, width)
+
+
+def _format_attachment(item: dict, data: typing.Any, width: int) -> list[Line]:
+	size = item.get("size")
+	lines = _title(item, width) + _fields(
+		(
+			("filename", clean(item.get("filename") or item.get("title") or "-")),
+			("content type", clean(item.get("content_type") or "-")),
+			("size", None if size is None else "{} bytes".format(size)),
+			("of event", clean(item.get("parent_event_id") or "-")),
+		),
+		width,
+	)
+	lines.append(Line(""))
+	if isinstance(data, str) and data:
+		lines.append(Line("-- text (first 40 lines; the exact bytes: the web UI, or the API below)", "bold cyan"))
+		lines.extend(Line(_cut(text, width)) for text in clean(data).split("\n")[:40])
+	else:
+		lines.append(Line("binary: the exact bytes are at the web UI's event page, or from the API:", "dim"))
+	lines.append(Line(_cut("  GET /api/0/items/{}/attachment".format(item.get("id")), width)))
+	return lines
+
+
+_FORMATS: dict[str, typing.Callable[[dict, typing.Any, int], list[Line]]] = {
+	"check_in": _format_check_in,
+	"log": _format_logs,
+	"span": _format_spans,
+	"attachment": _format_attachment,
+}
 
 
 def _header(item: dict, event: dict, width: int) -> list[Line]:
