@@ -364,3 +364,50 @@ def test_guard_keeps_pages_to_loopback(method, path, peer, remote, allowed):
 
 	response = asyncio.run(guard(remote)(request, handler))
 	assert (response.status == 200) is allowed, (response.status, response.text)
+
+
+def test_v2_spans_trace_waterfall(tmp_path):
+	"""Spans streamed in the v2 format (the JavaScript SDK's default) make a trace waterfall of their own."""
+	start = 1_700_000_000.0
+	spans = {
+		"items": [
+			{
+				"trace_id": "b" * 32,
+				"span_id": "1" * 16,
+				"name": "GET /orders <b>",
+				"is_segment": True,
+				"start_timestamp": start,
+				"end_timestamp": start + 1.0,
+				"status": "ok",
+				"attributes": {"sentry.op": {"type": "string", "value": "http.server"}},
+			},
+			{
+				"trace_id": "b" * 32,
+				"span_id": "2" * 16,
+				"parent_span_id": "1" * 16,
+				"name": "SELECT orders",
+				"start_timestamp": start + 0.5,
+				"end_timestamp": start + 0.75,
+				"status": "error",
+				"attributes": {"sentry.op": {"type": "string", "value": "db"}},
+			},
+		]
+	}
+	body = json.dumps(spans).encode()
+	envelope = (
+		b'{}\n{"type":"span","item_count":2,"content_type":"application/vnd.sentry.items.span.v2+json","length":%d}\n%s\n'
+		% (
+			len(body),
+			body,
+		)
+	)
+	with start_in_thread(Store(str(tmp_path / "spans.sqlite")), CollectorSettings()) as running:
+		assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
+		assert "b" * 32 in page(running, "/traces")
+		html = page(running, "/traces/" + "b" * 32)
+		rows = re.findall(r'<div class="span-row.*?</div>\s*</div>', html, re.S)
+		assert len(rows) == 2
+		assert "GET /orders &lt;b&gt;" in rows[0] and "http.server" in rows[0]
+		assert 'class="span-row error"' in rows[1] and "SELECT orders" in rows[1]
+		bars = [re.search(r"left: ([\d.]+)%; width: ([\d.]+)%", r).groups() for r in rows]
+		assert bars == [("0.0", "100.0"), ("50.0", "25.0")]
