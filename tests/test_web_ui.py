@@ -411,3 +411,13 @@ def test_v2_spans_trace_waterfall(tmp_path):
 		assert 'class="span-row error"' in rows[1] and "SELECT orders" in rows[1]
 		bars = [re.search(r"left: ([\d.]+)%; width: ([\d.]+)%", r).groups() for r in rows]
 		assert bars == [("0.0", "100.0"), ("50.0", "25.0")]
+
+
+def test_event_page_walks_the_events_of_its_issue(shop_data):
+	ids = [i["id"] for i in shop_data.Collector.Store.list(type="event", text="KeyError", newest_first=False)]
+	assert len(ids) == 3
+	middle = page(shop_data, "/events/{}".format(ids[1]))
+	assert "event 2 of 3 in this issue" in middle
+	assert '<a href="/events/{}" rel="prev">'.format(ids[0]) in middle
+	assert '<a href="/events/{}" rel="next">'.format(ids[2]) in middle
+	assert 'rel="prev"' not in page(shop_data, "/events/{}".format(ids[0]))

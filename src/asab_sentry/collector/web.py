@@ -511,6 +511,7 @@ class WebUI:
 			request_data=_pairs(event.get("request")),
 			user=_pairs(event.get("user")),
 			linked=[i for i in item.get("linked") or [] if isinstance(i, dict)],
+			siblings=self._siblings(item),
 			issue=item.get("issue"),
 			trace_id=_text(_dict(_dict(event.get("contexts")).get("trace")).get("trace_id") or ""),
 			waterfall=(
@@ -523,6 +524,21 @@ class WebUI:
 
 	def _traces(self, request: aiohttp.web.Request) -> Page:
 		return Page("traces.html", {"page": "traces", "traces": self.Store.traces(limit=200)})
+
+	def _siblings(self, item: dict) -> dict[str, typing.Any]:
+		"""The previous and next event of the same issue, and this one's place among them."""
+		if not item.get("issue_id"):
+			return {}
+		ids = [i["id"] for i in self.Store.list(issue_id=item["issue_id"], limit=1000, newest_first=False)]
+		if item.get("id") not in ids:
+			return {}
+		at = ids.index(item["id"])
+		return {
+			"position": at + 1,
+			"total": len(ids),
+			"previous": ids[at - 1] if at > 0 else None,
+			"next": ids[at + 1] if at + 1 < len(ids) else None,
+		}
 
 	def _trace(self, request: aiohttp.web.Request) -> Page:
 		trace_id = request.match_info["trace_id"]
