@@ -421,3 +421,15 @@ def test_event_page_walks_the_events_of_its_issue(shop_data):
 	assert '<a href="/events/{}" rel="prev">'.format(ids[0]) in middle
 	assert '<a href="/events/{}" rel="next">'.format(ids[2]) in middle
 	assert 'rel="prev"' not in page(shop_data, "/events/{}".format(ids[0]))
+
+
+def test_without_jinja2_the_ui_says_so_and_ingest_works(tmp_path, monkeypatch, caplog):
+	from asab_sentry.collector import web
+
+	monkeypatch.setattr(web, "jinja2", None)
+	with start_in_thread(Store(str(tmp_path / "plain.sqlite")), CollectorSettings()) as running:
+		status, _, body = fetch(running.url + "/")
+		assert status == 503 and b"pip install 'asab-sentry[collector]'" in body
+		envelope = b'{}\n{"type":"event"}\n{"message":"still stored"}\n'
+		assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
+	assert "The web UI is off" in caplog.text

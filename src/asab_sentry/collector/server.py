@@ -385,6 +385,12 @@ class Collector:
 			WebUI(self.Store, self.Live).install(app)
 		except RuntimeError as e:  # jinja2 missing: the API and ingest still work
 			L.warning("The web UI is off: {}".format(e))
+			message = "The collector's web UI is off: {}.\n".format(e)
+
+			async def no_ui(request: aiohttp.web.Request) -> aiohttp.web.Response:
+				return aiohttp.web.Response(text=message, status=503)
+
+			app.router.add_get("/", no_ui)
 
 	def build_app(self) -> aiohttp.web.Application:
 		"""A stand-alone aiohttp application; serve it with ``auto_decompress=False`` (see `start_in_thread`)."""
