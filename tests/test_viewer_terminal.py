@@ -93,7 +93,7 @@ def test_control_sequences_from_events_never_printed(hostile_storage, capsys, mo
 	else:
 		monkeypatch.setenv("NO_COLOR", "1")
 	outputs = []
-	for args in (["list"], ["show", "1"], ["show", "2"]):
+	for args in (["list"], ["issues"], ["show", "1"], ["show", "2"]):
 		code, out, _ = cli(capsys, "events", "--storage", hostile_storage, *args)
 		assert code == 0
 		outputs.append(out)
@@ -209,7 +209,7 @@ def test_show_raw_payloads_as_sent(odd_storage):
 def test_lines_follow_the_terminal_width(hostile_storage, capsys, monkeypatch):
 	for columns in (60, 80, 132):
 		monkeypatch.setenv("COLUMNS", str(columns))
-		for args in (["list"], ["show", "1"]):
+		for args in (["list"], ["issues"], ["show", "1"]):
 			code, out, _ = cli(capsys, "events", "--storage", hostile_storage, *args)
 			lines = out.splitlines()
 			assert max(len(line) for line in lines) <= columns, (columns, args)

@@ -4,6 +4,7 @@ The ``asab-sentry`` command::
 	asab-sentry demo                     # see it work, no Sentry account needed
 	asab-sentry collector [options]      # a local Sentry-compatible endpoint
 	asab-sentry events list|show|tail    # what the collector stored
+	asab-sentry events issues            # errors grouped into issues, with counts
 """
 
 from __future__ import annotations
@@ -112,6 +113,26 @@ def _parser() -> argparse.ArgumentParser:
 	listing.add_argument("--until", metavar="TIME", help="items received before (like --since)")
 	listing.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default: %(default)s)")
 	listing.add_argument("--offset", type=int, default=0, help="skip this many of the newest (default: %(default)s)")
+	listing.add_argument("--issue", type=int, metavar="ID", help="the events of this issue (see 'events issues')")
+	issues = views.add_parser(
+		"issues",
+		help="errors and messages grouped into issues, with counts",
+		description="Issues: events grouped by fingerprint, exception type and innermost in-app frame, or message "
+		"template; with filters, counts are of the matching events.",
+	)
+	_source_options(issues, defaults=False)
+	issues.add_argument("--level", help="fatal, error, warning, info, debug")
+	issues.add_argument("--tag", metavar="KEY:VALUE", help="issues with events with this tag")
+	issues.add_argument("--q", dest="text", metavar="TEXT", help="text in the title or exception type")
+	issues.add_argument("--release", help="issues seen in this release")
+	issues.add_argument("--environment", help="issues seen in this environment")
+	issues.add_argument(
+		"--sort",
+		choices=("last_seen", "first_seen", "count"),
+		default="last_seen",
+		help="newest last seen first (default), newest first seen first, or most events first",
+	)
+	issues.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
 	_source_options(show, defaults=False)
 	show.add_argument("id", type=int, help="the item's id (the first column of 'events list')")
@@ -177,6 +198,35 @@ def _main(argv: list[str] | None) -> int:
 		return 1
 	except KeyboardInterrupt:
 		return 130
+
+
+def _issues(args: argparse.Namespace, source: typing.Any) -> int:
+	from .collector.issue_list import format_issues, read_issues
+
+	tag = None
+	if args.tag:
+		key, _, value = args.tag.partition(":")
+		if not value:
+			print("--tag must be key:value", file=sys.stderr)
+			return 2
+		tag = (key, value)
+	issues = read_issues(
+		source,
+		level=args.level,
+		tag=tag,
+		text=args.text,
+		release=args.release,
+		environment=args.environment,
+		sort=args.sort,
+		limit=args.limit,
+	)
+	if args.json:
+		print(json.dumps(issues, indent=2))
+	else:
+		from .collector.viewer import Printer, terminal_width
+
+		Printer(sys.stdout).print(format_issues(issues, terminal_width()))
+	return 0
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -276,6 +326,9 @@ def _view(args: argparse.Namespace) -> int:
 			printer.print(format_item(item, width))
 		return 0
 
+	if args.view == "issues":
+		return _issues(args, source)
+
 	filters: dict[str, typing.Any] = {
 		"type": args.type,
 		"level": args.level,
@@ -299,6 +352,8 @@ def _view(args: argparse.Namespace) -> int:
 				print("--{} {}".format(option, e), file=sys.stderr)
 				return 2
 		since, until = times["since"], times["until"]
+		if args.issue is not None:
+			filters["issue_id"] = args.issue
 		items = source.list(
 			**filters, since=since, until=until, limit=args.limit, offset=args.offset, newest_first=True
 		)

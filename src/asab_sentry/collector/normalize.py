@@ -41,6 +41,7 @@ except ImportError:  # the optional "collector" extra is not installed: the fall
 LEVELS = ("fatal", "error", "warning", "info", "debug")
 _LEVEL_ALIASES = {"warn": "warning", "critical": "fatal", "log": "info", "trace": "debug"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def has_relay() -> bool:
@@ -274,9 +275,19 @@ class Normalizer:
 		self._relay = StoreNormalizer(project_id=1) if (use_relay and StoreNormalizer is not None) else None
 		self.UsesRelay = self._relay is not None
 
-	def event(self, event: dict, item_type: str = "event") -> dict:
-		"""A normalized copy of ``event`` (a parsed JSON object); never raises for any JSON object."""
-		event = prepare(repair_surrogates(event))
+	def event(self, event: dict, item_type: str = "event", raw: bytes | None = None) -> dict:
+		"""
+		A normalized copy of ``event`` (a parsed JSON object; ``raw``: the JSON text it was parsed from, which
+		makes the copy cheaper); never raises for any JSON object.
+
+		Raises:
+			RecursionError: the object is nested deeper than Python's JSON encoder goes.
+		"""
+		if raw is not None and not _ESCAPED_SURROGATE.search(raw):
+			event = json.loads(raw)  # a fresh copy: what the caller holds is not changed
+		else:
+			event = repair_surrogates(event)
+		event = prepare(event)
 		had_trace = isinstance(event.get("contexts"), dict) and isinstance(event["contexts"].get("trace"), dict)
 		had_status = had_trace and "status" in event["contexts"]["trace"]
 		if self._relay is not None:

@@ -14,7 +14,6 @@ Read API (``GET /api/0/...``, see `Collector.install`): answers only peers on th
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime
 import ipaddress
@@ -22,6 +21,7 @@ import logging
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 import typing
@@ -230,10 +230,14 @@ class BatchWriter:
 		self._thread = threading.Thread(target=self._run, name="asab-sentry-collector-writer", daemon=True)
 		self._thread.start()
 
-	def submit(self, envelope: Envelope, project: str | None) -> concurrent.futures.Future:
-		"""Store ``envelope``; the future gives its row ids, or raises `EnvelopeError` for bad content."""
-		future: concurrent.futures.Future = concurrent.futures.Future()
-		self._queue.put((envelope, project, time.time(), future))
+	def submit(self, envelope: Envelope, project: str | None) -> asyncio.Future:
+		"""
+		Store ``envelope`` (call on the event loop); the future gives its row ids, or raises `EnvelopeError`
+		for content that cannot be stored.
+		"""
+		loop = asyncio.get_running_loop()
+		future = loop.create_future()
+		self._queue.put((envelope, project, time.time(), future, loop))
 		return future
 
 	def stop(self) -> None:
@@ -257,26 +261,41 @@ class BatchWriter:
 				self._write(batch)
 
 	def _write(self, batch: list) -> None:
-		prepared, futures = [], []
-		for envelope, project, received, future in batch:
+		prepared, outcomes, stored = [], [], []
+		for envelope, project, received, future, loop in batch:
 			try:
 				prepared.append(self.Store.prepare(envelope, project, received))
-				futures.append(future)
-			except EnvelopeError as e:
-				future.set_exception(e)
-			except Exception as e:  # never seen: the client gets an answer and the collector goes on
-				L.exception("Cannot store an envelope")
-				future.set_exception(e)
-		if not prepared:
-			return
-		try:
-			results = self.Store.add_prepared(prepared)
-		except Exception as e:
-			L.exception("Cannot store {} envelopes".format(len(prepared)))
-			for future in futures:
-				future.set_exception(e)
-			return
-		for future, ids in zip(futures, results, strict=True):
+				stored.append((future, loop))
+			except Exception as e:  # EnvelopeError: content that cannot be stored (400)
+				if not isinstance(e, EnvelopeError):
+					L.exception("Cannot store an envelope")
+				outcomes.append((future, loop, e, None))
+		if prepared:
+			try:
+				results = self.Store.add_prepared(prepared)
+			except Exception as e:
+				L.exception("Cannot store {} envelopes".format(len(prepared)))
+				outcomes.extend((future, loop, e, None) for future, loop in stored)
+			else:
+				outcomes.extend((future, loop, None, ids) for (future, loop), ids in zip(stored, results, strict=True))
+		# One wake-up of each event loop per batch, not one per envelope.
+		by_loop: dict[typing.Any, list] = {}
+		for future, loop, error, ids in outcomes:
+			by_loop.setdefault(loop, []).append((future, error, ids))
+		for loop, answers in by_loop.items():
+			try:
+				loop.call_soon_threadsafe(_resolve, answers)
+			except RuntimeError:  # the loop is closed: nobody waits any more
+				pass
+
+
+def _resolve(answers: list) -> None:
+	for future, error, ids in answers:
+		if future.done():  # the request was cancelled (client gone)
+			continue
+		if error is not None:
+			future.set_exception(error)
+		else:
 			future.set_result(ids)
 
 
@@ -407,10 +426,10 @@ class Collector:
 	@aiohttp.web.middleware
 	async def _read_access(self, request: aiohttp.web.Request, handler: typing.Any) -> aiohttp.web.StreamResponse:
 		"""Everything but ingest and /health answers loopback peers only, unless ``remote_read``."""
-		if self.Settings.remote_read or _is_loopback(request):
-			return await handler(request)
 		path = request.path
 		if path in ("/health", "/stream") or (path.startswith("/api/") and not path.startswith("/api/0/")):
+			return await handler(request)
+		if self.Settings.remote_read or _is_loopback(request):
 			return await handler(request)
 		return aiohttp.web.json_response(
 			{"detail": "the read API answers loopback clients only ([collector] remote_read=yes allows others)"},
@@ -441,7 +460,11 @@ class Collector:
 				self._authenticate(request, project)
 			self._rate_limit()
 			try:
-				body = await asyncio.wait_for(self._read_body(request), self.Settings.body_timeout)
+				if sys.version_info >= (3, 11):  # no task per request
+					async with asyncio.timeout(self.Settings.body_timeout):
+						body = await self._read_body(request)
+				else:
+					body = await asyncio.wait_for(self._read_body(request), self.Settings.body_timeout)
 			except asyncio.TimeoutError:
 				raise _HTTPError(408, "the body did not arrive within {:g}s".format(self.Settings.body_timeout))
 			try:
@@ -475,7 +498,7 @@ class Collector:
 		if self._writer is None:
 			self._writer = BatchWriter(self.Store)
 		try:
-			return await asyncio.wrap_future(self._writer.submit(envelope, project))
+			return await self._writer.submit(envelope, project)
 		except EnvelopeError:
 			raise
 		except Exception as e:
@@ -593,8 +616,9 @@ class Collector:
 			for name in ("event_id", "trace_id"):
 				if name in q:
 					filters[name] = q[name]
-			if "issue" in q:
-				filters["issue_id"] = _int(q["issue"], "issue")
+			for name in ("issue", "issue_id"):  # issue_id: what the viewer's Source sends
+				if name in q:
+					filters["issue_id"] = _int(q[name], name)
 			if "after" in q:
 				filters["after_id"] = _int(q["after"], "after")
 			if q.get("order", "desc") not in ("asc", "desc"):
