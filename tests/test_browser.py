@@ -125,6 +125,26 @@ def test_new_event_appears_live(page, collector_with_data):
 	assert page.locator("tr.issue").count() == 4
 
 
+def test_filter_bar(page, collector_with_data):
+	page.goto(collector_with_data.url + "/")
+	page.select_option("select[name=level]", "warning")
+	page.fill("input[name=since]", "15m")
+	page.click("form.filters button[type=submit]")
+	page.wait_for_url("**/?*level=warning*")
+	assert page.locator("tr.issue").count() == 1
+	assert "payment provider slow" in page.locator("tr.issue").inner_text()
+	page.fill("input[name=since]", "yesterday")
+	page.fill("input[name=tag]", "tenant:acme")
+	page.select_option("select[name=level]", "")
+	page.click("form.filters button[type=submit]")
+	page.wait_for_url("**/?*since=yesterday*")
+	assert "since:" in page.locator("form.filters p.error").inner_text()
+	page.fill("input[name=since]", "")
+	page.click("form.filters button[type=submit]")
+	page.wait_for_url(lambda url: "tag=tenant" in url and "yesterday" not in url)
+	assert page.locator("tr.issue").count() == 2  # the KeyError and the message carry the tag
+
+
 def test_trace_logs_checkins_and_clear(page, collector_with_data):
 	page.goto(collector_with_data.url + "/traces")
 	page.locator("tr.trace a.title", has_text="import orders").click()

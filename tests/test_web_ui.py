@@ -433,3 +433,26 @@ def test_without_jinja2_the_ui_says_so_and_ingest_works(tmp_path, monkeypatch, c
 		envelope = b'{}\n{"type":"event"}\n{"message":"still stored"}\n'
 		assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
 	assert "The web UI is off" in caplog.text
+
+
+def test_sentry_sdk_spotlight_round_trip(tmp_path):
+	"""sentry-sdk's own Spotlight integration sends to POST /stream; a GET /stream client (as Spotlight's
+	overlay) receives the envelope, and the web UI lists it."""
+	import sentry_sdk
+
+	from asab_sentry import _sdk
+
+	with start_in_thread(Store(str(tmp_path / "spotlight.sqlite")), CollectorSettings()) as running:
+		client = SSE(running)
+		try:
+			sentry_sdk.init(spotlight=running.url + "/stream")
+			try:
+				sentry_sdk.capture_message("through spotlight")
+				sentry_sdk.flush(10)
+			finally:
+				_sdk.reset()
+			name, data = client.wait(lambda name, data: "through spotlight" in data)
+			assert name == "application/x-sentry-envelope"
+		finally:
+			client.close()
+		assert "through spotlight" in main_part(page(running, "/"))
