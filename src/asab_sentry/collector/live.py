@@ -157,8 +157,3 @@ def _event(data: bytes, as_base64: bool) -> bytes:
 	lines = re.split(r"\r\n|\r|\n", text.rstrip("\n"))
 	body = "".join("data: {}\n".format(line) for line in lines)
 	return "event: {}\n{}\n".format(CONTENT_TYPE, body).encode("utf-8", "replace")
-
-
-def allow_origin(origin: str | None) -> bool:
-	"""Whether a browser page from ``origin`` may read the stream (loopback origins only)."""
-	return bool(origin) and bool(_LOOPBACK_ORIGIN.match(typing.cast(str, origin)))

@@ -3,12 +3,12 @@ The collector's web UI: server-rendered pages (Jinja2, autoescaped; no JavaScrip
 
 Pages::
 
-	/                      issues (or, without grouping, error events) with counts and a filter bar
-	/events                every stored item, any type, same filters
+	/                      issues with their counts, first/last seen, releases, environments; a filter bar
+	/events                every stored item, any type, same filters (``?issue=N``: one issue's events)
 	/events/<id>           an event (exceptions, source, locals, breadcrumbs, tags, contexts, attachments)
 							or a transaction (its span waterfall)
-	/events/<id>/raw       the stored item as JSON
-	/attachments/<id>      an attachment's exact bytes, as a download
+	/events/<id>/raw       the stored item as JSON (attachments download from the API:
+							``/api/0/items/<id>/attachment``, the exact bytes)
 	/traces                the most recent traces
 	/traces/<trace_id>     every transaction and v2 span of a trace as one waterfall
 	/logs                  log records (sentry-sdk ``enable_logs``, ``Sentry.logger``)
@@ -21,7 +21,7 @@ are sent with a Content-Security-Policy that allows only the collector's own scr
 
 Filters (query parameters, also the filter bar's fields): ``environment``, ``release``, ``level``,
 ``tag`` (``key:value``), ``q`` (text), ``since`` (``15m``, ``2h``, an ISO date; see `viewer.parse_time`),
-``type`` (on ``/events``).
+``type`` and ``issue`` (on ``/events``). Who may open the pages: `guard`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import math
 import re
 import time
 import typing
-import urllib.parse
 
 import aiohttp.web
 
@@ -173,10 +172,6 @@ class Filters:
 			"since": self.Since,
 		}
 
-	def query(self, **changes: str) -> str:
-		values = {k: v for k, v in dict(self.Values, **changes).items() if v}
-		return urllib.parse.urlencode(values)
-
 
 # View models
 
@@ -298,26 +293,6 @@ def spans_of_transaction(item_id: int | None, txn: dict) -> list[Span]:
 			)
 		)
 	return spans
-
-
-def spans_of_v2(item_id: int | None, span: dict) -> Span | None:
-	"""A span of the v2 (streamed) format: ``start_timestamp``/``end_timestamp``, ``name``, typed attributes."""
-	s = _seconds(span.get("start_timestamp"))
-	if s is None:
-		return None
-	e = _seconds(span.get("end_timestamp") or span.get("timestamp"))
-	attributes = _dict(span.get("attributes"))
-	op = _attribute_value(attributes.get("sentry.op")) or span.get("op") or ""
-	return Span(
-		_text(span.get("span_id")),
-		_text(span.get("parent_span_id") or ""),
-		_text(span.get("name") or span.get("description") or op or "span"),
-		_text(op),
-		s,
-		e if e is not None and e >= s else s,
-		_text(span.get("status") or ""),
-		item_id,
-	)
 
 
 def waterfall_rows(spans: list[Span]) -> dict[str, typing.Any]:
