@@ -456,3 +456,25 @@ def test_sentry_sdk_spotlight_round_trip(tmp_path):
 		finally:
 			client.close()
 		assert "through spotlight" in main_part(page(running, "/"))
+
+
+def test_stream_replay_is_bounded_and_a_stalled_client_loses_envelopes_not_memory(tmp_path, caplog):
+	with start_in_thread(Store(str(tmp_path / "slow.sqlite")), CollectorSettings()) as running:
+		live = running.Collector.Live
+		live.QueueSize = 2
+		live.ReplayBytes = 3 * 1024 * 1024
+		stalled = socket.create_connection(("127.0.0.1", running.Port), timeout=30)
+		stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+		stalled.sendall("GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n".format(running.Port).encode())
+		try:
+			big = b"x" * (1024 * 1024)
+			for _ in range(20):
+				envelope = b'{}\n{"type":"attachment","length":%d}\n%s\n' % (len(big), big)
+				assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
+			# The stalled reader keeps at most its queue; the rest is counted and said once.
+			assert live.Dropped > 0
+			assert caplog.text.count("A /stream client is too slow") == 1
+			# What is kept for replay stays within its byte budget.
+			assert 1 <= len(live._recent) <= 3
+		finally:
+			stalled.close()

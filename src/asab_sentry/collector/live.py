@@ -46,10 +46,28 @@ def serialize(envelope: Envelope) -> bytes:
 	return b"\n".join(parts) + b"\n"
 
 
+class _Entry:
+	"""An accepted envelope, serialized only when a client needs it (and then once)."""
+
+	__slots__ = ("At", "Envelope", "Size", "_data")
+
+	def __init__(self, envelope: Envelope):
+		self.At = time.monotonic()
+		self.Envelope = envelope
+		self.Size = sum(len(item.payload) for item in envelope.items)
+		self._data: bytes | None = None
+
+	@property
+	def data(self) -> bytes:
+		if self._data is None:
+			self._data = serialize(self.Envelope)
+		return self._data
+
+
 class _Client:
 	def __init__(self, base64_data: bool, queue_size: int):
 		self.Base64 = base64_data
-		self.Queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
+		self.Queue: asyncio.Queue[_Entry | None] = asyncio.Queue(maxsize=queue_size)
 		self.Dropped = 0
 
 
@@ -60,19 +78,28 @@ class LiveStream:
 	Args:
 		replay_seconds: envelopes this recent are sent to a client when it connects.
 		replay_count: at most this many of them.
+		replay_bytes: and at most this many payload bytes in all (large attachments are not kept for replay).
 		queue_size: envelopes waiting for a slow client; beyond it they are dropped for that client
 			(counted, said once in the log) and the client reads the rest from the API.
 		keepalive: seconds between SSE comments that keep idle connections open through proxies.
 	"""
 
 	def __init__(
-		self, replay_seconds: float = 10.0, replay_count: int = 100, queue_size: int = 1000, keepalive: float = 15.0
+		self,
+		replay_seconds: float = 10.0,
+		replay_count: int = 100,
+		replay_bytes: int = 16 * 1024 * 1024,
+		queue_size: int = 1000,
+		keepalive: float = 15.0,
 	):
 		self.ReplaySeconds = replay_seconds
 		self.KeepAlive = keepalive
 		self.QueueSize = queue_size
 		self.Dropped = 0
-		self._recent: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=replay_count)
+		self.ReplayCount = replay_count
+		self.ReplayBytes = replay_bytes
+		self._recent: collections.deque[_Entry] = collections.deque()
+		self._recent_bytes = 0
 		self._clients: set[_Client] = set()
 
 	@property
@@ -81,14 +108,18 @@ class LiveStream:
 
 	def publish(self, envelope: Envelope) -> None:
 		"""Called (on the collector's event loop) with every accepted envelope."""
-		data = serialize(envelope)
-		self._recent.append((time.monotonic(), data))
+		entry = _Entry(envelope)  # no client, no serialization: the collector's throughput is not paid for this
+		self._recent.append(entry)
+		self._recent_bytes += entry.Size
+		while self._recent and (len(self._recent) > self.ReplayCount or self._recent_bytes > self.ReplayBytes):
+			self._recent_bytes -= self._recent.popleft().Size
 		for client in list(self._clients):
-			self._offer(client, data)
+			self._offer(client, entry)
 
 	def clear(self) -> None:
 		"""Forget the envelopes kept for replay (the store was cleared)."""
 		self._recent.clear()
+		self._recent_bytes = 0
 
 	async def close(self, app: typing.Any = None) -> None:
 		"""End every open stream (an ``on_shutdown`` handler: the server would otherwise wait for them)."""
@@ -100,9 +131,9 @@ class LiveStream:
 				except asyncio.QueueFull:
 					client.Queue.get_nowait()
 
-	def _offer(self, client: _Client, data: bytes) -> None:
+	def _offer(self, client: _Client, entry: _Entry) -> None:
 		try:
-			client.Queue.put_nowait(data)
+			client.Queue.put_nowait(entry)
 		except asyncio.QueueFull:
 			client.Dropped += 1
 			self.Dropped += 1
@@ -128,21 +159,21 @@ class LiveStream:
 		await response.prepare(request)
 		client = _Client("base64" in request.query, self.QueueSize)
 		cutoff = time.monotonic() - self.ReplaySeconds
-		for at, data in list(self._recent):
-			if at >= cutoff:
-				self._offer(client, data)
+		for entry in list(self._recent):
+			if entry.At >= cutoff:
+				self._offer(client, entry)
 		self._clients.add(client)
 		try:
 			await response.write(b": connected\n\n")
 			while True:
 				try:
-					data = await asyncio.wait_for(client.Queue.get(), timeout=self.KeepAlive)
+					entry = await asyncio.wait_for(client.Queue.get(), timeout=self.KeepAlive)
 				except asyncio.TimeoutError:
 					await response.write(b": keep-alive\n\n")
 					continue
-				if data is None:  # the collector is shutting down
+				if entry is None:  # the collector is shutting down
 					break
-				await response.write(_event(data, client.Base64))
+				await response.write(_event(entry.data, client.Base64))
 		except ConnectionResetError:  # the client went away
 			pass
 		finally:

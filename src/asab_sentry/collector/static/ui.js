@@ -4,7 +4,9 @@
 (function () {
 	var status = document.getElementById("live-status");
 	var main = document.getElementById("live");
-	var pending = null;
+	var pending = null;   // a refresh is scheduled
+	var fetching = false; // a refresh is under way
+	var again = false;    // something arrived during it: refresh once more after it
 
 	function setStatus(text, cls) {
 		if (status) {
@@ -13,8 +15,17 @@
 		}
 	}
 
+	function schedule() {
+		if (fetching) {
+			again = true;
+		} else if (pending === null) {
+			pending = window.setTimeout(refresh, 250);
+		}
+	}
+
 	function refresh() {
 		pending = null;
+		fetching = true;
 		fetch(window.location.href, { headers: { "Accept": "text/html" }, cache: "no-store" })
 			.then(function (response) { return response.text(); })
 			.then(function (html) {
@@ -25,7 +36,14 @@
 					main.setAttribute("data-updated", String(Date.now()));
 				}
 			})
-			.catch(function () { setStatus("live (refresh failed)", "off"); });
+			.catch(function () { setStatus("live (refresh failed)", "off"); })
+			.finally(function () {
+				fetching = false;
+				if (again) {
+					again = false;
+					schedule();
+				}
+			});
 	}
 
 	document.querySelectorAll("form[data-confirm]").forEach(function (form) {
@@ -44,8 +62,8 @@
 	source.onopen = function () { setStatus("live", "on"); };
 	source.onerror = function () { setStatus("reconnecting", "off"); };
 	source.addEventListener("application/x-sentry-envelope", function () {
-		if (main && main.getAttribute("data-live") === "refresh" && pending === null) {
-			pending = window.setTimeout(refresh, 250);
+		if (main && main.getAttribute("data-live") === "refresh") {
+			schedule();
 		}
 	});
 })();
