@@ -478,3 +478,26 @@ def test_stream_replay_is_bounded_and_a_stalled_client_loses_envelopes_not_memor
 			assert 1 <= len(live._recent) <= 3
 		finally:
 			stalled.close()
+
+
+def test_feedback_page(tmp_path, capsys):
+	"""User feedback (the JavaScript SDK's captureFeedback) on the event page and in `events show`."""
+	from asab_sentry.cli import main
+
+	feedback = {
+		"event_id": "f" * 32,
+		"timestamp": 1_700_000_000.0,
+		"contexts": {
+			"feedback": {"message": "The <b>button</b> does nothing", "contact_email": "a@example.com", "name": "Ann"}
+		},
+	}
+	envelope = b'{}\n{"type":"feedback"}\n' + json.dumps(feedback).encode() + b"\n"
+	path = str(tmp_path / "feedback.sqlite")
+	with start_in_thread(Store(path), CollectorSettings()) as running:
+		assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200
+		(item,) = running.Collector.Store.list(type="feedback")
+		html = page(running, "/events/{}".format(item["id"]))
+		assert "<h3>feedback</h3>" in html and "The &lt;b&gt;button&lt;/b&gt; does nothing" in html
+	assert main(["events", "--storage", path, "show", str(item["id"])]) == 0
+	out = capsys.readouterr().out
+	assert "The <b>button</b> does nothing" in out and "-- Contexts" in out

@@ -356,7 +356,7 @@ def format_item(item: dict[str, typing.Any], width: int = WIDTH) -> list[Line]:
 		event = item.get("payload")
 		if item.get("type") == "transaction" and isinstance(event, dict):
 			return _format_transaction(item, event, width)
-		if item.get("type") == "event" and isinstance(event, dict):
+		if item.get("type") in ("event", "feedback") and isinstance(event, dict):
 			return _format_event(item, event, width)
 		special = _FORMATS.get(str(item.get("type")))
 		if special is not None and (isinstance(event, dict) or item.get("type") == "attachment"):

@@ -472,7 +472,7 @@ class WebUI:
 			return self._missing("item {}".format(request.match_info["item_id"][:40]))
 		event = item.get("payload")
 		context: dict[str, typing.Any] = {"page": "events", "item": item, "raw": _pretty(event)}
-		if item.get("type") not in ("event", "transaction") or not isinstance(event, dict):
+		if item.get("type") not in ("event", "transaction", "feedback") or not isinstance(event, dict):
 			return Page("item.html", context)
 		context.update(
 			facts=_facts(event),
