@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 		"--sort",
 		choices=("last_seen", "first_seen", "count"),
 		default="last_seen",
-		help="newest last seen first (default), newest first seen first, or most events first",
+		help="last_seen (default), first_seen or count; highest first",
 	)
 	issues.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
