@@ -212,13 +212,14 @@ def test_logs_check_ins_and_sessions_from_sentry_sdk(collector):
 		("warning", "cache miss for order 7"),
 		("error", "payment declined"),
 	]
-	assert records[0]["attributes"]["sentry.message.parameter.order_id"] == 7
+	# sentry.message.parameter.order_id (sentry-sdk 2.28+), sentry.message.parameters.order_id (before)
+	(parameter,) = [k for k in records[0]["attributes"] if k.startswith("sentry.message.parameter")]
+	assert records[0]["attributes"][parameter] == 7
 	assert (records[0]["release"], records[0]["environment"]) == ("svc@4", "staging")
 	assert [r["body"] for r in get_json(collector.url + "/api/0/logs?level=error")[1]["logs"]] == ["payment declined"]
-	assert [
-		r["body"]
-		for r in get_json(collector.url + "/api/0/logs?attribute=sentry.message.parameter.order_id:7")[1]["logs"]
-	] == ["cache miss for order 7"]
+	assert [r["body"] for r in get_json(collector.url + "/api/0/logs?attribute={}:7".format(parameter))[1]["logs"]] == [
+		"cache miss for order 7"
+	]
 	assert get_json(collector.url + "/api/0/logs?q=PAYMENT")[1]["count"] == 1
 	(check_in,) = get_json(collector.url + "/api/0/check-ins")[1]["check_ins"]
 	assert (check_in["monitor_slug"], check_in["status"], check_in["duration"]) == ("nightly-import", "ok", 2.5)
@@ -361,3 +362,13 @@ def test_listen_with_a_port_alone_stays_on_loopback(tmp_path):
 	finally:
 		process.terminate()
 		process.communicate(timeout=30)
+
+
+def test_an_item_as_sent_and_as_stored(hostile):
+	body = envelope({"message": "m", "breadcrumbs": [{"message": "b", "timestamp": "1718020000"}]})
+	request(hostile.url + "/api/1/envelope/", body, headers=AUTH)
+	(item,) = get_json(hostile.url + "/api/0/items")[1]["items"]
+	stored = get_json(hostile.url + "/api/0/items/{}".format(item["id"]))[1]["payload"]
+	sent = get_json(hostile.url + "/api/0/items/{}?sent=1".format(item["id"]))[1]["payload"]
+	assert stored["breadcrumbs"]["values"][0]["timestamp"] == 1718020000.0
+	assert sent["breadcrumbs"] == [{"message": "b", "timestamp": "1718020000"}]

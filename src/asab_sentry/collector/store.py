@@ -8,7 +8,8 @@ Tables (schema version 2; a file of an older version is moved aside as ``<file>.
   normalized once, see `normalize`; attachments and other binary items as the exact bytes sent);
 - ``issues``: error and message events grouped by `grouping.group`, with count, first/last seen, releases and
   environments;
-- ``logs``: one row per log record of ``log`` items (time, level, body, attributes);
+- ``logs``: one row per log record of ``log`` items (time, level, body, attributes; also the ``otel_log``
+  items of sentry-sdk before 2.28);
 - ``spans``: one row per span of ``span`` items (v2 span streaming and single v1 spans);
 - ``check_ins``: one row per cron check-in (monitor slug, status, duration).
 
@@ -231,6 +232,40 @@ def _span_row(span: dict, default_release: str | None, default_environment: str 
 	)
 
 
+def _otel_value(value: typing.Any) -> typing.Any:
+	if not isinstance(value, dict) or not value:
+		return value
+	kind, found = next(iter(value.items()))
+	if kind == "intValue":
+		try:
+			return int(found)
+		except (TypeError, ValueError):
+			return found
+	return found
+
+
+def _from_otel_log(record: dict) -> dict:
+	"""A log record of sentry-sdk before 2.28 (item type ``otel_log``, OpenTelemetry's shape) in Sentry's."""
+	nanos = record.get("timeUnixNano")
+	try:
+		timestamp = int(nanos) / 1e9 if nanos is not None else None
+	except (TypeError, ValueError):
+		timestamp = None
+	attributes = {}
+	for attribute in record.get("attributes") or []:
+		if isinstance(attribute, dict) and isinstance(attribute.get("key"), str):
+			attributes[attribute["key"]] = _otel_value(attribute.get("value"))
+	body = record.get("body")
+	return {
+		"timestamp": timestamp,
+		"level": record.get("severityText"),
+		"severity_number": record.get("severityNumber"),
+		"body": _otel_value(body) if isinstance(body, dict) else body,
+		"trace_id": record.get("traceId"),
+		"attributes": attributes,
+	}
+
+
 def _records(value: typing.Any) -> list[dict]:
 	"""The records of a log or span container (``{"items": [...]}``), or a single object."""
 	if isinstance(value, dict) and isinstance(value.get("items"), list):
@@ -371,8 +406,8 @@ class Store:
 			if item.type == "event":
 				row.grouping = group(event)
 			return row
-		if item.type == "log":
-			records = _records(data)
+		if item.type in ("log", "otel_log"):
+			records = _records(data) if item.type == "log" else [_from_otel_log(r) for r in _records(data)]
 			row.logs = [_log_row(r, default_release, default_environment) for r in records]
 			row.title = "{} log record{}".format(len(records), "" if len(records) == 1 else "s")
 			if row.logs:
