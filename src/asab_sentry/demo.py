@@ -21,7 +21,7 @@ import asab
 from . import payload
 from .cli import command
 from .collector.app import CollectorApplication
-from .collector.viewer import format_list
+from .collector.viewer import Printer, format_list, terminal_width
 
 L = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class DemoApplication(CollectorApplication):
 			counts[item["type"]] = counts.get(item["type"], 0) + 1
 		print()
 		print("Arrived: " + ", ".join(plural(n, t) for t, n in sorted(counts.items())))
-		print(format_list(items))
+		Printer(sys.stdout).print(format_list(items, terminal_width()))
 		print()
 		for check in self.Checks:
 			print("  {} {}".format("[ok]  " if check.ok else "[MISSING]", check.name))
@@ -246,4 +246,5 @@ class DemoApplication(CollectorApplication):
 			print("  {} events{} show {}     # an error with its stack trace".format(exe, storage_arg, first_error))
 		if first_txn is not None:
 			print("  {} events{} show {}     # a transaction's span waterfall".format(exe, storage_arg, first_txn))
+		print("  {} collector{}     # all of it in the web UI, http://127.0.0.1:8999/".format(exe, storage_arg))
 		return passed
