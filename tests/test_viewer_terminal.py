@@ -403,3 +403,18 @@ def test_show_check_ins_logs_attachments_and_v2_spans(tmp_path, capsys, referee)
 	rows = [line for line in out.splitlines() if "█" in line]
 	assert rows[0].startswith("GET /orders") and "db SELECT orders" in rows[1]
 	assert rows[1].index("█") > rows[0].index("█") + 10  # starts half-way
+
+
+def test_list_dates_items_not_from_today(tmp_path, capsys, monkeypatch):
+	from asab_sentry.collector.envelope import parse_envelope
+
+	monkeypatch.setenv("NO_COLOR", "1")
+	path = str(tmp_path / "dates.sqlite")
+	store = Store(path)
+	old = time.time() - 3 * 86400
+	store.add(parse_envelope(b"{}\n" + event_item({"message": "three days old"})), "1", received=old)
+	store.close()
+	code, out, _ = cli(capsys, "events", "--storage", path, "list")
+	line = next(line for line in out.splitlines() if "three days old" in line)
+	assert datetime.datetime.fromtimestamp(old).strftime("%m-%d %H:%M") in line
+	assert len(line) <= 80

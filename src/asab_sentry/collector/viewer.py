@@ -315,8 +315,11 @@ _TYPE_LABELS = {
 }
 
 
-def format_list_line(item: dict[str, typing.Any], width: int = WIDTH) -> Line:
-	"""One line: id, local time, type, level, title, release version/environment."""
+def format_list_line(item: dict[str, typing.Any], width: int = WIDTH, dated: bool = False) -> Line:
+	"""
+	One line: id, local time (``dated``: with the month and day, ``MM-DD HH:MM``), type, level, title,
+	release version/environment.
+	"""
 	item = _dict(item)
 	kind = _TYPE_LABELS.get(str(item.get("type")), str(item.get("type")))
 	if item.get("type") == "event" and not item.get("exception_type"):
@@ -324,7 +327,12 @@ def format_list_line(item: dict[str, typing.Any], width: int = WIDTH) -> Line:
 	release = clean(item.get("release") or "-")
 	where = "{}/{}".format(release.split("@", 1)[-1], clean(item.get("environment") or "-"))
 	level = str(item.get("level") or "")
-	head = "{:>5} {} {} ".format(clean(item.get("id", "?")), _pad(_time(item.get("received")), 8), _pad(kind, 5))
+	received = _moment(item.get("received"))
+	if dated:
+		when = "?" if received is None else received.strftime("%m-%d %H:%M")
+	else:
+		when = _time(item.get("received"))
+	head = "{:>5} {} {} ".format(clean(item.get("id", "?")), _pad(when, 11 if dated else 8), _pad(kind, 5))
 	level_at = _cells(head)
 	head += _pad(level, 7) + " "
 	where = _cut(where, max(min(30, width // 4), 8))
@@ -333,8 +341,10 @@ def format_list_line(item: dict[str, typing.Any], width: int = WIDTH) -> Line:
 	return Line(text, spans=((level_at, level_at + 7, _LEVEL_STYLES.get(level, "")),))
 
 
-def list_header(width: int = WIDTH) -> Line:
-	text = "{:>5} {:<8} {:<5} {:<7} {}".format("ID", "TIME", "TYPE", "LEVEL", "TITLE  (release version/environment)")
+def list_header(width: int = WIDTH, dated: bool = False) -> Line:
+	text = "{:>5} {:<{tw}} {:<5} {:<7} {}".format(
+		"ID", "TIME", "TYPE", "LEVEL", "TITLE  (release version/environment)", tw=11 if dated else 8
+	)
 	zone = "times: {}".format(_zone())
 	if _cells(text) + 2 + len(zone) <= width:
 		text = text + " " * (width - _cells(text) - len(zone)) + zone
@@ -342,8 +352,10 @@ def list_header(width: int = WIDTH) -> Line:
 
 
 def format_list(items: list[dict[str, typing.Any]], width: int = WIDTH) -> list[Line]:
-	"""The header and one line per item."""
-	return [list_header(width)] + [format_list_line(i, width) for i in items]
+	"""The header and one line per item; times carry their date when not all items are from today."""
+	today = datetime.datetime.now().astimezone().date()
+	dated = any((_moment(_dict(i).get("received")) or datetime.datetime.max).date() != today for i in items)
+	return [list_header(width, dated)] + [format_list_line(i, width, dated) for i in items]
 
 
 def format_item(item: dict[str, typing.Any], width: int = WIDTH) -> list[Line]:
