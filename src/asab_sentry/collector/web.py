@@ -662,7 +662,7 @@ def guard(remote: bool = False) -> typing.Any:
 	The aiohttp middleware that keeps the UI and read API to the developer's machine.
 
 	Args:
-		remote: also answer clients that are not on loopback (``[collector] ui_remote``).
+		remote: also answer clients that are not on loopback, by any host name (``[collector] remote_read``).
 	"""
 
 	@aiohttp.web.middleware
@@ -671,10 +671,12 @@ def guard(remote: bool = False) -> typing.Any:
 			return await handler(request)
 		if not remote and not _is_loopback(request.remote):
 			return aiohttp.web.json_response(
-				{"detail": "the collector's UI and read API answer loopback clients only ([collector] ui_remote)"},
+				{
+					"detail": "the collector's UI and read API answer loopback clients only ([collector] remote_read=yes)"
+				},
 				status=403,
 			)
-		if not _IP_OR_LOCALHOST.match(request.headers.get("Host", "")):
+		if not remote and not _IP_OR_LOCALHOST.match(request.headers.get("Host", "")):
 			return aiohttp.web.json_response(
 				{"detail": "open the UI as http://127.0.0.1:<port>/ or http://localhost:<port>/"}, status=421
 			)
