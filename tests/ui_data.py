@@ -7,12 +7,20 @@ import logging
 import time
 
 import sentry_sdk
+import sentry_sdk.logger
 from sentry_sdk.crons import monitor
 
 from asab_sentry import _sdk
 from helpers import configure, run_app
 
 L = logging.getLogger("shop.orders")
+
+# Log records: an option of sentry-sdk 2.28+, an experiment before (then sent as otel_log items).
+LOGS_ON = (
+	{"enable_logs": True}
+	if "enable_logs" in sentry_sdk.consts.DEFAULT_OPTIONS
+	else {"_experiments": {"enable_logs": True}}
+)
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 ATTACHMENT = b"\x00\x01binary\xff\xfe<html>"
@@ -58,7 +66,7 @@ def populate(dsn: str, errors: int = 3) -> None:
 	sentry_sdk.flush(10)
 	_sdk.reset()
 
-	sentry_sdk.init(dsn=dsn, enable_logs=True, release="shop@1.4.2", environment="dev")
+	sentry_sdk.init(dsn=dsn, release="shop@1.4.2", environment="dev", **LOGS_ON)
 	try:
 		sentry_sdk.logger.info("imported {count} orders", count=12)
 		sentry_sdk.logger.error("checksum mismatch in batch {batch} " + HOSTILE, batch="b-17")

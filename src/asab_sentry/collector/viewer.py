@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 
 from .. import payload
+from . import store as store_module
 from .store import Store
 
 WIDTH = 80
@@ -312,6 +313,7 @@ _TYPE_LABELS = {
 	"feedback": "fback",
 	"profile": "prof",
 	"span": "spans",
+	"otel_log": "log",
 }
 
 
@@ -429,6 +431,8 @@ def _format_check_in(item: dict, check_in: dict, width: int) -> list[Line]:
 
 def _format_logs(item: dict, batch: dict, width: int) -> list[Line]:
 	records = [r for r in _list(batch.get("items")) if isinstance(r, dict)]
+	if item.get("type") == "otel_log":  # sentry-sdk before 2.28: OpenTelemetry's shape, read as the store does
+		records = [store_module._from_otel_log(r) for r in store_module._records(batch)]
 	lines = _title(item, width)
 	lines.extend(_section("Log records ({})".format(len(records)), width))
 	for record in records:
@@ -508,6 +512,7 @@ def _format_attachment(item: dict, data: typing.Any, width: int) -> list[Line]:
 _FORMATS: dict[str, typing.Callable[[dict, typing.Any, int], list[Line]]] = {
 	"check_in": _format_check_in,
 	"log": _format_logs,
+	"otel_log": _format_logs,
 	"span": _format_spans,
 	"attachment": _format_attachment,
 }
