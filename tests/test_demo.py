@@ -32,7 +32,6 @@ def test_demo_succeeds_and_reports(tmp_path, referee):
 	assert re.search(r"(?m)^ +ID TIME +TYPE +LEVEL +TITLE", out.stdout), out.stdout
 	assert re.search(r"(?m)^ +1 \d\d:\d\d:\d\d ", out.stdout), out.stdout
 	assert "asab-sentry events --storage {} show".format(tmp_path / "demo.sqlite") in out.stdout
-	assert "asab-sentry collector --storage {}".format(tmp_path / "demo.sqlite") in out.stdout
 	listing = subprocess.run(
 		[sys.executable, "-m", "asab_sentry.cli", "events", "--storage", str(tmp_path / "demo.sqlite"), "list"],
 		capture_output=True,

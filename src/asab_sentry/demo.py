@@ -246,5 +246,4 @@ class DemoApplication(CollectorApplication):
 			print("  {} events{} show {}     # an error with its stack trace".format(exe, storage_arg, first_error))
 		if first_txn is not None:
 			print("  {} events{} show {}     # a transaction's span waterfall".format(exe, storage_arg, first_txn))
-		print("  {} collector{}     # all of it in the web UI, http://127.0.0.1:8999/".format(exe, storage_arg))
 		return passed
