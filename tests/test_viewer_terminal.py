@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import urllib.request
 
@@ -421,3 +422,36 @@ def test_list_dates_items_not_from_today(tmp_path, capsys, monkeypatch):
 	line = next(line for line in out.splitlines() if "three days old" in line)
 	assert datetime.datetime.fromtimestamp(old).strftime("%m-%d %H:%M") in line
 	assert len(line) <= 80
+
+
+def test_tail_since_shows_recent_items_first(tmp_path):
+	from asab_sentry.collector.envelope import parse_envelope
+
+	path = str(tmp_path / "tail.sqlite")
+	store = Store(path)
+	now = time.time()
+	for title, age in (("two hours old", 7200), ("five minutes old", 300)):
+		store.add(parse_envelope(b"{}\n" + event_item({"message": title})), "1", received=now - age)
+	store.close()
+	tail = subprocess.Popen(
+		[sys.executable, "-m", "asab_sentry.cli", "events", "--storage", path, "tail", "--since", "1h"],
+		stdout=subprocess.PIPE,
+		text=True,
+		env=dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1"),
+	)
+	watchdog = threading.Timer(30, tail.kill)  # a silent tail must not hang the suite: readline() then ends
+	watchdog.start()
+	try:
+		assert tail.stdout.readline().split()[:2] == ["ID", "TIME"]
+		assert "five minutes old" in tail.stdout.readline()
+	finally:
+		watchdog.cancel()
+		tail.kill()
+		tail.wait()
+	bad = subprocess.run(
+		[sys.executable, "-m", "asab_sentry.cli", "events", "--storage", path, "tail", "--since", "soon"],
+		capture_output=True,
+		text=True,
+		timeout=60,
+	)
+	assert bad.returncode == 2 and "--since" in bad.stderr

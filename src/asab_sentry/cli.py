@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
 		help="items received at or after: a span back from now (15m, 2h, 1d), an ISO date/time (local) or unix time",
 	)
 	listing.add_argument("--until", metavar="TIME", help="items received before (like --since)")
+	tail.add_argument(
+		"--since",
+		metavar="TIME",
+		help="first the items received since then (15m, 2h, an ISO date/time), then the new ones",
+	)
 	listing.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default: %(default)s)")
 	listing.add_argument("--offset", type=int, default=0, help="skip this many of the newest (default: %(default)s)")
 	listing.add_argument("--issue", type=int, metavar="ID", help="the events of this issue (see 'events issues')")
@@ -365,7 +370,17 @@ def _view(args: argparse.Namespace) -> int:
 		return 0
 
 	# tail
+	since = None
+	if args.since:
+		try:
+			since = parse_time(args.since)
+		except ValueError as e:
+			print("--since {}".format(e), file=sys.stderr)
+			return 2
 	last = max([i["id"] for i in source.list(limit=1)] or [0])
+	if since is not None:  # from the first item received since then
+		first = source.list(since=since, limit=1, newest_first=False)
+		last = first[0]["id"] - 1 if first else last
 	if not args.json:
 		printer.print([list_header(width)])
 	while True:
