@@ -153,6 +153,9 @@ def test_filter_bar(shop_data):
 		return sorted(re.findall(r'class="title">([^<]+)</a>', html))
 
 	assert len(titles({})) == 3
+	html = main_part(page(shop_data, "/?sort=count"))
+	assert re.findall(r'class="title">([^<]+)</a>', html)[0] == "KeyError: &#39;order 5 missing&#39;"
+	assert page(shop_data, "/?sort=nonsense")  # ignored, not an error
 	assert titles({"level": "warning"}) == [
 		"payment provider slow " + HOSTILE.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
 	]

@@ -55,6 +55,7 @@ _CSP = (
 )
 
 LEVELS = ("fatal", "error", "warning", "info", "debug")
+SORTS = {"last_seen": "last seen", "first_seen": "first seen", "count": "most events"}
 
 
 # Reading stored values defensively: clients send what the protocol allows, and more.
@@ -138,8 +139,10 @@ class Filters:
 	def __init__(self, query: typing.Mapping[str, str]):
 		self.Values = {
 			k: query.get(k, "").strip()
-			for k in ("environment", "release", "level", "tag", "q", "since", "type", "issue")
+			for k in ("environment", "release", "level", "tag", "q", "since", "type", "issue", "sort")
 		}
+		if self.Values["sort"] not in SORTS:
+			self.Values["sort"] = ""
 		self.Errors: list[str] = []
 		self.Issue: int | None = None
 		if self.Values["issue"]:
@@ -375,6 +378,7 @@ class WebUI:
 		self.Templates.filters["local"] = _local
 		self.Templates.filters["ago"] = _ago
 		self.Templates.globals["LEVELS"] = LEVELS
+		self.Templates.globals["SORTS"] = SORTS
 
 	def install(self, app: aiohttp.web.Application) -> None:
 		router = app.router
@@ -439,7 +443,9 @@ class WebUI:
 
 	def _issues(self, request: aiohttp.web.Request) -> Page:
 		filters = Filters(request.query)
-		issues = [] if filters.Errors else self.Store.issues(limit=200, **filters.common())
+		issues = []
+		if not filters.Errors:
+			issues = self.Store.issues(limit=200, sort=filters.Values["sort"] or "last_seen", **filters.common())
 		return Page("issues.html", {"page": "issues", "filters": filters, "issues": issues})
 
 	def _events(self, request: aiohttp.web.Request) -> Page:
