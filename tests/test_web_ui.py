@@ -507,3 +507,30 @@ def test_feedback_page(tmp_path, capsys):
 	assert main(["events", "--storage", path, "show", str(item["id"])]) == 0
 	out = capsys.readouterr().out
 	assert "The <b>button</b> does nothing" in out and "-- Contexts" in out
+
+
+@pytest.mark.filterwarnings("ignore:Transaction-based profiling:DeprecationWarning")
+def test_transaction_page_links_its_profile(tmp_path):
+	"""A transaction profile (what sentry-sdk links to a transaction) is listed on the transaction's page."""
+	import time
+
+	import sentry_sdk
+
+	from asab_sentry import _sdk
+
+	with start_in_thread(Store(str(tmp_path / "profile.sqlite")), CollectorSettings()) as running:
+		sentry_sdk.init(dsn=running.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+		try:
+			with sentry_sdk.start_transaction(name="profiled work", op="task"):
+				started = time.monotonic()
+				while time.monotonic() - started < 0.3:
+					sum(range(10000))
+			sentry_sdk.flush(10)
+		finally:
+			_sdk.reset()
+		store = running.Collector.Store
+		(txn,) = store.list(type="transaction")
+		(profile,) = store.list(type="profile")
+		html = page(running, "/events/{}".format(txn["id"]))
+		assert '<a href="/events/{}">profile of profiled work</a>'.format(profile["id"]) in html
+		assert page(running, "/events/{}".format(profile["id"]))
