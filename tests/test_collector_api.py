@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import aiohttp.test_utils
@@ -372,3 +373,56 @@ def test_an_item_as_sent_and_as_stored(hostile):
 	sent = get_json(hostile.url + "/api/0/items/{}?sent=1".format(item["id"]))[1]["payload"]
 	assert stored["breadcrumbs"]["values"][0]["timestamp"] == 1718020000.0
 	assert sent["breadcrumbs"] == [{"message": "b", "timestamp": "1718020000"}]
+
+
+ODD_VALUES = [None, True, -1, 1e308, "x", "", [], [None], {}, {"values": "x"}, {"items": [1, None, "s", {"a": []}]}]
+ODD_FIELDS = (
+	"timestamp start_timestamp end_timestamp level release environment event_id exception breadcrumbs threads "
+	"tags contexts fingerprint logentry message spans items attributes attrs status duration monitor_slug "
+	"check_in_id transaction aggregates discarded_events trace_id span_id parent_span_id body name"
+).split()
+ITEM_TYPES = (
+	"event transaction feedback log otel_log span check_in session sessions client_report user_report "
+	"profile profile_chunk replay_event attachment statsd"
+).split()
+
+
+@pytest.mark.parametrize("item_type", ITEM_TYPES)
+def test_odd_shapes_of_every_item_type_never_break_the_collector(hostile, item_type):
+	"""Every field the collector reads, with every JSON type: 200 or 400, and every read API still answers."""
+
+	def item(payload):
+		return b'{"type":"%s","length":%d}\n%s\n' % (item_type.encode(), len(payload), payload)
+
+	header = b'{"event_id":"%s","trace":{"release":[]}}\n' % (b"a" * 32)
+	bodies = [header + item(json.dumps(value).encode()) for value in ODD_VALUES]
+	fields = []
+	for field in ODD_FIELDS:
+		for value in ODD_VALUES:
+			fields.append(item(json.dumps({field: value, "contexts": {"trace": {field: value}}}).encode()))
+			fields.append(
+				item(json.dumps({"items": [{field: value}], "exception": {"values": [{field: value}]}}).encode())
+			)
+	bodies.append(header + b"".join(fields))  # all in one envelope
+	for body in bodies:
+		status, _, answer = request(hostile.url + "/api/1/envelope/", body, headers=AUTH)
+		assert status in (200, 400), (body[:300], answer)
+	assert hostile.Collector.Store.count() >= len(fields)
+	for path in (
+		"/api/0/items?limit=1000",
+		"/api/0/issues",
+		"/api/0/logs",
+		"/api/0/traces",
+		"/api/0/check-ins",
+		"/api/0/summary",
+	):
+		assert get_json(hostile.url + path)[0] == 200, path
+	store = hostile.Collector.Store
+	for n, item in enumerate(store.list(limit=10_000)):
+		assert store.get(item["id"]) is not None and store.attachment(item["id"]) is not None
+		if n % 50 == 0:  # and over HTTP, for a sample
+			assert get_json(hostile.url + "/api/0/items/{}".format(item["id"]))[0] == 200
+			assert request(hostile.url + "/api/0/items/{}/attachment".format(item["id"]))[0] == 200
+	for trace in get_json(hostile.url + "/api/0/traces?limit=1000")[1]["traces"]:
+		status = request(hostile.url + "/api/0/traces/" + urllib.parse.quote(trace["trace_id"], safe=""))[0]
+		assert status == 200 or (status == 404 and "/" in trace["trace_id"]), trace
