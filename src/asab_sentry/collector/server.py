@@ -530,7 +530,9 @@ class Collector:
 			retry_after = max(1, int(self.Settings.rate_window - (now - self._window_start) + 0.999))
 			raise _HTTPError(
 				429,
-				"rate limit of {} envelopes per {:g}s reached".format(limit, self.Settings.rate_window),
+				"rate limit of {} envelope{} per {:g}s reached".format(
+					limit, "" if limit == 1 else "s", self.Settings.rate_window
+				),
 				{"Retry-After": str(retry_after), "X-Sentry-Rate-Limits": "{}::organization".format(retry_after)},
 			)
 		self._window_count += 1
