@@ -288,3 +288,14 @@ def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector
 	assert app.SentryService.Delivery.Losses.Counters["sent"] == 1
 	assert messages(server) == ["both"]
 	assert wait_for(lambda: collector.Collector.Store.count(type="event") == 1)
+
+
+def test_rate_limit_outlasting_the_maximum_age_drops_and_counts(server, caplog):
+	server.Status, server.Headers = 429, {"Retry-After": "30"}
+	transport = start(server, outbox_max_age=1.0)
+	for i in range(3):
+		sentry_sdk.capture_message("limited {}".format(i))
+	assert wait_for(lambda: transport.Losses.Counters["dropped_rate_limit_expired"] == 3, timeout=20)
+	assert transport.pending() == 0 and server.events() == []
+	said = delivery_warnings(caplog)
+	assert said and "rate limit outlasted their maximum age" in said[0]

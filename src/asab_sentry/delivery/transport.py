@@ -400,7 +400,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				drops.append(("rate_limit_expired" if blocked else "too_old", parcel))
 				return None, 0.0
 			if blocked:
-				wait = min(wait, blocked - now) if wait is not None else blocked - now
+				# Wake at the window's end, or when the envelope gets too old to wait any longer.
+				until = min(blocked - now, parcel.created - oldest_allowed)
+				wait = min(wait, until) if wait is not None else until
 				continue
 			if parcel.cached:
 				if now < self._drain_next:
