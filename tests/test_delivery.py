@@ -299,3 +299,16 @@ def test_rate_limit_outlasting_the_maximum_age_drops_and_counts(server, caplog):
 	assert transport.pending() == 0 and server.events() == []
 	said = delivery_warnings(caplog)
 	assert said and "rate limit outlasted their maximum age" in said[0]
+
+
+def test_retried_until_too_old_then_dropped_and_counted(server):
+	transport = start(server, outbox_max_age=1.0, **FAST_RETRY)
+	server.down()
+	for i in range(3):
+		sentry_sdk.capture_message("old {}".format(i))
+	assert wait_for(lambda: transport.Losses.Counters["dropped_too_old"] == 3, timeout=20)
+	assert transport.Losses.Counters["retried"] >= 1 and transport.pending() == 0
+	server.up()
+	sentry_sdk.capture_message("fresh")
+	server.wait_events(1)
+	assert messages(server) == ["fresh"]
