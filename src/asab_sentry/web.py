@@ -54,7 +54,7 @@ import sentry_sdk.scope
 import sentry_sdk.tracing
 import sentry_sdk.utils
 
-from . import _sdk
+from . import _sdk, scrub
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -75,45 +75,35 @@ _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # Marks an exception already reported (as an attribute: exceptions cannot be weakly referenced).
 _REPORTED = "_asab_sentry_reported"
 
-# Header and query parameter names whose values never leave the process.
-_SECRET_NAME = re.compile(
-	r"auth|cookie|token|secret|passw|api[-_]?key|session|csrf|xsrf|credential|signature|private", re.IGNORECASE
-)
 # Headers that identify the client's address: sent only with send_default_pii.
 _ADDRESS_HEADERS = frozenset(("x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip", "cf-connecting-ip"))
 
 
 def scrub_headers(headers: typing.Mapping[str, str], send_default_pii: bool = False) -> dict[str, str]:
 	"""
-	Request headers as they may be sent: values of secret-bearing headers (``Authorization``, ``Cookie``,
-	names containing token, secret, password, api-key, session, ...) replaced by ``[Filtered]``; the client's
-	address headers (``X-Forwarded-For``, ``Forwarded``, ...) too unless ``send_default_pii``.
+	Request headers as they may be sent: secret values (``Authorization``, ``Cookie``, ``X-Api-Key``, ... by
+	the rules of `asab_sentry.scrub`, ``[sentry] scrub_keys`` included) replaced by ``[Filtered]``; the
+	client's address headers (``X-Forwarded-For``, ``Forwarded``, ...) too unless ``send_default_pii``.
 
 	>>> scrub_headers({"Authorization": "Bearer x", "Accept": "*/*"})
 	{'Authorization': '[Filtered]', 'Accept': '*/*'}
 	"""
-	scrubbed = {}
-	for name, value in headers.items():
-		if _SECRET_NAME.search(name) or (not send_default_pii and name.lower() in _ADDRESS_HEADERS):
-			value = FILTERED
-		scrubbed[name] = value
+	scrubbed = scrub.scrub_headers(headers)
+	if not send_default_pii:
+		for name in scrubbed:
+			if name.lower() in _ADDRESS_HEADERS:
+				scrubbed[name] = FILTERED
 	return scrubbed
 
 
 def scrub_query(query: str) -> str:
 	"""
-	A query string with the values of secret-named parameters replaced by ``[Filtered]``.
+	A query string with the values of secret parameters replaced by ``[Filtered]`` (`asab_sentry.scrub`).
 
 	>>> scrub_query("page=2&access_token=abc")
-	'page=2&access_token=[Filtered]'
+	'page=2&access_token=%5BFiltered%5D'
 	"""
-	if not query:
-		return query
-	parts = []
-	for part in query.split("&"):
-		name, sep, _value = part.partition("=")
-		parts.append(name + sep + FILTERED if sep and _SECRET_NAME.search(name) else part)
-	return "&".join(parts)
+	return scrub.active().scrub_query(query) if query else query
 
 
 # -- Propagation targets -------------------------------------------------------------------------------------
