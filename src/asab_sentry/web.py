@@ -417,18 +417,19 @@ class WebInstrumentation:
 			return
 		request = state.Request
 		tags, user, contexts = _sdk.scope_data()
-		tags.update(transaction._tags)
+		span_tags, span_data = _sdk.span_tags_and_data(transaction)
+		tags.update(span_tags)
 		trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER, "origin": ORIGIN}
 		if state.ParentSpanId is not None:
 			trace["parent_span_id"] = state.ParentSpanId
 		if transaction.status:
 			trace["status"] = transaction.status
-		if transaction._data:
-			trace["data"] = transaction._data
+		if span_data:
+			trace["data"] = span_data
 		contexts = dict(contexts)
 		contexts["trace"] = trace
 		contexts["runtime"] = _RUNTIME
-		status = transaction._data.get("http.response.status_code")
+		status = span_data.get("http.response.status_code")
 		if status is not None:
 			contexts["response"] = {"status_code": status}
 		event: dict[str, typing.Any] = {
