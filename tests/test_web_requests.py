@@ -551,3 +551,41 @@ def test_bad_propagation_targets_is_one_clear_line(value):
 	with pytest.raises(SentryConfigError) as info:
 		asab_sentry.SentryService(asab.Application(args=[]))
 	assert "[sentry:web] trace_propagation_targets" in str(info.value)
+
+
+def test_instrumentation_can_be_switched_off(collector):
+	configure(
+		{"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}, "sentry:web": {"enabled": "no"}}
+	)
+	app = serve([("GET", "/crash", crash), ("GET", "/a", ok)], lambda s, base, app: get_all(s, base, ["/a", "/crash"]))
+	assert app.SentryService.Web is None
+	items = payloads(collector, type=None, count=2, timeout=2.0)
+	assert [i.get("type", "event") for i in items] == ["event"], (
+		"no transactions; the crash still reported (aiohttp's log)"
+	)
+	assert "request" not in items[0]
+
+
+def test_send_default_pii_adds_user_details_and_client_address(collector, tmp_path):
+	claims = tmp_path / "claims.json"
+	claims.write_text(
+		json.dumps({"sub": "user-17", "preferred_username": "alice", "email": "a@example.com", "iat": 1, "exp": 4e9})
+	)
+	configure(
+		{
+			"sentry": {"data_source_name": collector.dsn, "send_default_pii": "true"},
+			"auth": {"enabled": "mock", "mock_claims_path": str(claims)},
+			"web": {"listen": "127.0.0.1 0"},
+		}
+	)
+
+	def extra(app):
+		import asab.web.auth
+
+		asab.web.auth.AuthService(app)
+
+	headers = {"X-Forwarded-For": "203.0.113.9"}
+	serve([("GET", "/crash", crash)], lambda s, base, a: get_all(s, base, ["/crash"], headers), extra=extra)
+	(event,) = payloads(collector)
+	assert event["user"] == {"id": "user-17", "username": "alice", "email": "a@example.com", "ip_address": "127.0.0.1"}
+	assert {k.lower(): v for k, v in event["request"]["headers"].items()}["x-forwarded-for"] == "203.0.113.9"
