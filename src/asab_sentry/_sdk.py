@@ -9,6 +9,7 @@ import logging
 import typing
 
 import sentry_sdk
+import sentry_sdk.client
 import sentry_sdk.scope
 import sentry_sdk.serializer
 import sentry_sdk.utils
@@ -26,6 +27,7 @@ def reset() -> None:
 	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
 	quiet_internal_logger(False)
+	use_fast_serializer(False)
 
 
 def quiet_internal_logger(quiet: bool) -> None:
@@ -138,3 +140,32 @@ def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing
 	)
 	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
 	return out["breadcrumbs"]["values"][0], meta
+
+
+_sdk_serialize = sentry_sdk.serializer.serialize
+
+
+def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
+	if not kwargs.get("is_vars"):
+		from .serialize import serialize_event
+
+		out = serialize_event(
+			event,
+			max_value_length=kwargs.get("max_value_length"),
+			max_request_body_size=kwargs.get("max_request_body_size"),
+		)
+		if out is not None:
+			return out
+	return _sdk_serialize(event, **kwargs)
+
+
+def use_fast_serializer(enabled: bool) -> None:
+	"""
+	Let the client's event serialization (``serialize`` as the client module calls it in ``_prepare_event``)
+	try `asab_sentry.serialize.serialize_event` first, or give it back sentry-sdk's serializer.
+	"""
+	current = getattr(sentry_sdk.client, "serialize", None)
+	if enabled and current is _sdk_serialize:
+		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
+	elif not enabled and current is _serialize:
+		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]

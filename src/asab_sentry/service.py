@@ -182,6 +182,7 @@ class SentryService(asab.Service):
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
 		if breadcrumbs.ENABLED:
 			breadcrumbs.install()
+		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
