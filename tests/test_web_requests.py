@@ -590,3 +590,26 @@ def test_send_default_pii_adds_user_details_and_client_address(collector, tmp_pa
 	(event,) = payloads(collector)
 	assert event["user"] == {"id": "user-17", "username": "alice", "email": "a@example.com", "ip_address": "127.0.0.1"}
 	assert {k.lower(): v for k, v in event["request"]["headers"].items()}["x-forwarded-for"] == "203.0.113.9"
+
+
+def test_undecodable_url_and_odd_span_data_still_give_a_valid_transaction(collector):
+	"""Relay's normalizer (the referee of every test) must accept what the lean transaction path serializes."""
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+
+	async def odd(request):
+		with request.app["app"].SentryService.span("db", "load"):
+			span = __import__("sentry_sdk").get_current_span()
+			span.set_data("ratio", float("nan"))
+			span.set_data("name", "caf\udce9")
+			span.set_data("password", "hunter2")
+		return aiohttp.web.Response(text="ok")
+
+	async def client(session, base, app):
+		return await get_all(session, base, ["/odd/%FF?q=%FF"])
+
+	app = serve([("GET", "/odd/{x}", odd)], client)
+	assert app.Result == [200]
+	(txn,) = transactions(collector)
+	(span,) = txn["spans"]
+	assert span["data"]["ratio"] is None and span["data"]["name"] == "caf\ufffd"
+	assert span["data"]["password"] == "[Filtered]"

@@ -305,6 +305,14 @@ class WebInstrumentation:
 		# sees the request's tenant and authorization while the handler runs.
 		import asab.contextvars
 
+		app = webapp.get("app")
+		get_service = getattr(app, "get_service", None)
+		if (
+			get_service is not None
+			and get_service("asab.TenantService") is None
+			and get_service("asab.AuthService") is None
+		):
+			return  # nothing sets the tenant or the authorization: no wrapper, nothing to pay per request
 		tenant_var, authz_var = asab.contextvars.Tenant, asab.contextvars.Authz
 		for route in webapp.router.routes():
 			handler = route.handler
@@ -458,7 +466,8 @@ class WebInstrumentation:
 			if options.get(key):
 				event[key] = options[key]
 		self._add_request(event, state)
-		payload = json.dumps(event, default=_json_default, separators=(",", ":")).encode("utf-8")
+		scrub.active().scrub_event(event)  # the same secret rules as every other event (span data, tags, ...)
+		payload = _json_payload(event)
 		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
 		envelope = sentry_sdk.envelope.Envelope(headers=headers)
 		envelope.add_item(
@@ -683,6 +692,18 @@ class WebInstrumentation:
 		if state.ParentSpanId is not None:
 			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
 		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
+
+
+def _json_payload(event: dict) -> bytes:
+	"""The event as JSON Relay accepts: lone surrogates replaced, NaN and infinities as null."""
+	try:
+		return json.dumps(
+			event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+		).encode("utf-8")
+	except (ValueError, UnicodeEncodeError):
+		text = json.dumps(scrub.sanitize(event), default=_json_default, separators=(",", ":"), ensure_ascii=False)
+		text = scrub.sanitize_text(text)
+		return re.sub(r"(?<=[:,\[])(?:NaN|-?Infinity)(?=[,\]}])", "null", text).encode("utf-8")
 
 
 def _json_default(value: typing.Any) -> typing.Any:
