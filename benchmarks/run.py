@@ -2,9 +2,10 @@
 """
 Benchmarks: measured, never asserted. One command, one run, side by side:
 
-	python3 benchmarks/run.py            # everything
-	python3 benchmarks/run.py hotpath    # logging / capture / tracing overhead
-	python3 benchmarks/run.py collector  # envelopes per second into the local collector (collector.py)
+	.venv/bin/python benchmarks/run.py            # everything
+	.venv/bin/python benchmarks/run.py hotpath    # logging / capture / tracing overhead
+	.venv/bin/python benchmarks/run.py collector  # envelopes per second into the local collector (collector.py)
+	.venv/bin/python benchmarks/run.py --quick    # a smoke run: few iterations, the numbers mean nothing
 
 Hot paths: median microseconds per operation over several alternating rounds, each configuration with the
 same no-op transport, as ratios against plain logging and against plain sentry-sdk. The machine is noisy:
@@ -19,15 +20,19 @@ import statistics
 import sys
 import time
 
-import sentry_sdk
-import sentry_sdk.transport
-from sentry_sdk.integrations.logging import LoggingIntegration
+try:
+	import sentry_sdk
+	import sentry_sdk.transport
+	from sentry_sdk.integrations.logging import LoggingIntegration
+except ImportError:
+	sys.exit("benchmarks/run.py needs the project's virtualenv: .venv/bin/python benchmarks/run.py")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from asab_sentry import _sdk  # noqa: E402
 
 ROUNDS = 7
+SCALE = 1.0  # iterations per measurement, relative; --quick lowers it
 
 
 class NullTransport(sentry_sdk.transport.Transport):
@@ -120,7 +125,7 @@ def hotpath():
 			for op_name, (op, n) in operations(logger).items():
 				if name == "plain logging" and op_name in ("capture_exception", "transaction + span (sampled)"):
 					continue
-				results.setdefault(op_name, {}).setdefault(name, []).append(measure(op, n))
+				results.setdefault(op_name, {}).setdefault(name, []).append(measure(op, max(1, int(n * SCALE))))
 	_sdk.reset()
 	print("Hot paths: median µs per operation over {} rounds (no-op transport)".format(ROUNDS))
 	print(
@@ -148,11 +153,15 @@ def collector() -> None:
 	sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 	import collector as collector_benchmark
 
-	collector_benchmark.main([])
+	collector_benchmark.main([] if SCALE == 1.0 else ["--clients", "1", "--count", str(max(10, int(3000 * SCALE)))])
 
 
 if __name__ == "__main__":
-	which = sys.argv[1:] or ["hotpath", "collector"]
+	args = sys.argv[1:]
+	if "--quick" in args:
+		args.remove("--quick")
+		ROUNDS, SCALE = 1, 0.01
+	which = args or ["hotpath", "collector"]
 	if "hotpath" in which:
 		hotpath()
 	if "collector" in which:
