@@ -5,6 +5,7 @@ The ``asab-sentry`` command::
 	asab-sentry collector [options]      # a local Sentry-compatible endpoint
 	asab-sentry events list|show|tail    # what the collector stored
 	asab-sentry events issues            # errors grouped into issues, with counts
+	asab-sentry outbox status|flush|purge DIR   # envelopes kept on disk ([sentry] outbox)
 """
 
 from __future__ import annotations
@@ -141,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
 	_source_options(show, defaults=False)
 	show.add_argument("id", type=int, help="the item's id (the first column of 'events list')")
+
+	from .delivery import command as outbox_command
+
+	outbox_command.add_parser(commands)
 	return parser
 
 
@@ -194,6 +199,10 @@ def _main(argv: list[str] | None) -> int:
 			return _demo(args)
 		if args.command == "collector":
 			return _collector(args)
+		if args.command == "outbox":
+			from .delivery import command as outbox_command
+
+			return outbox_command.run(args)
 		return _events(args)
 	except SentryConfigError as e:
 		print(str(e), file=sys.stderr)
