@@ -228,6 +228,59 @@ def test_invalid_environment_from_site_id_names_the_variable():
 	assert error("", {"SENTRY_DSN": DSN, "SITE_ID": "a/b"}).startswith("environment variable SITE_ID = 'a/b'")
 
 
+# [sentry:web] and the options of issue 12
+
+
+def test_web_defaults():
+	s = settings("", {"SENTRY_DSN": DSN})
+	assert s.web.enabled is True
+	assert s.web.failed_status_codes == frozenset(range(500, 600))
+	assert s.web.ignore_paths == ("/asab/v1/*",)
+	assert s.web.trace_propagation_targets == ("loopback", "private", "single-label", "cluster-local")
+	assert s.send_default_pii is False and s.task_spans is True
+
+
+def test_web_options():
+	s = settings(
+		"[sentry:web]\nenabled=no\nfailed_status_codes=404, 500 - 502 ; comment\nignore_paths=/health /ready*\n"
+		"trace_propagation_targets=private, *.corp.example, 10.1.0.0/16\n"
+		"[sentry]\nsend_default_pii=yes\ntask_spans=off\n",
+		{"SENTRY_DSN": DSN},
+	)
+	assert s.web.enabled is False
+	assert s.web.failed_status_codes == frozenset({404, 500, 501, 502})
+	assert s.web.ignore_paths == ("/asab/v1/*", "/health", "/ready*")
+	assert s.web.trace_propagation_targets == ("private", "*.corp.example", "10.1.0.0/16")
+	assert s.send_default_pii is True and s.task_spans is False
+	assert s.unknown_options == ()
+
+
+def test_propagation_off():
+	s = settings("[sentry:web]\ntrace_propagation_targets=none\n", {"SENTRY_DSN": DSN})
+	assert s.web.trace_propagation_targets == ()
+
+
+@pytest.mark.parametrize(
+	"ini, names",
+	[
+		("failed_status_codes=5xx", "[sentry:web] failed_status_codes = '5xx'"),
+		("failed_status_codes=600", "[sentry:web] failed_status_codes = '600'"),
+		("failed_status_codes=599-500", "[sentry:web] failed_status_codes = '599-500'"),
+		("ignore_paths=health", "[sentry:web] ignore_paths = 'health'"),
+		("trace_propagation_targets=https://x/", "[sentry:web] trace_propagation_targets = 'https://x/'"),
+		("enabled=maybe", "[sentry:web] enabled = 'maybe'"),
+	],
+)
+def test_web_invalid_values(ini, names):
+	message = error("[sentry]\ndata_source_name={}\n[sentry:web]\n{}\n".format(DSN, ini))
+	assert message.startswith(names), message
+
+
+def test_unknown_web_option_is_reported():
+	s = settings("[sentry:web]\nfailed_status=500\n", {"SENTRY_DSN": DSN})
+	assert s.unknown_options == ("[sentry:web] failed_status",)
+
+
 # Delivery options (issue 9)
 
 

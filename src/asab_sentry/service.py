@@ -22,6 +22,7 @@ from sentry_sdk.integrations.excepthook import ExcepthookIntegration
 from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
+from sentry_sdk.scrubber import EventScrubber
 
 from . import _sdk, breadcrumbs, tasks
 from . import identity as identity_module
@@ -178,6 +179,9 @@ class SentryService(asab.Service):
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
 			before_send=breadcrumbs.restore if breadcrumbs.ENABLED else None,
+			# [sentry] send_default_pii is ours (sentry-sdk's option is deprecated): its scrubber must keep the
+			# user's IP address then.
+			event_scrubber=EventScrubber(send_default_pii=True) if s.send_default_pii else None,
 		)
 		client = sentry_sdk.get_client()
 		self.Delivery = delivery_transport(client.transport)
