@@ -262,8 +262,12 @@ def test_metrics_through_asab_metrics(server):
 	async def body(app):
 		app.SentryService.capture_message("counted")
 		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 5)
+		server.Status = 413
+		app.SentryService.capture_message("rejected")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 5)
 		app.SentryService.DeliveryMetrics.update()
 		app.Values = dict(app.SentryService.DeliveryMetrics.Counters.Storage["fieldset"][0]["values"])
+		app.Queue = dict(app.SentryService.DeliveryMetrics.Queue.Storage["fieldset"][0]["values"])
 
 	class WithMetrics(App):
 		def __init__(self):
@@ -272,7 +276,9 @@ def test_metrics_through_asab_metrics(server):
 			# The metrics service registered after Sentry's: SentryService looks it up in initialize().
 
 	app = run_app(body, WithMetrics)
-	assert app.Values["captured"] == 1 and app.Values["sent"] == 1
+	assert app.Values["captured"] == 2 and app.Values["sent"] == 1 and app.Values["retried"] == 0
+	assert app.Values["dropped_rejected_413"] == 1
+	assert app.Queue == {"items": 0, "bytes": 0}
 
 
 def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector):
