@@ -5,7 +5,10 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import threading
 import typing
 
 import sentry_sdk
@@ -28,6 +31,7 @@ def reset() -> None:
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
 	quiet_internal_logger(False)
 	use_fast_serializer(False)
+	use_source_cache(False)
 
 
 def quiet_internal_logger(quiet: bool) -> None:
@@ -124,3 +128,52 @@ def use_fast_serializer(enabled: bool) -> None:
 		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
 	elif not enabled and current is _serialize:
 		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]
+
+
+_sdk_get_lines_from_file = sentry_sdk.utils.get_lines_from_file
+_SOURCE_CACHE_SIZE = 1024
+_source_cache: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_source_lock = threading.Lock()
+
+
+def _cached_get_lines_from_file(
+	filename: str,
+	lineno: int,
+	max_length: int | None = None,
+	loader: typing.Any = None,
+	module: str | None = None,
+) -> tuple[list, typing.Any, list]:
+	"""
+	sentry-sdk's source context of one line, remembered per file, line and module while the file's modification
+	time and size stay the same: sentry-sdk reads and decodes the whole module for every frame of every event.
+	"""
+	try:
+		stat = os.stat(filename)
+	except (OSError, ValueError, TypeError):
+		return _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
+	options = sentry_sdk.get_client().options
+	key = (filename, lineno, max_length, module, id(loader), id(options))
+	with _source_lock:
+		cached = _source_cache.get(key)
+		if cached is not None and cached[0] == (stat.st_mtime_ns, stat.st_size) and cached[1] is options:
+			_source_cache.move_to_end(key)
+			pre, line, post = cached[2]
+			return list(pre), line, list(post)
+	result = _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
+	pre, line, post = result
+	with _source_lock:
+		_source_cache[key] = ((stat.st_mtime_ns, stat.st_size), options, (tuple(pre), line, tuple(post)))
+		if len(_source_cache) > _SOURCE_CACHE_SIZE:
+			_source_cache.popitem(last=False)
+	return list(pre), line, list(post)
+
+
+def use_source_cache(enabled: bool) -> None:
+	"""Let sentry-sdk's source context (``get_source_context``) read lines through `_cached_get_lines_from_file`."""
+	current = getattr(sentry_sdk.utils, "get_lines_from_file", None)
+	if enabled and current is _sdk_get_lines_from_file:
+		sentry_sdk.utils.get_lines_from_file = _cached_get_lines_from_file  # type: ignore[attr-defined]
+	elif not enabled and current is _cached_get_lines_from_file:
+		sentry_sdk.utils.get_lines_from_file = _sdk_get_lines_from_file  # type: ignore[attr-defined]
+		with _source_lock:
+			_source_cache.clear()

@@ -160,6 +160,7 @@ class SentryService(asab.Service):
 		if breadcrumbs.ENABLED:
 			breadcrumbs.install()
 		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
+		_sdk.use_source_cache(breadcrumbs.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
