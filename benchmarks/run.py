@@ -4,7 +4,7 @@ Benchmarks: measured, never asserted. One command, one table:
 
 	.venv/bin/python benchmarks/run.py              # the table (a few minutes)
 	.venv/bin/python benchmarks/run.py --quick      # fewer rounds, shorter storm, 100 k memory loop
-	.venv/bin/python benchmarks/run.py collector    # envelopes per second into the local collector
+	.venv/bin/python benchmarks/run.py collector    # envelopes per second into the local collector (collector.py)
 
 Three set-ups of the same work, each in its own fresh process (so nothing one of them patches leaks into
 another): ``plain`` logging in a process that never imports sentry-sdk; ``sdk``, sentry-sdk set up by asab's
@@ -25,7 +25,6 @@ import gzip
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -593,59 +592,12 @@ def print_table(rows, rounds) -> None:
 # Collector throughput (separate: it measures the local collector, not the integration).
 
 
-def collector(count: int = 3000):
-	sys.path.insert(0, SRC)
-	import sentry_sdk
+def collector() -> None:
+	"""Envelopes per second into the collector from 1 and 4 concurrent sentry-sdk clients: collector.py."""
+	sys.path.insert(0, HERE)
+	import collector as collector_benchmark
 
-	from asab_sentry import _sdk
-
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		port = s.getsockname()[1]
-	workdir = tempfile.mkdtemp(prefix="asab-sentry-bench-")
-	process = subprocess.Popen(
-		[
-			sys.executable,
-			"-m",
-			"asab_sentry.cli",
-			"collector",
-			"--port",
-			str(port),
-			"--storage",
-			os.path.join(workdir, "b.sqlite"),
-		],
-		stdout=subprocess.DEVNULL,
-		stderr=subprocess.DEVNULL,
-	)
-	try:
-		health = "http://127.0.0.1:{}/health".format(port)
-		for _ in range(300):
-			try:
-				urllib.request.urlopen(health, timeout=1).read()
-				break
-			except OSError:
-				time.sleep(0.1)
-		_sdk.reset()
-		sentry_sdk.init(
-			dsn="http://asab-sentry@127.0.0.1:{}/1".format(port),
-			default_integrations=False,
-			transport_queue_size=count + 100,
-		)
-		start = time.perf_counter()
-		for n in range(count):
-			sentry_sdk.capture_message("benchmark message {}".format(n % 10))
-		sentry_sdk.flush(timeout=120)
-		elapsed = time.perf_counter() - start
-		stored = int(json.loads(urllib.request.urlopen(health).read())["items"])
-		_sdk.reset()
-		print(
-			"Collector: {} envelopes from one sentry-sdk client in {:.2f} s = {:.0f} envelopes/s ({} stored)".format(
-				count, elapsed, stored / elapsed, stored
-			)
-		)
-	finally:
-		process.terminate()
-		process.wait(timeout=30)
+	collector_benchmark.main([])
 
 
 def main():

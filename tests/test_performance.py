@@ -15,7 +15,8 @@ import sentry_sdk
 import sentry_sdk.utils
 
 from asab_sentry import breadcrumbs, testing
-from conftest import REPO
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 START_WITHOUT_WEB = """
 import json, sys
@@ -43,10 +44,14 @@ def test_a_service_without_asab_web_does_not_import_aiohttp():
 	assert "aiohttp" not in result["integrations"]
 
 
-def test_a_service_with_asab_web_gets_the_aiohttp_integration():
-	result = run_python(START_WITHOUT_WEB.replace("import asab\n", "import asab\nimport asab.web\n", 1))
+def test_a_service_with_asab_web_gets_the_web_instrumentation_not_the_stock_integration():
+	code = START_WITHOUT_WEB.replace("import asab\n", "import asab\nimport asab.web\n", 1)
+	code = code.replace("asab_sentry.SentryService(app)", "svc = asab_sentry.SentryService(app)")
+	code = code.replace('"integrations":', '"web": svc.Web is not None, "integrations":')
+	result = run_python(code)
 	assert result["aiohttp"] is True
-	assert "aiohttp" in result["integrations"]
+	assert result["web"] is True, "asab_sentry.web instruments asab.web"
+	assert "aiohttp" not in result["integrations"], "sentry-sdk's AioHttpIntegration stays off"
 
 
 def test_sentry_sdk_internal_debug_logging_is_quiet_unless_debug(sentry_capture):
