@@ -232,7 +232,7 @@ def work_storm(kind, dsn, rate, seconds, expect_delivery):
 			if now >= seconds:
 				return sent, now
 			due = int(now * rate)
-			while sent < due:
+			while sent < due and time.perf_counter() - start < seconds:
 				try:
 					middle("users")
 				except KeyError:

@@ -14,7 +14,7 @@ import sys
 import sentry_sdk
 import sentry_sdk.utils
 
-from asab_sentry import breadcrumbs, testing
+from asab_sentry import speed, testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,6 +95,10 @@ def scenario(svc):
 	L.warning({"not": "a string"})
 	L.info("wide data", extra={"k{}".format(i): i for i in range(14)})
 	L.info("x" * 300)
+	# asab.web's access log (asab_sentry.web builds its breadcrumb), a request that failed and one that did not.
+	access_log = logging.getLogger("asab.web.al")
+	access_log.info("", struct_data={"al.m": "GET", "al.p": "/users/7", "al.c": 200, "D": 0.012})
+	access_log.info("", struct_data={"al.m": "POST", "al.p": "/orders", "al.c": 503})
 	L.info("nested", extra={"deep": {"a": {"b": {"c": {"d": {"e": {"f": "g"}}}}}}, "token": "t0ken"})
 	try:
 		outer()
@@ -127,8 +131,8 @@ CONFIG = {"sentry": {"max_value_length": "200", "traces_sample_rate": "1.0"}, "s
 
 
 def events_of_scenario(optimised: bool) -> list[dict]:
-	previous = breadcrumbs.ENABLED
-	breadcrumbs.ENABLED = optimised
+	previous = speed.ENABLED
+	speed.ENABLED = optimised
 	try:
 		with testing.capture_sentry(CONFIG) as capture:
 			app = capture.application()
@@ -136,7 +140,7 @@ def events_of_scenario(optimised: bool) -> list[dict]:
 			scenario(app.get_service("asab.SentryService"))
 			return [normalised(event) for event in capture.events + capture.transactions]
 	finally:
-		breadcrumbs.ENABLED = previous
+		speed.ENABLED = previous
 
 
 def normalised(event: dict) -> dict:
@@ -169,6 +173,7 @@ def test_optimisations_keep_every_event_identical():
 	assert first["_meta"]["breadcrumbs"]["values"]
 	assert len(first["breadcrumbs"]["values"]) == 100
 	assert any(c.get("data", {}).get("password") == "[Filtered]" for c in first["breadcrumbs"]["values"])
+	assert any(c["category"] == "asab.web.al" and c["type"] == "http" for c in first["breadcrumbs"]["values"])
 	frames = first["exception"]["values"][0]["stacktrace"]["frames"]
 	assert [f["function"] for f in frames[-3:]] == ["outer", "middle", "innermost"]
 	assert frames[-1]["vars"]["row"] and frames[-1]["context_line"]

@@ -17,6 +17,8 @@ import sentry_sdk.scope
 import sentry_sdk.serializer
 import sentry_sdk.utils
 
+from . import serialize as fast_serialize
+
 
 def reset() -> None:
 	"""
@@ -131,12 +133,19 @@ def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing
 	One breadcrumb serialized exactly as sentry-sdk serializes it inside an event (a databag under
 	``breadcrumbs.values.N``, trimmed by the client's options), and the ``_meta`` it would get there (or None).
 	"""
-	out = sentry_sdk.serializer.serialize(
-		{"breadcrumbs": {"values": [crumb]}},
-		max_request_body_size=options.get("max_request_body_size"),
+	event = {"breadcrumbs": {"values": [crumb]}}
+	out = fast_serialize.serialize_event(
+		event,
 		max_value_length=options.get("max_value_length"),
-		custom_repr=options.get("custom_repr"),
+		max_request_body_size=options.get("max_request_body_size"),
 	)
+	if out is None:
+		out = sentry_sdk.serializer.serialize(
+			event,
+			max_request_body_size=options.get("max_request_body_size"),
+			max_value_length=options.get("max_value_length"),
+			custom_repr=options.get("custom_repr"),
+		)
 	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
 	return out["breadcrumbs"]["values"][0], meta
 
@@ -146,9 +155,7 @@ _sdk_serialize = sentry_sdk.serializer.serialize
 
 def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
 	if not kwargs.get("is_vars"):
-		from .serialize import serialize_event
-
-		out = serialize_event(
+		out = fast_serialize.serialize_event(
 			event,
 			max_value_length=kwargs.get("max_value_length"),
 			max_request_body_size=kwargs.get("max_request_body_size"),

@@ -18,7 +18,7 @@ import typing
 import sentry_sdk
 import sentry_sdk.utils
 
-from . import _sdk, breadcrumbs
+from . import _sdk, speed
 from .breadcrumbs import LogBreadcrumb
 
 #: Set while a record is logged that this package has already reported in a structured way
@@ -116,7 +116,7 @@ class SentryLogHandler(logging.Handler):
 		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
 		# dict as it is added.
 		options = sentry_sdk.get_client().options
-		self.LazyBreadcrumbs = breadcrumbs.ENABLED and options.get("before_breadcrumb") is None
+		self.LazyBreadcrumbs = speed.ENABLED and options.get("before_breadcrumb") is None
 		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
