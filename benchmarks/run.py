@@ -2,8 +2,9 @@
 """
 Benchmarks: measured, never asserted. One command, one table:
 
-	.venv/bin/python benchmarks/run.py              # the table (a few minutes)
-	.venv/bin/python benchmarks/run.py --quick      # fewer rounds, shorter storm, 100 k memory loop
+	.venv/bin/python benchmarks/run.py              # the table (about 15 minutes on 2 cores)
+	.venv/bin/python benchmarks/run.py --rounds 3   # the same with fewer rounds
+	.venv/bin/python benchmarks/run.py --quick      # a smoke run: 1 round, few iterations, the numbers mean nothing
 	.venv/bin/python benchmarks/run.py collector    # envelopes per second into the local collector (collector.py)
 
 Three set-ups of the same work, each in its own fresh process (so nothing one of them patches leaks into
@@ -37,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "src")
 SETUPS = ("plain", "sdk", "ours")
 DSN_NOWHERE = "http://benchmark@127.0.0.1:9/1"  # port 9 (discard) refuses; the no-op transport replaces it
+SCALE = 1.0  # iterations per measurement, relative; --quick lowers it (workers get it as a parameter)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -122,6 +124,8 @@ def middle(table):
 
 def timed(operation, n: int, batches: int) -> float:
 	"""Median µs per operation over ``batches`` batches of ``n`` (after one warm-up batch)."""
+	n = max(1, int(n * SCALE))
+	batches = batches if SCALE == 1.0 else 1
 	for _ in range(n):
 		operation()
 	results = []
@@ -270,8 +274,10 @@ def work_storm(kind, dsn, rate, seconds, expect_delivery):
 
 
 def worker(args):
+	global SCALE
 	kind, path = args.worker
 	params = json.loads(args.params or "{}")
+	SCALE = params.pop("scale", 1.0)
 	if path == "log":
 		result = work_log(kind)
 	elif path == "capture":
@@ -387,7 +393,7 @@ def run_worker(kind: str, path: str, timeout: float = 900, **params) -> dict | f
 		if name.startswith("SENTRY_"):
 			del env[name]
 	out = subprocess.run(
-		[sys.executable, __file__, "--worker", kind, path, "--params", json.dumps(params)],
+		[sys.executable, __file__, "--worker", kind, path, "--params", json.dumps(dict(params, scale=SCALE))],
 		capture_output=True,
 		text=True,
 		timeout=timeout,
@@ -425,9 +431,12 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 def table(args) -> None:
 	progress = (lambda message: print("  ... " + message, file=sys.stderr, flush=True)) if not args.silent else print
-	rounds = args.rounds or (3 if args.quick else 7)
-	storm_seconds = 2.0 if args.quick else 5.0
-	memory_count = 100_000 if args.quick else 1_000_000
+	rounds = args.rounds or 7
+	storm_seconds = 5.0
+	memory_count = 1_000_000
+	if args.quick:
+		global SCALE
+		rounds, storm_seconds, memory_count, SCALE = 1, 0.5, 2000, 0.02
 	rows: list[tuple[str, ...]] = []
 
 	hot = rounds_of(
@@ -505,7 +514,7 @@ def table(args) -> None:
 		lag = {kind: [r["lag_ms"] for r in storm[kind]] for kind in SETUPS}
 		rows.append(
 			(
-				"storm 2000 errors/s {:.0f} s, {}: loop max lag (ms)".format(storm_seconds, name),
+				"storm 2000 errors/s {:g} s, {}: loop max lag (ms)".format(storm_seconds, name),
 				fmt(statistics.median(lag["plain"])),
 				fmt(statistics.median(lag["sdk"])),
 				fmt(statistics.median(lag["ours"])),
@@ -545,7 +554,7 @@ def table(args) -> None:
 		)
 	)
 
-	print_table(rows, rounds)
+	print_table(rows, rounds, smoke=args.quick)
 
 
 def storm_share(results: list[dict], answer: bool) -> str:
@@ -555,7 +564,7 @@ def storm_share(results: list[dict], answer: bool) -> str:
 	return "+{:.0f} MB".format(statistics.median(r["rss_growth"] for r in results))
 
 
-def print_table(rows, rounds) -> None:
+def print_table(rows, rounds, smoke: bool = False) -> None:
 	import importlib.metadata
 
 	def version(name):
@@ -579,6 +588,8 @@ def print_table(rows, rounds) -> None:
 			rounds
 		)
 	)
+	if smoke:
+		print("--quick: a smoke run with few iterations; these numbers mean nothing")
 	header = ("path", "plain", "sdk", "ours", "ours/plain", "ours/sdk", "goal")
 	widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 	line = "| " + " | ".join("{:<%d}" % w for w in widths) + " |"
@@ -592,19 +603,21 @@ def print_table(rows, rounds) -> None:
 # Collector throughput (separate: it measures the local collector, not the integration).
 
 
-def collector() -> None:
+def collector(quick: bool) -> None:
 	"""Envelopes per second into the collector from 1 and 4 concurrent sentry-sdk clients: collector.py."""
 	sys.path.insert(0, HERE)
 	import collector as collector_benchmark
 
-	collector_benchmark.main([])
+	collector_benchmark.main(["--clients", "1", "--count", "30"] if quick else [])
 
 
 def main():
 	parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 	parser.add_argument("what", nargs="?", default="table", choices=("table", "collector"))
-	parser.add_argument("--quick", action="store_true", help="fewer rounds, a 2 s storm, 100 k memory loop")
-	parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7, --quick 3)")
+	parser.add_argument(
+		"--quick", action="store_true", help="a smoke run: 1 round, few iterations, meaningless numbers"
+	)
+	parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7)")
 	parser.add_argument("--silent", action="store_true", help=argparse.SUPPRESS)
 	parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
 	parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -615,7 +628,7 @@ def main():
 	elif args.endpoint:
 		endpoint(args)
 	elif args.what == "collector":
-		collector()
+		collector(args.quick)
 	else:
 		table(args)
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 import uuid
 
 import aiohttp
@@ -425,7 +426,7 @@ def test_outgoing_requests_get_a_span_and_trace_headers(collector):
 	assert trace(callee)["trace_id"] == trace_id and trace(callee)["parent_span_id"] == span_id
 	baggage = dict(item.split("=", 1) for item in received["baggage"].split(","))
 	assert baggage["sentry-trace_id"] == trace_id
-	assert baggage["sentry-public_key"] == "asab-sentry"
+	assert baggage["sentry-public_key"] == urllib.parse.urlsplit(collector.dsn).username
 	assert baggage["sentry-release"] == "orders%401.2"
 	assert baggage["vendor"] == "x", "other baggage entries are kept"
 
