@@ -438,18 +438,21 @@ def table(args) -> None:
 		global SCALE
 		rounds, storm_seconds, memory_count, SCALE = 1, 0.5, 2000, 0.02
 	rows: list[tuple[str, ...]] = []
+	only = set(args.only.split(",")) if args.only else {"hot", "startup", "storm", "memory"}
 
-	hot = rounds_of(
-		{
-			"log": SETUPS,
-			"capture": ("sdk", "ours"),
-			"capture_fresh": ("sdk", "ours"),
-			"trace_sampled": ("sdk", "ours"),
-			"trace_unsampled": ("sdk", "ours"),
-		},
-		rounds,
-		progress,
-	)
+	hot = {}
+	if "hot" in only:
+		hot = rounds_of(
+			{
+				"log": SETUPS,
+				"capture": ("sdk", "ours"),
+				"capture_fresh": ("sdk", "ours"),
+				"trace_sampled": ("sdk", "ours"),
+				"trace_unsampled": ("sdk", "ours"),
+			},
+			rounds,
+			progress,
+		)
 	labels = {
 		"log": ("INFO log call, breadcrumbs on (µs)", "<=1.15x plain"),
 		"capture": ("capture_exception, 3 frames, 100 breadcrumbs pending (µs)", "<=0.30x sdk"),
@@ -472,11 +475,15 @@ def table(args) -> None:
 			)
 		)
 
-	startup = rounds_of({"startup": ("sdk", "ours")}, rounds, progress)["startup"]
-	aiohttp = ", aiohttp imported by ours" if any(r["aiohttp"] for r in startup["ours"]) else ""
+	startup = rounds_of({"startup": ("sdk", "ours")}, rounds, progress)["startup"] if "startup" in only else {}
+	aiohttp = ", aiohttp imported by ours" if startup and any(r["aiohttp"] for r in startup["ours"]) else ""
 	for key, label in (
-		("ms", "SentryService(app), no asab.web (ms){}".format(aiohttp)),
-		("with_import_ms", "  same, with importing the module (ms)"),
+		()
+		if not startup
+		else (
+			("ms", "SentryService(app), no asab.web (ms){}".format(aiohttp)),
+			("with_import_ms", "  same, with importing the module (ms)"),
+		)
 	):
 		sdk_ms = [r[key] for r in startup["sdk"]]
 		ours_ms = [r[key] for r in startup["ours"]]
@@ -492,7 +499,7 @@ def table(args) -> None:
 			)
 		)
 
-	for answer in (True, False):
+	for answer in (True, False) if "storm" in only else ():
 		ep = RunningEndpoint(answer)
 		try:
 			storm: dict[str, list] = {kind: [] for kind in SETUPS}
@@ -540,19 +547,22 @@ def table(args) -> None:
 			)
 		)
 
-	memory = {kind: run_worker(kind, "memory", count=memory_count) for kind in ("sdk", "ours")}
-	progress("memory done")
-	rows.append(
-		(
-			"RSS growth over {:,} transaction()+span() in one task (MB)".format(memory_count),
-			"-",
-			"{:+.1f}".format(memory["sdk"]["growth"]),
-			"{:+.1f}".format(memory["ours"]["growth"]),
-			"-",
-			"-",
-			"flat",
-		)
+	memory = (
+		{kind: run_worker(kind, "memory", count=memory_count) for kind in ("sdk", "ours")} if "memory" in only else {}
 	)
+	progress("memory done")
+	if memory:
+		rows.append(
+			(
+				"RSS growth over {:,} transaction()+span() in one task (MB)".format(memory_count),
+				"-",
+				"{:+.1f}".format(memory["sdk"]["growth"]),
+				"{:+.1f}".format(memory["ours"]["growth"]),
+				"-",
+				"-",
+				"flat",
+			)
+		)
 
 	print_table(rows, rounds, smoke=args.quick)
 
@@ -618,6 +628,7 @@ def main():
 		"--quick", action="store_true", help="a smoke run: 1 round, few iterations, meaningless numbers"
 	)
 	parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7)")
+	parser.add_argument("--only", help="some sections only, comma-separated: hot, startup, storm, memory")
 	parser.add_argument("--silent", action="store_true", help=argparse.SUPPRESS)
 	parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
 	parser.add_argument("--params", help=argparse.SUPPRESS)
