@@ -24,7 +24,7 @@ from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 from sentry_sdk.scrubber import EventScrubber
 
-from . import _sdk, breadcrumbs, tasks
+from . import _sdk, breadcrumbs, speed, tasks
 from . import identity as identity_module
 from . import logging as sentry_logging
 from . import settings as settings_module
@@ -178,7 +178,7 @@ class SentryService(asab.Service):
 			default_integrations=False,
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
-			before_send=breadcrumbs.restore if breadcrumbs.ENABLED else None,
+			before_send=breadcrumbs.restore if speed.ENABLED else None,
 			# [sentry] send_default_pii is ours (sentry-sdk's option is deprecated): its scrubber must keep the
 			# user's IP address then.
 			event_scrubber=EventScrubber(send_default_pii=True) if s.send_default_pii else None,
@@ -186,9 +186,10 @@ class SentryService(asab.Service):
 		client = sentry_sdk.get_client()
 		self.Delivery = delivery_transport(client.transport)
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
-		if breadcrumbs.ENABLED:
+		if speed.ENABLED:
 			breadcrumbs.install()
-		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
+		_sdk.use_fast_serializer(speed.ENABLED)
+		_sdk.use_source_cache(speed.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
