@@ -124,6 +124,55 @@ def test_serialize_breadcrumb_is_the_breadcrumb_as_serialized_in_an_event():
 	assert meta["message"] and meta["data"]
 
 
+def test_span_recorder_keeps_finished_children_for_the_web_transactions():
+	"""asab_sentry.web sends request transactions itself and reads their child spans from the recorder."""
+	from sentry_sdk.tracing import Transaction
+
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False, traces_sample_rate=1.0)
+	try:
+		transaction = Transaction(op="http.server", name="GET /", sampled=True)
+		transaction.init_span_recorder(maxlen=10)
+		done = transaction.start_child(op="db", name="q")
+		done.finish()
+		transaction.start_child(op="db", name="open")  # not finished: left out
+		spans = _sdk.finished_child_spans(transaction)
+		assert spans == [done]
+		assert spans[0].to_json()["op"] == "db"
+		transaction.set_http_status(404)
+		tags, data = _sdk.span_tags_and_data(transaction)
+		assert data["http.response.status_code"] == 404 and tags["http.status_code"] == "404"
+	finally:
+		_sdk.reset()
+
+
+def test_scope_data_merges_global_isolation_and_current():
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		sentry_sdk.get_global_scope().set_tag("a", "global")
+		sentry_sdk.get_global_scope().set_tag("b", "global")
+		with sentry_sdk.isolation_scope():
+			sentry_sdk.get_isolation_scope().set_tag("b", "isolation")
+			sentry_sdk.get_isolation_scope().set_user({"id": "7"})
+			sentry_sdk.get_current_scope().set_context("c", {"x": 1})
+			tags, user, contexts = _sdk.scope_data()
+		assert tags == {"a": "global", "b": "isolation"} and user == {"id": "7"} and contexts == {"c": {"x": 1}}
+	finally:
+		_sdk.reset()
+
+
+def test_own_isolation_scope_forks_only_the_isolation_scope():
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		outer, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
+		with _sdk.own_isolation_scope():
+			assert sentry_sdk.get_isolation_scope() is not outer
+			assert sentry_sdk.get_current_scope() is current
+			sentry_sdk.get_isolation_scope().set_tag("request", "1")
+		assert sentry_sdk.get_isolation_scope() is outer and "request" not in outer._tags
+	finally:
+		_sdk.reset()
+
+
 def test_the_client_serializes_events_through_its_module_name_serialize():
 	import sentry_sdk.client
 	import sentry_sdk.serializer
@@ -154,3 +203,45 @@ def test_use_fast_serializer_switches_and_reset_restores():
 	assert sentry_sdk.client.serialize is not sentry_sdk.serializer.serialize
 	_sdk.reset()
 	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize
+
+
+def test_source_context_reads_lines_through_the_module_name_get_lines_from_file():
+	import inspect
+
+	seen = []
+	original = sentry_sdk.utils.get_lines_from_file
+	assert list(inspect.signature(original).parameters) == ["filename", "lineno", "max_length", "loader", "module"]
+
+	def spy(filename, lineno, max_length=None, loader=None, module=None):
+		seen.append((filename, lineno))
+		return original(filename, lineno, max_length, loader=loader, module=module)
+
+	sentry_sdk.utils.get_lines_from_file = spy
+	try:
+		frame = inspect.currentframe()
+		lineno = frame.f_lineno
+		pre, line, post = sentry_sdk.utils.get_source_context(frame, lineno)
+	finally:
+		sentry_sdk.utils.get_lines_from_file = original
+	assert seen == [(__file__, lineno - 1)]
+	assert "lineno = frame.f_lineno" in line
+
+
+def test_source_cache_follows_the_file(tmp_path):
+	path = tmp_path / "module_under_test.py"
+	import importlib.machinery
+
+	path.write_text("a = 1\nb = 2\nc = 3\n")
+	# Frames of imported modules carry their loader, which sentry-sdk asks for the source (fresh every time).
+	loader = importlib.machinery.SourceFileLoader("module_under_test", str(path))
+	_sdk.use_source_cache(True)
+	try:
+		lines = sentry_sdk.utils.get_lines_from_file
+		first = lines(str(path), 1, loader=loader, module="module_under_test")
+		assert first == (["a = 1"], "b = 2", ["c = 3"])
+		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
+		path.write_text("a = 1\nchanged = 22\nc = 3\n")
+		assert lines(str(path), 1, loader=loader, module="module_under_test")[1] == "changed = 22"
+	finally:
+		_sdk.reset()
+	assert sentry_sdk.utils.get_lines_from_file is _sdk._sdk_get_lines_from_file
