@@ -44,7 +44,7 @@ import warnings
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from . import _sdk, payload, service, tasks
+from . import _sdk, notices, payload, scrub, service, tasks
 from . import logging as sentry_logging
 
 __all__ = ["CaptureTransport", "SentryCapture", "capture_sentry", "on_envelope", "sentry_capture"]
@@ -356,6 +356,8 @@ class _GlobalState:
 			del instances[cls_]
 		_sdk.reset()
 		sentry_logging.uninstall_handlers()
+		notices.reset()
+		scrub.configure()
 
 		root = logging.getLogger()
 		for handler in list(root.handlers):
