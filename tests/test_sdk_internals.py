@@ -5,6 +5,7 @@ import logging
 import pytest
 import sentry_sdk
 import sentry_sdk.scope
+import sentry_sdk.transport
 import sentry_sdk.utils
 
 from asab_sentry import _sdk
@@ -44,3 +45,80 @@ def test_internal_errors_are_logged_on_the_errors_logger_and_recorded():
 		_sdk.reset()
 	assert [r.getMessage() for r in recorder.Records] == ["Internal error in sentry_sdk"]
 	assert all(r.levelno >= logging.ERROR for r in recorder.Records)
+
+
+class _NullTransport(sentry_sdk.transport.Transport):
+	def capture_envelope(self, envelope):
+		pass
+
+
+def test_internal_logger_is_the_one_sentry_sdk_debugs_on_and_can_be_quieted():
+	"""sentry-sdk's internal debug messages go through sentry_sdk.utils.logger; quiet, no record is made."""
+	seen = []
+
+	class Seen(logging.Filter):
+		def filter(self, record):
+			seen.append(record.levelno)
+			return True
+
+	probe = Seen()
+	sentry_sdk.utils.logger.filters.insert(0, probe)  # before sentry-sdk's own filter, which drops them
+	try:
+		sentry_sdk.init(transport=_NullTransport(), default_integrations=False, traces_sample_rate=0)
+		assert sentry_sdk.utils.logger.level == logging.DEBUG  # sentry-sdk's own setting
+		with sentry_sdk.start_transaction(op="task", name="unsampled"):
+			pass
+		assert logging.DEBUG in seen
+		seen.clear()
+		_sdk.quiet_internal_logger(True)
+		with sentry_sdk.start_transaction(op="task", name="unsampled"):
+			pass
+		assert seen == []
+	finally:
+		sentry_sdk.utils.logger.removeFilter(probe)
+		_sdk.reset()
+	assert sentry_sdk.utils.logger.level == logging.DEBUG
+
+
+def _events_with_breadcrumbs(add) -> list[dict]:
+	events = []
+
+	class Keep(sentry_sdk.transport.Transport):
+		def capture_envelope(self, envelope):
+			events.extend(item.payload.json for item in envelope.items if item.type == "event")
+
+	sentry_sdk.init(transport=Keep(), default_integrations=False, max_breadcrumbs=3)
+	try:
+		for n in range(5):
+			add({"type": "log", "category": "c", "message": "m{}".format(n), "timestamp": 1700000000 + n})
+		sentry_sdk.capture_message("with breadcrumbs")
+	finally:
+		_sdk.reset()
+	return events
+
+
+def test_append_breadcrumb_is_what_add_breadcrumb_does_without_a_callback():
+	(ours,) = _events_with_breadcrumbs(lambda crumb: _sdk.append_breadcrumb(crumb, 3))
+	(sdk,) = _events_with_breadcrumbs(sentry_sdk.add_breadcrumb)
+	assert ours["breadcrumbs"] == sdk["breadcrumbs"]
+	assert [c["message"] for c in ours["breadcrumbs"]["values"]] == ["m2", "m3", "m4"]
+	assert ours["_meta"]["breadcrumbs"] == sdk["_meta"]["breadcrumbs"] == {"": {"len": 5}}
+
+
+def test_serialize_breadcrumb_is_the_breadcrumb_as_serialized_in_an_event():
+	import datetime
+
+	import sentry_sdk.serializer
+
+	crumb = {
+		"type": "log",
+		"message": "x" * 50,
+		"timestamp": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+		"data": {"k{}".format(i): object() for i in range(12)},
+	}
+	options = {"max_value_length": 20}
+	event = sentry_sdk.serializer.serialize({"breadcrumbs": {"values": [{}, crumb]}}, max_value_length=20)
+	value, meta = _sdk.serialize_breadcrumb(crumb, options)
+	assert value == event["breadcrumbs"]["values"][1]
+	assert meta == event["_meta"]["breadcrumbs"]["values"]["1"]
+	assert meta["message"] and meta["data"]

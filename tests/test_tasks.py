@@ -268,6 +268,9 @@ def test_error_before_restart_arrives(collector, tmp_path):
 	)
 	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
 	env["SENTRY_DSN"] = collector.dsn
+	# asab re-executes `basename(sys.executable)`, which CPython resolves through PATH: like an activated venv,
+	# the interpreter's directory must come first (README, "Restarts"), or the child runs another Python.
+	env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
 	out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
 	assert out.returncode == 0, out.stderr
 	assert "is restarting" in out.stderr

@@ -1,6 +1,7 @@
 """transaction() and span(): with, async with, decorators; errors; no-op outside a transaction."""
 
 import asyncio
+import contextvars
 import datetime
 import time
 import warnings
@@ -167,3 +168,33 @@ def test_transaction_measures_the_block(svc, sentry_capture):
 		leaving = time.time()
 	txn = sentry_capture.find(type="transaction")
 	assert encloses(txn, entered, leaving)
+
+
+def test_many_measures_in_one_task_do_not_grow_its_context(svc, sentry_capture):
+	"""A long-lived task creating transactions and spans in a loop keeps a context of constant size."""
+
+	async def worker():
+		sizes = []
+		for n in range(2000):
+			with svc.transaction("task", "loop"):
+				with svc.span("db", "q"):
+					pass
+			if n in (10, 1999):
+				sizes.append(len(contextvars.copy_context()))
+		return sizes
+
+	first, last = asyncio.run(worker())
+	assert last == first
+
+
+def test_interleaved_blocks_of_two_measures_close_their_own_spans(svc, sentry_capture):
+	outer = svc.transaction("task", "outer")
+	inner = svc.span("db", "inner")
+	with outer:
+		entered = inner.__enter__()
+		with svc.span("db", "other"):
+			pass
+		inner.__exit__(None, None, None)
+	assert entered is not None and entered.timestamp is not None
+	txn = sentry_capture.find(type="transaction")
+	assert sorted(spans(txn)) == [("db", "inner"), ("db", "other")]

@@ -6,9 +6,11 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 from __future__ import annotations
 
 import logging
+import typing
 
 import sentry_sdk
 import sentry_sdk.scope
+import sentry_sdk.serializer
 import sentry_sdk.utils
 
 
@@ -23,6 +25,20 @@ def reset() -> None:
 	sentry_sdk.scope._global_scope = None  # type: ignore[attr-defined]
 	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
+	quiet_internal_logger(False)
+
+
+def quiet_internal_logger(quiet: bool) -> None:
+	"""
+	Keep sentry-sdk's internal logger (``sentry_sdk.errors``) from building a record for every internal debug
+	message when ``debug`` is off (quiet), or give it back sentry-sdk's own level DEBUG.
+
+	sentry-sdk leaves that logger at DEBUG and drops the records afterwards in a filter unless ``debug`` is on,
+	so each internal ``logger.debug()`` (two per transaction) costs a full LogRecord. Quiet, the logger is at
+	WARNING: the records sentry-sdk would have dropped are not made; warnings and errors still are (and reach
+	`InternalErrorRecorder`).
+	"""
+	sentry_sdk.utils.logger.setLevel(logging.WARNING if quiet else logging.DEBUG)
 
 
 class InternalErrorRecorder(logging.Filter):
@@ -48,3 +64,32 @@ class InternalErrorRecorder(logging.Filter):
 	def uninstall(self) -> None:
 		if self in sentry_sdk.utils.logger.filters:
 			sentry_sdk.utils.logger.removeFilter(self)
+
+
+def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
+	"""
+	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package
+	does not use on its hot path: ``before_breadcrumb`` (callers use `sentry_sdk.add_breadcrumb` when it is
+	set), copying the dict, and looking up the client's options (callers pass ``max_breadcrumbs``).
+	"""
+	scope = sentry_sdk.Scope.get_isolation_scope()
+	crumbs = scope._breadcrumbs
+	crumbs.append(crumb)
+	if len(crumbs) > max_breadcrumbs:
+		crumbs.popleft()
+		scope._n_breadcrumbs_truncated += 1
+
+
+def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing.Any]) -> tuple[dict, dict | None]:
+	"""
+	One breadcrumb serialized exactly as sentry-sdk serializes it inside an event (a databag under
+	``breadcrumbs.values.N``, trimmed by the client's options), and the ``_meta`` it would get there (or None).
+	"""
+	out = sentry_sdk.serializer.serialize(
+		{"breadcrumbs": {"values": [crumb]}},
+		max_request_body_size=options.get("max_request_body_size"),
+		max_value_length=options.get("max_value_length"),
+		custom_repr=options.get("custom_repr"),
+	)
+	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
+	return out["breadcrumbs"]["values"][0], meta

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pathlib
+import shlex
 import sys
 import tempfile
 import typing
@@ -18,6 +19,7 @@ import typing
 import asab
 
 from . import payload
+from .cli import command
 from .collector.app import CollectorApplication
 from .collector.viewer import format_list
 
@@ -26,6 +28,11 @@ L = logging.getLogger(__name__)
 IDENTITY = {"NODE_ID": "demo-node-1", "SERVICE_ID": "my-app", "INSTANCE_ID": "my-app-1", "SITE_ID": "demo-site"}
 MANIFEST = {"version": "v1.2.3", "created_at": "2026-01-01T00:00:00Z"}
 RELEASE = "MyApplication@v1.2.3"
+
+
+def plural(count: int, noun: str) -> str:
+	"""``1 event``, ``2 events``."""
+	return "{} {}{}".format(count, noun, "" if count == 1 else "s")
 
 
 def find_example() -> pathlib.Path:
@@ -216,7 +223,7 @@ class DemoApplication(CollectorApplication):
 		for item in items:
 			counts[item["type"]] = counts.get(item["type"], 0) + 1
 		print()
-		print("Arrived: " + ", ".join("{} {}".format(n, t) for t, n in sorted(counts.items())))
+		print("Arrived: " + ", ".join(plural(n, t) for t, n in sorted(counts.items())))
 		print(format_list(items))
 		print()
 		for check in self.Checks:
@@ -227,13 +234,16 @@ class DemoApplication(CollectorApplication):
 			print("Everything the documentation page promises arrived.")
 		else:
 			print("Something expected did not arrive.")
-		storage_arg = "" if self.StoragePath == "asab-sentry.sqlite" else " --storage {}".format(self.StoragePath)
+		storage_arg = (
+			"" if self.StoragePath == "asab-sentry.sqlite" else " --storage {}".format(shlex.quote(self.StoragePath))
+		)
 		first_error = next((i["id"] for i in items if i["type"] == "event"), None)
 		first_txn = next((i["id"] for i in items if i["type"] == "transaction"), None)
+		exe = command()
 		print("Explore it:")
-		print("  asab-sentry events{} list".format(storage_arg))
+		print("  {} events{} list".format(exe, storage_arg))
 		if first_error is not None:
-			print("  asab-sentry events{} show {}     # an error with its stack trace".format(storage_arg, first_error))
+			print("  {} events{} show {}     # an error with its stack trace".format(exe, storage_arg, first_error))
 		if first_txn is not None:
-			print("  asab-sentry events{} show {}     # a transaction's span waterfall".format(storage_arg, first_txn))
+			print("  {} events{} show {}     # a transaction's span waterfall".format(exe, storage_arg, first_txn))
 		return passed

@@ -252,11 +252,14 @@ def _trim_step(step: str, event: dict[str, typing.Any], size: int, target: int) 
 	"""Apply one step until the estimated size is at most ``target``; return (estimate, what was done)."""
 	count = 0
 	if step == "breadcrumb data":
-		for crumb in _breadcrumbs(event):
+		crumbs = _breadcrumbs(event)
+		for index, crumb in enumerate(crumbs):
 			if size <= target:
 				break
 			if isinstance(crumb, dict) and crumb.get("data"):
-				size -= _size(crumb.pop("data"))
+				size -= _size(crumb["data"])
+				# A copy: serialized breadcrumbs may be shared by several events (breadcrumbs.py).
+				crumbs[index] = {k: v for k, v in crumb.items() if k != "data"}
 				count += 1
 		return size, "data of {} breadcrumbs".format(count) if count else ""
 	if step == "oldest breadcrumbs":
@@ -419,6 +422,7 @@ class FinalPass:
 	Args:
 		scrubber: the `scrub.Scrubber` to use (default: the one `scrub.configure` set up).
 		max_bytes, max_compressed: the size limits.
+		before: a ``before_send`` step run first (e.g. `breadcrumbs.restore`, which completes the event).
 	"""
 
 	def __init__(
@@ -426,15 +430,20 @@ class FinalPass:
 		scrubber: scrub.Scrubber | None = None,
 		max_bytes: int = MAX_EVENT_BYTES,
 		max_compressed: int = MAX_COMPRESSED_BYTES,
+		before: typing.Callable[[dict, dict], dict | None] | None = None,
 	) -> None:
 		self.Scrubber = scrubber
 		self.MaxBytes = max_bytes
 		self.MaxCompressed = max_compressed
+		self.Before = before
 
-	def __call__(
-		self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None
-	) -> dict[str, typing.Any]:
+	def __call__(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None) -> typing.Any:
 		try:
+			if self.Before is not None:
+				completed = self.Before(event, hint if hint is not None else {})
+				if completed is None:
+					return None
+				event = completed
 			return self.process(event)
 		except Exception as e:
 			notices.say(

@@ -16,7 +16,8 @@ import logging
 import sentry_sdk
 import sentry_sdk.utils
 
-from . import capture, limits, notices
+from . import _sdk, breadcrumbs, capture, limits, notices
+from .breadcrumbs import LogBreadcrumb
 
 L = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ def formatted_message(record: logging.LogRecord, report: bool = True) -> str:
 		return record.msg if type(record.msg) is str else notices.safe_str(record.msg)
 
 
+def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
+	"""The breadcrumb of a log record (``message`` is ``record.getMessage()``)."""
+	return {
+		"type": "log",
+		"level": sentry_level(record.levelno),
+		"category": record.name,
+		"message": message,
+		"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
+		"data": limits.Bag(record_data(record)),
+	}
+
+
 class SentryLogHandler(logging.Handler):
 	"""
 	A `logging.Handler` that turns records into Sentry events and breadcrumbs.
@@ -104,6 +117,11 @@ class SentryLogHandler(logging.Handler):
 		self.BreadcrumbsLevel = breadcrumbs_level
 		self.EventsLevel = events_level
 		self._enabled = bool(levels)
+		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
+		# dict as it is added.
+		options = sentry_sdk.get_client().options
+		self.LazyBreadcrumbs = breadcrumbs.ENABLED and options.get("before_breadcrumb") is None
+		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
@@ -171,17 +189,11 @@ class SentryLogHandler(logging.Handler):
 		sentry_sdk.capture_event(event, hint=hint)
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
-		sentry_sdk.add_breadcrumb(
-			{
-				"type": "log",
-				"level": sentry_level(record.levelno),
-				"category": record.name,
-				"message": formatted_message(record, report=False),
-				"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
-				"data": limits.Bag(record_data(record)),
-			},
-			hint={"log_record": record},
-		)
+		message = formatted_message(record, report=False)
+		if self.LazyBreadcrumbs:
+			_sdk.append_breadcrumb(LogBreadcrumb(record, message, breadcrumb_from_record), self._max_breadcrumbs)
+		else:
+			sentry_sdk.add_breadcrumb(breadcrumb_from_record(record, message), hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:

@@ -346,9 +346,12 @@ class Scrubber:
 		breadcrumbs = event.get("breadcrumbs")
 		values = breadcrumbs.get("values") if isinstance(breadcrumbs, dict) else breadcrumbs
 		if isinstance(values, list):
-			for crumb in values:
+			for index, crumb in enumerate(values):
 				if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
-					crumb["data"] = self.scrub(crumb["data"])
+					data = self.scrub(crumb["data"])
+					if data is not crumb["data"]:
+						# A copy: serialized breadcrumbs may be shared by several events (breadcrumbs.py).
+						values[index] = dict(crumb, data=data)
 		for frame in iter_frames(event):
 			if isinstance(frame.get("vars"), dict):
 				frame["vars"] = self.scrub(frame["vars"])

@@ -38,6 +38,13 @@ L = logging.getLogger(__name__)
 
 F = typing.TypeVar("F", bound=typing.Callable[..., typing.Any])
 
+# The open transactions and spans of the running task or thread, innermost last, as (Measure, span) pairs.
+# One variable for the whole module: a ContextVar per Measure would be kept by every context that ever set
+# it, so a long-lived task creating Measures (``svc.transaction(...)`` in a loop) would grow without bound.
+_open: contextvars.ContextVar[tuple[tuple[typing.Any, typing.Any], ...]] = contextvars.ContextVar(
+	"asab_sentry_measures", default=()
+)
+
 
 class Measure:
 	"""
@@ -53,8 +60,6 @@ class Measure:
 		self.Kind = kind
 		self.Op = text(op, "{}() op".format(kind))
 		self.Name = text(name, "{}() name".format(kind))
-		# Per asyncio task / thread (a context variable), so one object may be entered concurrently.
-		self._open: contextvars.ContextVar[tuple] = contextvars.ContextVar("asab_sentry_measure", default=())
 		# Every span entered and not exited yet, whatever the task or thread: one entered in one thread and
 		# exited in another is still finished.
 		self._entered: list[sentry_sdk.tracing.Span | None] = []
@@ -80,7 +85,7 @@ class Measure:
 				L,
 			)
 			span = None
-		self._open.set(self._open.get() + (span,))
+		_open.set(_open.get() + ((self, span),))
 		with self._lock:
 			self._entered.append(span)
 		return span
@@ -97,11 +102,17 @@ class Measure:
 			)
 
 	def _exit(self, exc_type, exc_value, traceback) -> None:
-		stack = self._open.get()
+		stack = _open.get()
+		# The innermost block of this Measure; blocks of one task close innermost first, so it is normally last.
+		for index in range(len(stack) - 1, -1, -1):
+			if stack[index][0] is self:
+				break
+		else:
+			index = -1
 		with self._lock:
-			if stack:
-				span = stack[-1]
-				self._open.set(stack[:-1])
+			if index >= 0:
+				span = stack[index][1]
+				_open.set(stack[:index] + stack[index + 1 :])
 				for i in range(len(self._entered) - 1, -1, -1):
 					if self._entered[i] is span:
 						del self._entered[i]

@@ -19,6 +19,7 @@ Configuration (all optional)::
 from __future__ import annotations
 
 import logging
+import socket
 import typing
 
 import aiohttp.web
@@ -63,6 +64,45 @@ def _int_option(name: str, minimum: int = 0) -> int:
 	return number
 
 
+class ListenError(Exception):
+	"""The collector cannot listen on its address (in use, not local, not permitted); the message names it."""
+
+
+def _check_listen(listen: str) -> None:
+	"""
+	Fails fast, before anything starts, when the address cannot be bound: the same bind aiohttp will do
+	(SO_REUSEADDR, every address the host resolves to). Port 0 (any free port) always binds.
+	"""
+	parts = listen.split()
+	host, port = (parts[0], parts[-1]) if len(parts) > 1 else ("0.0.0.0", parts[0] if parts else "")
+	try:
+		number = int(port)
+	except ValueError:
+		raise SentryConfigError(SECTION, "listen", listen, "expected 'ADDRESS PORT', e.g. '127.0.0.1 8999'")
+	if number == 0:
+		return
+	where = "{}:{}".format(host, number)
+	try:
+		infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+	except OSError as e:
+		raise ListenError("Cannot listen on {}: {}".format(where, e.strerror or e))
+	for family, kind, proto, _, address in infos:
+		with socket.socket(family, kind, proto) as probe:
+			probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+			try:
+				probe.bind(address)
+			except OSError as e:
+				raise ListenError("Cannot listen on {}: {}".format(where, e.strerror or e))
+
+
+def _warn_unknown_options() -> None:
+	if not asab.Config.has_section(SECTION):
+		return
+	for name in asab.Config.options(SECTION):
+		if name not in DEFAULTS and name not in asab.Config.defaults():
+			L.warning("Unknown option [{}] {} is ignored.".format(SECTION, name))
+
+
 def _apply_overrides(overrides: dict[str, typing.Any]) -> None:
 	values = {k: str(v) for k, v in overrides.items() if v is not None and k not in ("host", "port")}
 	if overrides.get("host") is not None or overrides.get("port") is not None:
@@ -90,10 +130,16 @@ class CollectorApplication(asab.Application):
 			args: asab's command line (e.g. ``["-c", "collector.conf"]``); ``[]`` by default.
 			overrides: ``[collector]`` options that win over the configuration file (the command's flags);
 				``host`` and ``port`` replace the respective part of ``listen``.
+
+		Raises:
+			SentryConfigError: an invalid ``[collector]`` option.
+			ListenError: the listen address cannot be bound (e.g. the port is in use).
 		"""
 		super().__init__(args=args if args is not None else [], modules=[asab.web.Module])
 		_apply_overrides(overrides or {})
+		_warn_unknown_options()
 		listen = _option("listen")
+		_check_listen(listen)
 		settings = CollectorSettings(
 			project_id=_option("project_id"),
 			key=_option("key"),
@@ -122,7 +168,12 @@ class CollectorApplication(asab.Application):
 		self.Address: tuple[str, int] | None = None
 
 	def _on_started(self, event_name: str, container: asab.web.WebContainer) -> None:
-		if container is not self.WebContainer or not container.Addresses:
+		if container is not self.WebContainer:
+			return
+		if not container.Addresses:
+			# Taken between the check in __init__ and now (asab logged why): do not run listening nowhere.
+			L.error("Cannot listen on {}: the collector stops.".format(":".join(_option("listen").split())))
+			self.stop(1)
 			return
 		host, port = container.Addresses[0][:2]
 		self.Address = (host, port)

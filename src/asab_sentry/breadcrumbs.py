@@ -1,0 +1,194 @@
+"""
+Breadcrumbs of log records, cheap to keep and cheap to send.
+
+A log call at the breadcrumbs level only puts a `LogBreadcrumb` (the record and its formatted message) on the
+isolation scope; its dict is built when an event first reads it. sentry-sdk serializes every pending
+breadcrumb again for every event (about 7 of the 9 in 10 nodes its serializer walks with 100 breadcrumbs
+pending); here each is serialized once, by sentry-sdk's own serializer with the client's options, and the
+result is reused by the following events that carry it. The event content is the same; `tests/test_performance.py`
+compares events made both ways.
+
+How: `stash` (an event processor, the last step before sentry-sdk scrubs and serializes the event) takes the
+breadcrumbs out of the event when all of them are `LogBreadcrumb`; `restore` (``before_send``, right after
+serializing) puts their serialized form back, with the ``_meta`` annotations sentry-sdk would have written.
+An event with any other breadcrumb (``sentry_sdk.add_breadcrumb``, the stdlib integration's HTTP breadcrumbs)
+goes the ordinary way.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+
+import sentry_sdk
+
+from . import _sdk
+
+_STASH = "asab_sentry_breadcrumbs"
+
+#: Services created while this is true use `LogBreadcrumb`, `stash` and `restore`; the event-equivalence test
+#: turns it off to compare with sentry-sdk's ordinary handling of dict breadcrumbs.
+ENABLED = True
+
+
+class LogBreadcrumb(dict):
+	"""
+	A breadcrumb kept as its log record and built on first use.
+
+	It behaves as the dict ``builder(record, message)`` returns; every read builds it first. The message is
+	formatted when the record is logged (later changes to the arguments do not show); ``extra`` data is
+	referenced, as sentry-sdk's own breadcrumbs reference it.
+	"""
+
+	__slots__ = ("_record", "_message", "_builder", "_serialized")
+
+	def __init__(
+		self, record: logging.LogRecord, message: str, builder: typing.Callable[[logging.LogRecord, str], dict]
+	):
+		self._record: logging.LogRecord | None = record
+		self._message = message
+		self._builder = builder
+		self._serialized: tuple[typing.Any, dict, dict | None] | None = None
+
+	def build(self) -> LogBreadcrumb:
+		record = self._record
+		if record is not None:
+			self._record = None
+			dict.update(self, self._builder(record, self._message))
+		return self
+
+	def serialized(self, options: dict) -> tuple[dict, dict | None]:
+		"""This breadcrumb scrubbed and serialized as sentry-sdk would in an event, and its ``_meta``; once."""
+		cached = self._serialized
+		if cached is not None and cached[0] is options:
+			return cached[1], cached[2]
+		self.build()
+		scrubber = options.get("event_scrubber")
+		if scrubber:
+			scrubber.scrub_breadcrumbs({"breadcrumbs": {"values": [self]}})
+		value, meta = _sdk.serialize_breadcrumb(self, options)
+		self._serialized = (options, value, meta)
+		return value, meta
+
+	def __getitem__(self, key):
+		return dict.__getitem__(self.build(), key)
+
+	def __setitem__(self, key, value):
+		self._serialized = None
+		dict.__setitem__(self.build(), key, value)
+
+	def __delitem__(self, key):
+		self._serialized = None
+		dict.__delitem__(self.build(), key)
+
+	def __contains__(self, key):
+		return dict.__contains__(self.build(), key)
+
+	def __iter__(self):
+		return dict.__iter__(self.build())
+
+	def __len__(self):
+		return dict.__len__(self.build())
+
+	def __eq__(self, other):
+		return dict.__eq__(self.build(), other)
+
+	def __ne__(self, other):
+		return dict.__ne__(self.build(), other)
+
+	__hash__ = None  # type: ignore[assignment]
+
+	def __repr__(self):
+		return dict.__repr__(self.build())
+
+	def __reduce__(self):
+		return (dict, (dict(dict.items(self.build())),))
+
+	def get(self, key, default=None):
+		return dict.get(self.build(), key, default)
+
+	def keys(self):
+		return dict.keys(self.build())
+
+	def values(self):
+		return dict.values(self.build())
+
+	def items(self):
+		return dict.items(self.build())
+
+	def copy(self):
+		return dict(dict.items(self.build()))
+
+	def pop(self, *args):
+		self._serialized = None
+		return dict.pop(self.build(), *args)
+
+	def setdefault(self, key, default=None):
+		self._serialized = None
+		return dict.setdefault(self.build(), key, default)
+
+	def update(self, *args, **kwargs):
+		self._serialized = None
+		dict.update(self.build(), *args, **kwargs)
+
+
+def stash(event: dict, hint: dict) -> dict:
+	"""Event processor: take out the breadcrumbs when they are all `LogBreadcrumb` (see the module's doc)."""
+	breadcrumbs = event.get("breadcrumbs")
+	if type(breadcrumbs) is not dict or len(breadcrumbs) != 1:
+		return event
+	values = breadcrumbs.get("values")
+	if type(values) is not list or not values:
+		return event
+	for crumb in values:
+		if type(crumb) is not LogBreadcrumb:
+			return event
+	del event["breadcrumbs"]
+	hint[_STASH] = values
+	return event
+
+
+def restore(event: dict, hint: dict) -> dict:
+	"""``before_send``: put back what `stash` took out, serialized, with the ``_meta`` sentry-sdk would write."""
+	values = hint.pop(_STASH, None)
+	if values is None:
+		return event
+	options = sentry_sdk.get_client().options
+	serialized = []
+	metas = {}
+	for index, crumb in enumerate(values):
+		value, meta = crumb.serialized(options)
+		serialized.append(value)
+		if meta:
+			metas[str(index)] = meta
+	event["breadcrumbs"] = {"values": serialized}
+	meta_root = event.get("_meta")
+	own = meta_root.get("breadcrumbs") if isinstance(meta_root, dict) else None
+	if own is not None:
+		# sentry-sdk counted the breadcrumbs dropped for max_breadcrumbs plus those left in the event (none).
+		length = own.get("", {}).get("len")
+		if isinstance(length, int):
+			own[""]["len"] = length + len(values)
+		own.pop("values", None)
+	if metas:
+		if not isinstance(meta_root, dict):
+			meta_root = event["_meta"] = {}
+		meta_root.setdefault("breadcrumbs", {})["values"] = metas
+	return event
+
+
+_installed_on: typing.Any = None
+
+
+def install() -> None:
+	"""
+	Register `stash` on the global scope, once: it runs after the processors of sentry-sdk's integrations and
+	before those added to isolation or current scopes (which therefore see no breadcrumbs when all are
+	`LogBreadcrumb`).
+	"""
+	global _installed_on
+	scope = sentry_sdk.get_global_scope()
+	if _installed_on is scope:
+		return
+	scope.add_event_processor(stash)
+	_installed_on = scope

@@ -1,0 +1,182 @@
+"""
+What the speed work must not change, and the start-up and internal-logger behaviour it relies on.
+(Speed itself is measured in benchmarks/, never asserted here.)
+"""
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import sentry_sdk
+import sentry_sdk.utils
+
+from asab_sentry import breadcrumbs, testing
+from conftest import REPO
+
+START_WITHOUT_WEB = """
+import json, sys
+import asab
+import asab_sentry
+asab.Config.read_dict({"sentry": {"data_source_name": "http://key@127.0.0.1:9/1"}})
+app = asab.Application(args=[])
+asab_sentry.SentryService(app)
+import sentry_sdk
+print(json.dumps({"aiohttp": "aiohttp" in sys.modules, "integrations": sorted(sentry_sdk.get_client().integrations)}))
+"""
+
+
+def run_python(code: str) -> dict:
+	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+	out = subprocess.run(
+		[sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, env=env, check=True
+	)
+	return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_service_without_asab_web_does_not_import_aiohttp():
+	result = run_python(START_WITHOUT_WEB)
+	assert result["aiohttp"] is False
+	assert "aiohttp" not in result["integrations"]
+
+
+def test_a_service_with_asab_web_gets_the_aiohttp_integration():
+	result = run_python(START_WITHOUT_WEB.replace("import asab\n", "import asab\nimport asab.web\n", 1))
+	assert result["aiohttp"] is True
+	assert "aiohttp" in result["integrations"]
+
+
+def test_sentry_sdk_internal_debug_logging_is_quiet_unless_debug(sentry_capture):
+	sentry_capture.application()
+	assert sentry_sdk.utils.logger.getEffectiveLevel() == logging.WARNING
+
+
+def test_sentry_sdk_internal_debug_logging_with_debug_on(sentry_capture):
+	sentry_capture.configure({"sentry": {"debug": "true"}})
+	sentry_capture.application()
+	assert sentry_sdk.utils.logger.getEffectiveLevel() == logging.DEBUG
+
+
+# Event equivalence: the same scenario with the optimisations on and off must send the same events.
+
+L = logging.getLogger("tests.performance")
+
+
+def innermost(table, depth):
+	row = {"id": depth, "password": "hunter2"}  # noqa: F841 (a local variable sentry-sdk scrubs)
+	raise KeyError("missing {}".format(table))
+
+
+def middle(table):
+	attempts = [1, 2, 3]  # noqa: F841
+	innermost(table, len(table))
+
+
+def outer():
+	table = "users"
+	middle(table)
+
+
+def scenario(svc):
+	"""Every kind of content an event carries, with more breadcrumbs pending than sentry-sdk keeps."""
+	svc.set_tag("customer", "acme")
+	svc.set_context("import", {"file": "a.csv", "rows": 1200})
+	for n in range(120):
+		L.info("user %s logged in", "alice{}".format(n), extra={"attempt": n})
+	L.log(25, "notice with struct_data", struct_data={"key": "value", "password": "secret"})
+	L.warning({"not": "a string"})
+	L.info("wide data", extra={"k{}".format(i): i for i in range(14)})
+	L.info("x" * 300)
+	L.info("nested", extra={"deep": {"a": {"b": {"c": {"d": {"e": {"f": "g"}}}}}}, "token": "t0ken"})
+	try:
+		outer()
+	except KeyError as e:
+		svc.capture_exception(e, tags={"per_event": "yes"})
+	svc.capture_message("after the exception", level="warning")
+	try:
+		outer()
+	except KeyError:
+		L.exception("logged with exc_info")
+	L.error("an error log with %d args", 1, extra={"request_id": "r-1"})
+
+	async def in_task():
+		svc.set_tag("task", "one")
+		L.info("inside the task")
+		svc.capture_message("from a task")
+
+	asyncio.run(in_task())
+	sentry_sdk.add_breadcrumb(category="manual", message="not a log record")  # now the breadcrumbs are mixed
+	L.info("after the manual breadcrumb")
+	svc.capture_message("with mixed breadcrumbs")
+
+
+CONFIG = {"sentry": {"max_value_length": "256"}, "sentry:logging": {"breadcrumbs": "info"}}
+
+
+def events_of_scenario(optimised: bool) -> list[dict]:
+	previous = breadcrumbs.ENABLED
+	breadcrumbs.ENABLED = optimised
+	try:
+		with testing.capture_sentry(CONFIG) as capture:
+			app = capture.application()
+			logging.getLogger().setLevel(logging.INFO)
+			scenario(app.get_service("asab.SentryService"))
+			return [normalised(event) for event in capture.events]
+	finally:
+		breadcrumbs.ENABLED = previous
+
+
+def normalised(event: dict) -> dict:
+	"""The event without what differs between any two runs: ids, times, memory addresses in reprs."""
+	event = json.loads(re.sub(r" at 0x[0-9a-f]+", " at 0x...", json.dumps(event)))
+	for key in ("event_id", "timestamp"):
+		event.pop(key, None)
+	for crumb in event.get("breadcrumbs", {}).get("values", []):
+		crumb["timestamp"] = "<time>"
+	trace = event.get("contexts", {}).get("trace", {})
+	for key in ("trace_id", "span_id", "parent_span_id"):
+		if key in trace:
+			trace[key] = "<id>"
+	return event
+
+
+def test_optimisations_keep_every_event_identical():
+	fast = events_of_scenario(optimised=True)
+	plain = events_of_scenario(optimised=False)
+	assert len(fast) == len(plain) == 6
+	for a, b in zip(fast, plain, strict=True):
+		assert a == b
+	# The scenario covers what it means to: trimmed and scrubbed breadcrumbs, dropped ones counted, locals.
+	first = fast[0]
+	assert first["_meta"]["breadcrumbs"][""]["len"] > 100
+	assert first["_meta"]["breadcrumbs"]["values"]
+	assert len(first["breadcrumbs"]["values"]) == 100
+	assert any(c.get("data", {}).get("password") == "[Filtered]" for c in first["breadcrumbs"]["values"])
+	frames = first["exception"]["values"][0]["stacktrace"]["frames"]
+	assert [f["function"] for f in frames[-3:]] == ["outer", "middle", "innermost"]
+	assert frames[-1]["vars"]["row"] and frames[-1]["context_line"]
+	assert first["contexts"]["import"] == {"file": "a.csv", "rows": 1200}
+	assert first["tags"]["per_event"] == "yes"
+	assert fast[-1]["breadcrumbs"]["values"][-2]["category"] == "manual"
+
+
+def test_breadcrumbs_are_serialized_once_per_record(sentry_capture):
+	svc = sentry_capture.application().get_service("asab.SentryService")
+	logging.getLogger().setLevel(logging.INFO)
+	L.info("pending", extra={"payload": Counting()})
+	svc.capture_message("first")
+	svc.capture_message("second")
+	first, second = sentry_capture.events
+	assert first["breadcrumbs"] == second["breadcrumbs"]
+	assert Counting.calls == 1
+
+
+class Counting:
+	calls = 0
+
+	def __repr__(self):
+		Counting.calls += 1
+		return "<counting>"
