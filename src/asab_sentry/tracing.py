@@ -132,6 +132,8 @@ class Measure:
 			if exc_value is not None and span.status in (None, "ok"):
 				if isinstance(exc_value, asyncio.CancelledError):
 					span.set_status("cancelled")
+					# sentry-sdk would mark any exception internal_error; the status is all it takes from it.
+					exc_type = exc_value = traceback = None
 				elif isinstance(exc_value, Exception):
 					# Older sentry-sdk 2.x marks only spans, not transactions; this package guarantees both.
 					span.set_status("internal_error")
