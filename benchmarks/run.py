@@ -4,6 +4,7 @@ Benchmarks: measured, never asserted. One command, one run, side by side:
 
 	python3 benchmarks/run.py            # everything
 	python3 benchmarks/run.py hotpath    # logging / capture / tracing overhead
+	python3 benchmarks/run.py finalpass  # the final pass (scrub, text, size limits) on and off
 	python3 benchmarks/run.py collector  # envelopes per second into the local collector
 
 Hot paths: median microseconds per operation over several alternating rounds, each configuration with the
@@ -197,9 +198,59 @@ def collector(count: int = 3000):
 		process.wait(timeout=30)
 
 
+def finalpass():
+	"""
+	The final pass (scrub, text, size limits: limits.FinalPass, sentry-sdk's before_send) on and off, side by
+	side, for an error logged with 100 breadcrumbs pending, and for an event that must be trimmed.
+	"""
+	import sentry_sdk.scope
+
+	from asab_sentry import breadcrumbs
+
+	logger = logging.getLogger("bench")
+	setup_ours()
+	client = sentry_sdk.get_client()
+	final_pass = client.options["before_send"]
+	for n in range(100):
+		logger.info("request %s done", n, extra={"status": 200, "path": "/api/items/{}".format(n)})
+
+	def error():
+		logger.error("cannot connect to %s", "db")
+
+	def capture():
+		try:
+			fail()
+		except ValueError as e:
+			sentry_sdk.capture_exception(e)
+
+	def oversized():
+		sentry_sdk.capture_message("big", extras={"blob{}".format(i): "x" * 100_000 for i in range(12)})
+
+	ops = {
+		"logger.error, 100 breadcrumbs": (error, 300),
+		"capture_exception, 100 breadcrumbs": (capture, 300),
+		"event of 1.2 MB (trimmed)": (oversized, 20),
+	}
+	results: dict[str, dict[str, list[float]]] = {}
+	for _ in range(ROUNDS):
+		for label, before_send in (("off", breadcrumbs.restore), ("on", final_pass)):
+			client.options["before_send"] = before_send
+			for name, (op, n) in ops.items():
+				results.setdefault(name, {}).setdefault(label, []).append(measure(op, n))
+	client.options["before_send"] = final_pass
+	_sdk.reset()
+	print("Final pass: median µs per operation over {} rounds (no-op transport)".format(ROUNDS))
+	print("{:<36} {:>10} {:>10} {:>8}".format("operation", "pass off", "pass on", "on/off"))
+	for name, by in results.items():
+		off, on = statistics.median(by["off"]), statistics.median(by["on"])
+		print("{:<36} {:>10.1f} {:>10.1f} {:>7.2f}x".format(name, off, on, on / off))
+
+
 if __name__ == "__main__":
-	which = sys.argv[1:] or ["hotpath", "collector"]
+	which = sys.argv[1:] or ["hotpath", "finalpass", "collector"]
 	if "hotpath" in which:
 		hotpath()
+	if "finalpass" in which:
+		finalpass()
 	if "collector" in which:
 		collector()

@@ -211,15 +211,17 @@ class Bag(dict):  # type: ignore[type-arg]
 # Size limits
 
 
-def _over(event: dict[str, typing.Any], max_bytes: int, max_compressed: int) -> tuple[int, int]:
+def _over(
+	event: dict[str, typing.Any], max_bytes: int, max_compressed: int, size: int | None = None
+) -> tuple[int, int]:
 	"""(uncompressed size, the uncompressed size it must get down to; 0 when it fits)."""
-	raw = encode(event)
-	size = len(raw)
+	if size is None:
+		size = len(encode(event))
 	if size > max_bytes:
 		return size, max_bytes
 	if size > max_compressed:
-		# Level 1 compresses worse than what the transport uses: a conservative estimate.
-		compressed = len(zlib.compress(raw, 1))
+		# As the transport compresses (gzip level 9), plus room for the gzip header.
+		compressed = len(zlib.compress(encode(event), 9)) + 64
 		if compressed > max_compressed:
 			return size, int(size * max_compressed / compressed * 0.9)
 	return size, 0
@@ -316,10 +318,16 @@ def _trim_step(step: str, event: dict[str, typing.Any], size: int, target: int) 
 	return size, ""
 
 
-def minimal_event(event: dict[str, typing.Any], max_length: int = 1000) -> dict[str, typing.Any]:
+def minimal_event(
+	event: dict[str, typing.Any],
+	max_length: int = 1000,
+	max_frames: int = MINIMAL_EVENT_FRAMES,
+	max_values: int = 20,
+) -> dict[str, typing.Any]:
 	"""
-	The smallest useful form of an event: identity, level, message, exception types and values with their
-	innermost `MINIMAL_EVENT_FRAMES` frames (no locals, no source), tags and the trace context.
+	The smallest useful form of an event: identity, level, message, the last ``max_values`` exceptions' types
+	and values (cut at ``max_length``) with their innermost ``max_frames`` frames (no locals, no source), tags
+	and the trace context.
 	"""
 	keep = (
 		"event_id",
@@ -357,7 +365,7 @@ def minimal_event(event: dict[str, typing.Any], max_length: int = 1000) -> dict[
 	values = exception.get("values") if isinstance(exception, dict) else None
 	if isinstance(values, list):
 		out = []
-		for value in values[-20:]:
+		for value in values[-max_values:]:
 			if not isinstance(value, dict):
 				continue
 			item = {k: value[k] for k in ("type", "module", "mechanism") if k in value}
@@ -369,7 +377,7 @@ def minimal_event(event: dict[str, typing.Any], max_length: int = 1000) -> dict[
 				item["stacktrace"] = {
 					"frames": [
 						{k: f[k] for k in ("filename", "abs_path", "function", "module", "lineno", "in_app") if k in f}
-						for f in frames[-MINIMAL_EVENT_FRAMES:]
+						for f in frames[-max_frames:]
 						if isinstance(f, dict)
 					]
 				}
@@ -384,32 +392,43 @@ def fit_event(
 	event: dict[str, typing.Any],
 	max_bytes: int = MAX_EVENT_BYTES,
 	max_compressed: int = MAX_COMPRESSED_BYTES,
+	size: int | None = None,
 ) -> tuple[dict[str, typing.Any], list[str]]:
 	"""
 	Return ``(event, what was trimmed)``: the serialized ``event`` itself when it is within Sentry's limits,
 	else trimmed by `TRIM_STEPS` in order (``event`` is modified), or a `minimal_event`. A trimmed event
-	carries the list in its ``asab_sentry`` context (``trimmed``, ``original_size``).
+	carries the list in its ``asab_sentry`` context (``trimmed``, ``original_size``). ``size``: the length of
+	`encode` of the event, when the caller knows it.
 	"""
-	size, target = _over(event, max_bytes, max_compressed)
+	size, target = _over(event, max_bytes, max_compressed, size)
 	if not target:
 		return event, []
 	original = size
 	done: list[str] = []
+
+	def record(event: dict[str, typing.Any]) -> None:
+		# Recorded before measuring again: the record is part of what must fit.
+		contexts = event.get("contexts")
+		if not isinstance(contexts, dict):
+			contexts = event["contexts"] = {}
+		contexts["asab_sentry"] = {"trimmed": list(done), "original_size": original}
+
 	for step in TRIM_STEPS:
-		estimate, note = _trim_step(step, event, size, target - 200)
+		estimate, note = _trim_step(step, event, size, target - 300)
 		if not note:
 			continue
 		done.append(note)
+		record(event)
 		size, target = _over(event, max_bytes, max_compressed)
 		if not target:
+			return event, done
+	done.append("all but the exception, message, tags and trace (minimal event)")
+	for frames, values, length in ((MINIMAL_EVENT_FRAMES, 20, 1000), (5, 3, 200), (1, 1, 100)):
+		small = minimal_event(event, max_length=length, max_frames=frames, max_values=values)
+		record(small)
+		if not _over(small, max_bytes, max_compressed)[1]:
 			break
-	if target:
-		event = minimal_event(event)
-		done.append("all but the exception, message, tags and trace (minimal event)")
-	contexts = event.setdefault("contexts", {})
-	if isinstance(contexts, dict):
-		contexts["asab_sentry"] = {"trimmed": done, "original_size": original}
-	return event, done
+	return small, done
 
 
 # The final pass
@@ -436,6 +455,7 @@ class FinalPass:
 		self.MaxBytes = max_bytes
 		self.MaxCompressed = max_compressed
 		self.Before = before
+		self._crumbs: dict[int, tuple[typing.Any, typing.Any, int, bool]] = {}
 
 	def __call__(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None) -> typing.Any:
 		try:
@@ -458,16 +478,52 @@ class FinalPass:
 			except Exception:
 				return event
 
+	def _scrub_and_measure(self, event: dict[str, typing.Any], scrubber: scrub.Scrubber) -> tuple[int, bool]:
+		"""
+		Scrub the event; return the size of `encode` (event) and whether it has a ``\\ud`` escape. Breadcrumbs
+		that consecutive events share (breadcrumbs.py serializes each once) are scrubbed and encoded once:
+		id -> (breadcrumb, scrubbed breadcrumb, size, escapes); the reference keeps the id from being reused.
+		"""
+		crumbs = event.get("breadcrumbs")
+		values = crumbs.get("values") if type(crumbs) is dict and len(crumbs) == 1 else None
+		if type(values) is not list or len(values) < 8:
+			scrubber.scrub_event(event)
+			raw = encode(event)
+			return len(raw), b"\\ud" in raw
+		scrubber.scrub_event(event, breadcrumbs=False)
+		rest = dict(event)
+		rest["breadcrumbs"] = {"values": []}
+		raw = encode(rest)
+		size = len(raw) + len(values) - 1
+		escapes = b"\\ud" in raw
+		cache = self._crumbs
+		for index, crumb in enumerate(values):
+			known = cache.get(id(crumb))
+			if known is None or known[0] is not crumb:
+				scrubbed = scrubber.scrub_breadcrumb(crumb)
+				encoded = encode(scrubbed)
+				known = (crumb, scrubbed, len(encoded), b"\\ud" in encoded)
+				if len(cache) >= 1000:
+					cache.clear()
+				cache[id(crumb)] = known
+			if known[1] is not crumb:
+				values[index] = known[1]
+			size += known[2]
+			escapes = escapes or known[3]
+		return size, escapes
+
 	def process(self, event: dict[str, typing.Any]) -> dict[str, typing.Any]:
-		(self.Scrubber or scrub.active()).scrub_event(event)
+		scrubber = self.Scrubber or scrub.active()
 		try:
-			text = json.dumps(event, **_COMPACT)  # type: ignore[arg-type]
-		except (TypeError, ValueError):
-			text = "\\ud"  # not plain JSON data: let sanitize() rebuild it
+			size, escapes = self._scrub_and_measure(event, scrubber)
+		except (TypeError, ValueError):  # not plain JSON data: rebuild it
 			event = typing.cast(dict, bounded(event, max_depth=64, max_breadth=100000, max_nodes=10**7))
-		if "\\ud" in text:
+			scrubber.scrub_event(event)
+			size, escapes = None, True
+		if escapes:  # a \\udXXX escape: maybe a lone surrogate
 			event = typing.cast(dict, scrub.sanitize(event))
-		event, trimmed = fit_event(event, self.MaxBytes, self.MaxCompressed)
+			size = None
+		event, trimmed = fit_event(event, self.MaxBytes, self.MaxCompressed, size)
 		if trimmed:
 			original = event.get("contexts", {}).get("asab_sentry", {}).get("original_size", 0)
 			notices.say(

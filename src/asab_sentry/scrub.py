@@ -316,11 +316,21 @@ class Scrubber:
 
 	# Whole events
 
-	def scrub_event(self, event: dict[str, typing.Any]) -> dict[str, typing.Any]:
+	def scrub_breadcrumb(self, crumb: typing.Any) -> typing.Any:
+		"""A serialized breadcrumb with its data scrubbed: ``crumb`` itself when nothing changed, else a copy."""
+		if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
+			data = self.scrub(crumb["data"])
+			if data is not crumb["data"]:
+				return dict(crumb, data=data)
+		return crumb
+
+	def scrub_event(self, event: dict[str, typing.Any], breadcrumbs: bool = True) -> dict[str, typing.Any]:
 		"""
 		Filter secrets everywhere data enters a serialized event: ``extra`` (``sys.argv`` included),
-		``contexts``, breadcrumb data, frame local variables, ``request``, ``user``, ``tags`` and span data.
-		Modifies and returns ``event``.
+		``contexts``, breadcrumb data (unless ``breadcrumbs`` is False: the caller does them with
+		`scrub_breadcrumb`), frame local variables, ``request``, ``user``, ``tags`` and span data.
+		Modifies and returns ``event``; a breadcrumb is replaced by a copy, never modified (serialized
+		breadcrumbs may be shared by several events, see breadcrumbs.py).
 		"""
 		extra = event.get("extra")
 		if isinstance(extra, dict):
@@ -343,15 +353,11 @@ class Scrubber:
 			event["tags"] = {k: FILTERED if self.is_secret(k) and v else v for k, v in tags.items()}
 		if isinstance(event.get("request"), dict):
 			event["request"] = self.scrub_request(event["request"])
-		breadcrumbs = event.get("breadcrumbs")
-		values = breadcrumbs.get("values") if isinstance(breadcrumbs, dict) else breadcrumbs
+		crumbs = event.get("breadcrumbs") if breadcrumbs else None
+		values = crumbs.get("values") if isinstance(crumbs, dict) else crumbs
 		if isinstance(values, list):
 			for index, crumb in enumerate(values):
-				if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
-					data = self.scrub(crumb["data"])
-					if data is not crumb["data"]:
-						# A copy: serialized breadcrumbs may be shared by several events (breadcrumbs.py).
-						values[index] = dict(crumb, data=data)
+				values[index] = self.scrub_breadcrumb(crumb)
 		for frame in iter_frames(event):
 			if isinstance(frame.get("vars"), dict):
 				frame["vars"] = self.scrub(frame["vars"])
