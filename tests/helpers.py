@@ -53,13 +53,16 @@ def run_app(
 
 
 def items(collector, type: str | None = None, timeout: float = 5.0, count: int = 1) -> list[dict]:
-	"""Full stored items (payload parsed) of the collector, waiting until at least ``count`` are there."""
+	"""
+	Full stored items of the collector, waiting until at least ``count`` are there; ``payload`` is the JSON
+	as the SDK sent it (not the collector's normalized form).
+	"""
 	sentry_sdk.flush(timeout=timeout)
 	deadline = time.monotonic() + timeout
 	while True:
 		rows = collector.Collector.Store.list(type=type, limit=1000, newest_first=False)
 		if len(rows) >= count or time.monotonic() > deadline:
-			return [collector.Collector.Store.get(r["id"]) for r in rows]
+			return [collector.Collector.Store.get(r["id"], sent=True) for r in rows]
 		time.sleep(0.02)
 
 

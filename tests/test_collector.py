@@ -273,7 +273,11 @@ def test_json_api_list_filters_and_get(running):
 	assert [i["title"] for i in page] == ["second one"]
 	item_id = page[0]["id"]
 	status, item = get("{}/api/0/items/{}".format(running.url, item_id))
-	assert status == 200 and item["payload"]["message"] == "second one" and item["item_header"]["type"] == "event"
+	assert (
+		status == 200
+		and item["payload"]["logentry"]["formatted"] == "second one"
+		and item["item_header"]["type"] == "event"
+	)
 	assert get(running.url + "/api/0/items/999")[0] == 404
 	assert get(running.url + "/api/0/items/abc")[0] == 400
 	assert get(running.url + "/api/0/items?tag=novalue")[0] == 400

@@ -15,7 +15,8 @@ import sentry_sdk
 import sentry_sdk.utils
 
 from asab_sentry import breadcrumbs, testing
-from conftest import REPO
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 START_WITHOUT_WEB = """
 import json, sys
@@ -43,10 +44,14 @@ def test_a_service_without_asab_web_does_not_import_aiohttp():
 	assert "aiohttp" not in result["integrations"]
 
 
-def test_a_service_with_asab_web_gets_the_aiohttp_integration():
-	result = run_python(START_WITHOUT_WEB.replace("import asab\n", "import asab\nimport asab.web\n", 1))
+def test_a_service_with_asab_web_gets_the_web_instrumentation_not_the_stock_integration():
+	code = START_WITHOUT_WEB.replace("import asab\n", "import asab\nimport asab.web\n", 1)
+	code = code.replace("asab_sentry.SentryService(app)", "svc = asab_sentry.SentryService(app)")
+	code = code.replace('"integrations":', '"web": svc.Web is not None, "integrations":')
+	result = run_python(code)
 	assert result["aiohttp"] is True
-	assert "aiohttp" in result["integrations"]
+	assert result["web"] is True, "asab_sentry.web instruments asab.web"
+	assert "aiohttp" not in result["integrations"], "sentry-sdk's AioHttpIntegration stays off"
 
 
 def test_sentry_sdk_internal_debug_logging_is_quiet_unless_debug(sentry_capture):
@@ -108,12 +113,17 @@ def scenario(svc):
 		svc.capture_message("from a task")
 
 	asyncio.run(in_task())
+	with svc.transaction("task", "scenario job"):
+		with svc.span("db", "load rows"):
+			sentry_sdk.get_current_span().set_data("rows", 1200)
+		with svc.span("db", "d" * 300):  # longer than max_value_length: sentry-sdk keeps span descriptions whole
+			pass
 	sentry_sdk.add_breadcrumb(category="manual", message="not a log record")  # now the breadcrumbs are mixed
 	L.info("after the manual breadcrumb")
 	svc.capture_message("with mixed breadcrumbs")
 
 
-CONFIG = {"sentry": {"max_value_length": "256"}, "sentry:logging": {"breadcrumbs": "info"}}
+CONFIG = {"sentry": {"max_value_length": "256", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
 
 
 def events_of_scenario(optimised: bool) -> list[dict]:
@@ -124,7 +134,7 @@ def events_of_scenario(optimised: bool) -> list[dict]:
 			app = capture.application()
 			logging.getLogger().setLevel(logging.INFO)
 			scenario(app.get_service("asab.SentryService"))
-			return [normalised(event) for event in capture.events]
+			return [normalised(event) for event in capture.events + capture.transactions]
 	finally:
 		breadcrumbs.ENABLED = previous
 
@@ -132,8 +142,11 @@ def events_of_scenario(optimised: bool) -> list[dict]:
 def normalised(event: dict) -> dict:
 	"""The event without what differs between any two runs: ids, times, memory addresses in reprs."""
 	event = json.loads(re.sub(r" at 0x[0-9a-f]+", " at 0x...", json.dumps(event)))
-	for key in ("event_id", "timestamp"):
+	for key in ("event_id", "timestamp", "start_timestamp"):
 		event.pop(key, None)
+	for span in event.get("spans", []):
+		for key in ("span_id", "parent_span_id", "trace_id", "timestamp", "start_timestamp"):
+			span[key] = "<{}>".format(key)
 	for crumb in event.get("breadcrumbs", {}).get("values", []):
 		crumb["timestamp"] = "<time>"
 	trace = event.get("contexts", {}).get("trace", {})
@@ -146,10 +159,11 @@ def normalised(event: dict) -> dict:
 def test_optimisations_keep_every_event_identical():
 	fast = events_of_scenario(optimised=True)
 	plain = events_of_scenario(optimised=False)
-	assert len(fast) == len(plain) == 6
+	assert len(fast) == len(plain) == 7
 	for a, b in zip(fast, plain, strict=True):
 		assert a == b
 	# The scenario covers what it means to: trimmed and scrubbed breadcrumbs, dropped ones counted, locals.
+	assert fast[-1]["type"] == "transaction" and len(fast[-1]["spans"]) == 2
 	first = fast[0]
 	assert first["_meta"]["breadcrumbs"][""]["len"] > 100
 	assert first["_meta"]["breadcrumbs"]["values"]
@@ -160,7 +174,7 @@ def test_optimisations_keep_every_event_identical():
 	assert frames[-1]["vars"]["row"] and frames[-1]["context_line"]
 	assert first["contexts"]["import"] == {"file": "a.csv", "rows": 1200}
 	assert first["tags"]["per_event"] == "yes"
-	assert fast[-1]["breadcrumbs"]["values"][-2]["category"] == "manual"
+	assert fast[-2]["breadcrumbs"]["values"][-2]["category"] == "manual"
 
 
 def test_breadcrumbs_are_serialized_once_per_record(sentry_capture):

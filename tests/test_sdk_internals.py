@@ -122,3 +122,35 @@ def test_serialize_breadcrumb_is_the_breadcrumb_as_serialized_in_an_event():
 	assert value == event["breadcrumbs"]["values"][1]
 	assert meta == event["_meta"]["breadcrumbs"]["values"]["1"]
 	assert meta["message"] and meta["data"]
+
+
+def test_the_client_serializes_events_through_its_module_name_serialize():
+	import sentry_sdk.client
+	import sentry_sdk.serializer
+
+	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize
+	calls = []
+	original = sentry_sdk.client.serialize
+
+	def spy(event, **kwargs):
+		calls.append(sorted(kwargs))
+		return original(event, **kwargs)
+
+	sentry_sdk.client.serialize = spy
+	try:
+		sentry_sdk.init(transport=_NullTransport(), default_integrations=False)
+		sentry_sdk.capture_message("through serialize")
+	finally:
+		sentry_sdk.client.serialize = original
+		_sdk.reset()
+	assert calls == [["custom_repr", "max_request_body_size", "max_value_length"]]
+
+
+def test_use_fast_serializer_switches_and_reset_restores():
+	import sentry_sdk.client
+	import sentry_sdk.serializer
+
+	_sdk.use_fast_serializer(True)
+	assert sentry_sdk.client.serialize is not sentry_sdk.serializer.serialize
+	_sdk.reset()
+	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize

@@ -276,3 +276,139 @@ def test_error_before_restart_arrives(collector, tmp_path):
 	assert "is restarting" in out.stderr
 	(event,) = payloads(collector)
 	assert event["logentry"]["formatted"] == "before restart"
+
+
+# -- Failed tasks nobody awaits, reported while the service runs ----------------------------------------------
+
+
+def exception_types(events):
+	return sorted(e["exception"]["values"][-1]["type"] for e in events)
+
+
+def test_held_and_cyclic_task_errors_are_reported_while_running(collector):
+	"""Case 05: a task the service keeps a reference to, and one in a reference cycle, each reported once, soon."""
+	configure({"sentry": {"data_source_name": collector.dsn}})
+	seen = {}
+
+	async def body(app):
+		async def poll_upstream():
+			raise ConnectionError("upstream refused the connection")
+
+		async def cyclic_job():
+			me = asyncio.current_task()  # noqa: F841  (traceback -> frame -> task -> exception)
+			raise LookupError("record 7 vanished")
+
+		gc.disable()  # the cycle is found only by the cyclic GC: it must not be needed
+		try:
+			app.Worker = asyncio.ensure_future(poll_upstream())
+			asyncio.ensure_future(cyclic_job())
+			# Reported while running, well before exit: the events arrive while the tasks are still alive.
+			await asyncio.get_running_loop().run_in_executor(
+				None, lambda: seen.update(events=payloads(collector, count=2))
+			)
+			seen["worker done"] = app.Worker.done()
+		finally:
+			gc.enable()
+
+	run_app(body)
+	assert seen["worker done"]
+	assert exception_types(seen["events"]) == ["ConnectionError", "LookupError"]
+	assert len(payloads(collector, count=3, timeout=1.0)) == 2, "once each, also not again at exit"
+	for event in seen["events"]:
+		assert_structured(event, event["exception"]["values"][-1]["type"], "asyncio")
+		assert event["contexts"]["asyncio_task"]["coroutine"].endswith(("poll_upstream", "cyclic_job"))
+		assert event["contexts"]["asyncio_task"]["name"].startswith("Task-")
+
+
+def test_retrieved_exceptions_are_not_reported(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job(n):
+			fail_in_task(n)
+
+		a, b, c = (asyncio.ensure_future(job(n)) for n in (1, 2, 3))
+		await asyncio.sleep(0.01)
+		try:
+			a.result()
+		except ValueError:
+			pass
+		assert isinstance(b.exception(), ValueError)
+		await asyncio.gather(c, asyncio.ensure_future(job(4)), return_exceptions=True)
+		await asyncio.sleep(1.0)  # twice the grace period
+
+	run_app(body)
+	assert payloads(collector, timeout=0.5) == []
+
+
+def test_failure_just_before_exit_is_reported_at_exit(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def job():
+			fail_in_task(8)
+
+		app.Job = asyncio.ensure_future(job())
+		await asyncio.sleep(0.01)
+
+	run_app(body)
+	(event,) = payloads(collector)
+	assert_structured(event, "ValueError", "asyncio")
+
+
+def test_asab_task_service_pubsub_and_timer_errors_once_with_task_context(collector):
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def body(app):
+		async def scheduled():
+			raise KeyError("scheduled job failed")
+
+		async def subscriber(message_type):
+			raise TimeoutError("subscriber failed")
+
+		async def on_tick():
+			raise OSError("timer handler failed")
+
+		app.TaskService.schedule(scheduled())
+		app.PubSub.subscribe("Test.message!", subscriber)
+		app.PubSub.publish("Test.message!", asynchronously=True)
+		asab.Timer(app, on_tick).start(0.01)
+		await asyncio.get_running_loop().run_in_executor(None, lambda: payloads(collector, count=3))
+
+	run_app(body)
+	events = payloads(collector, count=4, timeout=1.0)
+	assert exception_types(events) == ["KeyError", "OSError", "TimeoutError"]
+	for event in events:
+		assert "asyncio_task" in event["contexts"], event["exception"]["values"][-1]["type"]
+
+
+def test_tasks_created_in_a_transaction_get_spans(collector):
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+
+	async def body(app):
+		async def load_rows():
+			await asyncio.sleep(0.01)
+
+		with app.SentryService.transaction("task", "import"):
+			await asyncio.ensure_future(load_rows())
+
+	run_app(body)
+	(txn,) = payloads(collector, type="transaction")
+	(span,) = txn["spans"]
+	assert span["op"] == "function" and span["description"].endswith("load_rows")
+	assert span["status"] == "ok"
+
+
+def test_task_spans_can_be_switched_off(collector):
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1", "task_spans": "false"}})
+
+	async def body(app):
+		async def load_rows():
+			await asyncio.sleep(0)
+
+		with app.SentryService.transaction("task", "import"):
+			await asyncio.ensure_future(load_rows())
+
+	run_app(body)
+	(txn,) = payloads(collector, type="transaction")
+	assert txn["spans"] == []

@@ -9,6 +9,7 @@ import logging
 import typing
 
 import sentry_sdk
+import sentry_sdk.client
 import sentry_sdk.scope
 import sentry_sdk.serializer
 import sentry_sdk.utils
@@ -26,6 +27,7 @@ def reset() -> None:
 	sentry_sdk.scope._isolation_scope.set(None)  # type: ignore[attr-defined]
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
 	quiet_internal_logger(False)
+	use_fast_serializer(False)
 
 
 def quiet_internal_logger(quiet: bool) -> None:
@@ -66,6 +68,46 @@ class InternalErrorRecorder(logging.Filter):
 			sentry_sdk.utils.logger.removeFilter(self)
 
 
+def finished_child_spans(transaction: typing.Any) -> list:
+	"""The finished spans recorded under ``transaction`` (sentry-sdk keeps them in a private recorder)."""
+	recorder = getattr(transaction, "_span_recorder", None)
+	if recorder is None:
+		return []
+	return [span for span in recorder.spans if span is not transaction and span.timestamp is not None]
+
+
+def scope_data() -> tuple[dict, dict | None, dict]:
+	"""
+	Tags, user and contexts of the global, isolation and current scopes merged (later wins), as sentry-sdk
+	would apply them to an event.
+	"""
+	tags: dict = {}
+	user: dict | None = None
+	contexts: dict = {}
+	for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+		tags.update(scope._tags)  # type: ignore[attr-defined]
+		if scope._user:  # type: ignore[attr-defined]
+			user = dict(scope._user)  # type: ignore[attr-defined]
+		contexts.update(scope._contexts)  # type: ignore[attr-defined]
+	return tags, user, contexts
+
+
+class own_isolation_scope:
+	"""
+	Run a block in a fork of the isolation scope only (`sentry_sdk.isolation_scope()` forks the current scope
+	too: twice the copying, on every web request). Tags, user, contexts and breadcrumbs set in the block stay
+	in it. Not for blocks that set a span: that lives in the current scope.
+	"""
+
+	__slots__ = ("_token",)
+
+	def __enter__(self) -> None:
+		self._token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+
+	def __exit__(self, *exc_info: typing.Any) -> None:
+		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]
+
+
 def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
 	"""
 	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package
@@ -93,3 +135,32 @@ def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing
 	)
 	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
 	return out["breadcrumbs"]["values"][0], meta
+
+
+_sdk_serialize = sentry_sdk.serializer.serialize
+
+
+def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
+	if not kwargs.get("is_vars"):
+		from .serialize import serialize_event
+
+		out = serialize_event(
+			event,
+			max_value_length=kwargs.get("max_value_length"),
+			max_request_body_size=kwargs.get("max_request_body_size"),
+		)
+		if out is not None:
+			return out
+	return _sdk_serialize(event, **kwargs)
+
+
+def use_fast_serializer(enabled: bool) -> None:
+	"""
+	Let the client's event serialization (``serialize`` as the client module calls it in ``_prepare_event``)
+	try `asab_sentry.serialize.serialize_event` first, or give it back sentry-sdk's serializer.
+	"""
+	current = getattr(sentry_sdk.client, "serialize", None)
+	if enabled and current is _sdk_serialize:
+		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
+	elif not enabled and current is _serialize:
+		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ The ``asab-sentry`` command::
 	asab-sentry demo                     # see it work, no Sentry account needed
 	asab-sentry collector [options]      # a local Sentry-compatible endpoint
 	asab-sentry events list|show|tail    # what the collector stored
+	asab-sentry events issues            # errors grouped into issues, with counts
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 	collector.add_argument("--port", type=int, help="port (default 8999)")
 	collector.add_argument("--storage", metavar="FILE", help="SQLite file (default {})".format(DEFAULT_STORAGE))
 	collector.add_argument("--project-id", help="project id of the DSN (default 1)")
-	collector.add_argument("--key", help="public key of the DSN (default asab-sentry)")
+	collector.add_argument("--key", help="public key of the DSN (default asabsentry)")
 	collector.add_argument("--max-envelope-size", type=int, metavar="BYTES", help="larger bodies get 413")
 	collector.add_argument(
 		"--max-decompressed-size", type=int, metavar="BYTES", help="bytes after decompression; larger get 413"
@@ -108,6 +109,26 @@ def _parser() -> argparse.ArgumentParser:
 	listing.add_argument("--until", type=float, metavar="UNIX_TIME", help="items received before")
 	listing.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default: %(default)s)")
 	listing.add_argument("--offset", type=int, default=0, help="skip this many of the newest (default: %(default)s)")
+	listing.add_argument("--issue", type=int, metavar="ID", help="the events of this issue (see 'events issues')")
+	issues = views.add_parser(
+		"issues",
+		help="errors and messages grouped into issues, with counts",
+		description="Issues: events grouped by fingerprint, exception type and innermost in-app frame, or message "
+		"template; with filters, counts are of the matching events.",
+	)
+	_source_options(issues, defaults=False)
+	issues.add_argument("--level", help="fatal, error, warning, info, debug")
+	issues.add_argument("--tag", metavar="KEY:VALUE", help="issues with events with this tag")
+	issues.add_argument("--q", dest="text", metavar="TEXT", help="text in the title or exception type")
+	issues.add_argument("--release", help="issues seen in this release")
+	issues.add_argument("--environment", help="issues seen in this environment")
+	issues.add_argument(
+		"--sort",
+		choices=("last_seen", "first_seen", "count"),
+		default="last_seen",
+		help="last_seen (default), first_seen or count; highest first",
+	)
+	issues.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
 	_source_options(show, defaults=False)
 	show.add_argument("id", type=int, help="the item's id (the first column of 'events list')")
@@ -173,6 +194,33 @@ def _main(argv: list[str] | None) -> int:
 		return 1
 	except KeyboardInterrupt:
 		return 130
+
+
+def _issues(args: argparse.Namespace, source: typing.Any) -> int:
+	from .collector.issue_list import format_issues, read_issues
+
+	tag = None
+	if args.tag:
+		key, _, value = args.tag.partition(":")
+		if not value:
+			print("--tag must be key:value", file=sys.stderr)
+			return 2
+		tag = (key, value)
+	issues = read_issues(
+		source,
+		level=args.level,
+		tag=tag,
+		text=args.text,
+		release=args.release,
+		environment=args.environment,
+		sort=args.sort,
+		limit=args.limit,
+	)
+	if args.json:
+		print(json.dumps(issues, indent=2))
+	else:
+		print("\n".join(format_issues(issues)))
+	return 0
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -258,6 +306,9 @@ def _view(args: argparse.Namespace) -> int:
 		print(json.dumps(item, indent=2) if args.json else format_item(item))
 		return 0
 
+	if args.view == "issues":
+		return _issues(args, source)
+
 	filters: dict[str, typing.Any] = {
 		"type": args.type,
 		"level": args.level,
@@ -272,6 +323,8 @@ def _view(args: argparse.Namespace) -> int:
 			return 2
 		filters["tag"] = (key, value)
 	if args.view == "list":
+		if args.issue is not None:
+			filters["issue_id"] = args.issue
 		items = source.list(
 			**filters, since=args.since, until=args.until, limit=args.limit, offset=args.offset, newest_first=True
 		)

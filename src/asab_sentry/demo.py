@@ -52,7 +52,7 @@ class Check:
 
 
 def _events(items: list[dict], store: typing.Any) -> tuple[list[dict], list[dict]]:
-	full = [store.get(i["id"]) for i in items]
+	full = [store.get(i["id"], sent=True) for i in items]  # what the application sent
 	events = [f["payload"] for f in full if f and f["type"] == "event" and isinstance(f["payload"], dict)]
 	txns = [f["payload"] for f in full if f and f["type"] == "transaction" and isinstance(f["payload"], dict)]
 	return events, txns

@@ -69,8 +69,19 @@ _PLACEHOLDER = "[trimmed: {} bytes]"
 
 
 def encode(event: typing.Mapping[str, typing.Any]) -> bytes:
-	"""The event as sentry-sdk puts it on the wire (compact JSON, ASCII)."""
-	return json.dumps(event, **_COMPACT).encode("ascii")  # type: ignore[arg-type]
+	"""
+	The event as sentry-sdk puts it on the wire (compact JSON, ASCII). A datetime becomes ISO 8601 UTC text,
+	any other object that JSON cannot carry its ``repr`` (only events built by hand hold such values).
+	"""
+	return json.dumps(event, default=_json_default, **_COMPACT).encode("ascii")  # type: ignore[arg-type]
+
+
+def _json_default(value: typing.Any) -> typing.Any:
+	if isinstance(value, datetime.datetime):
+		if value.tzinfo is not None:
+			value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+		return value.isoformat() + "Z"
+	return notices.safe_repr(value, DEFAULT_MAX_LENGTH)
 
 
 def _size(data: typing.Any) -> int:
@@ -432,6 +443,24 @@ def fit_event(
 
 
 # The final pass
+
+_active: list[FinalPass] = []
+
+
+def install(final_pass: FinalPass) -> None:
+	"""Make ``final_pass`` the one `finalize` uses (the running SentryService's)."""
+	_active[:] = [final_pass]
+
+
+def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
+	"""
+	Pass an event that does not go through sentry-sdk's ``before_send`` / ``before_send_transaction`` (one
+	built and sent by this package itself, e.g. a web request's transaction) through the final pass of the
+	running SentryService: scrubbed, valid text, within Sentry's limits. Never raises.
+	"""
+	final_pass = _active[0] if _active else FinalPass()
+	result = final_pass(event, {})
+	return result if result is not None else event
 
 
 class FinalPass:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import logging
+import typing
 
 import sentry_sdk
 import sentry_sdk.utils
@@ -38,6 +39,9 @@ _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 _IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
+
+#: asab.web's access log: one record per request, turned into a readable breadcrumb.
+ACCESS_LOG = "asab.web.al"
 
 
 def sentry_level(levelno: int) -> str:
@@ -102,6 +106,17 @@ def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
 	}
 
 
+def access_log_breadcrumb(record: logging.LogRecord, message: str) -> dict:
+	"""The breadcrumb of an asab.web access-log record: ``GET /users/7 → 200 in 12 ms`` (see `asab_sentry.web`)."""
+	from .web import access_log_crumb
+
+	crumb = access_log_crumb(record)
+	if crumb is None:
+		return breadcrumb_from_record(record, message)
+	crumb["timestamp"] = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+	return crumb
+
+
 class SentryLogHandler(logging.Handler):
 	"""
 	A `logging.Handler` that turns records into Sentry events and breadcrumbs.
@@ -116,6 +131,8 @@ class SentryLogHandler(logging.Handler):
 		super().__init__(level=min(levels) if levels else logging.CRITICAL + 1)
 		self.BreadcrumbsLevel = breadcrumbs_level
 		self.EventsLevel = events_level
+		#: Set by the asab.web instrumentation: True for a record whose exception it reports (or not) itself.
+		self.Claims: typing.Callable[[logging.LogRecord], bool] | None = None
 		self._enabled = bool(levels)
 		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
 		# dict as it is added.
@@ -136,10 +153,17 @@ class SentryLogHandler(logging.Handler):
 		if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
 			return
 		try:
+			# Asked at every level: a WARNING of asab's JSON middleware can become an error event of the request.
+			claimed = (
+				self.Claims is not None
+				and (record.exc_info is not None or isinstance(record.msg, BaseException))
+				and self.Claims(record)
+			)
 			if (
 				self.EventsLevel is not None
 				and record.levelno >= self.EventsLevel
 				and not getattr(record, NO_EVENT, False)
+				and not claimed
 			):
 				self._capture(record)
 			if self.BreadcrumbsLevel is not None and record.levelno >= self.BreadcrumbsLevel:
@@ -190,10 +214,12 @@ class SentryLogHandler(logging.Handler):
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
 		message = formatted_message(record, report=False)
+		# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
+		builder = access_log_breadcrumb if record.name == ACCESS_LOG else breadcrumb_from_record
 		if self.LazyBreadcrumbs:
-			_sdk.append_breadcrumb(LogBreadcrumb(record, message, breadcrumb_from_record), self._max_breadcrumbs)
+			_sdk.append_breadcrumb(LogBreadcrumb(record, message, builder), self._max_breadcrumbs)
 		else:
-			sentry_sdk.add_breadcrumb(breadcrumb_from_record(record, message), hint={"log_record": record})
+			sentry_sdk.add_breadcrumb(builder(record, message), hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:

@@ -41,6 +41,16 @@ def title(event: dict, item_type: str | None = None) -> str:
 	if (item_type or event.get("type")) == "transaction":
 		return str(event.get("transaction") or "<unnamed transaction>")
 	chain = exceptions(event)
-	if chain:
+	if chain and not is_synthetic(chain[-1], event):
 		return "{}: {}".format(chain[-1].get("type", "Error"), chain[-1].get("value", "")).rstrip(": ")
 	return message(event) or "<no message>"
+
+
+def is_synthetic(exception: dict, event: dict) -> bool:
+	"""
+	Whether an exception only carries the stack of a message (the JavaScript SDK's ``captureMessage`` sends
+	one without a type; Sentry marks others ``mechanism.synthetic``) and the event has a message.
+	"""
+	mechanism = exception.get("mechanism")
+	synthetic = not exception.get("type") or (isinstance(mechanism, dict) and mechanism.get("synthetic") is True)
+	return synthetic and bool(message(event))

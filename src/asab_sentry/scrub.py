@@ -199,24 +199,29 @@ class Scrubber:
 
 	def scrub_query(self, query: str) -> str:
 		"""
-		A query string (``a=1&token=x``) with the values of secret parameters filtered.
+		A query string (``a=1&token=x``) with the values of secret parameters filtered; the rest of the text is
+		kept as it was.
 
 		>>> Scrubber().scrub_query("page=2&access_token=abc")
-		'page=2&access_token=%5BFiltered%5D'
+		'page=2&access_token=[Filtered]'
 		"""
 		if "=" not in query:
 			return query
-		pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-		if not any(self.is_secret(k) for k, _ in pairs):
-			return query
-		return urllib.parse.urlencode([(k, FILTERED if self.is_secret(k) else v) for k, v in pairs])
+		parts = query.split("&")
+		changed = False
+		for index, part in enumerate(parts):
+			name, separator, value = part.partition("=")
+			if separator and value != FILTERED and self.is_secret(urllib.parse.unquote_plus(name)):
+				parts[index] = name + separator + FILTERED
+				changed = True
+		return "&".join(parts) if changed else query
 
 	def scrub_url(self, url: str) -> str:
 		"""
 		A URL with a password in it (``https://user:pass@host``) and secret query parameters filtered.
 
 		>>> Scrubber().scrub_url("https://bob:hunter2@db.example/x?token=1&page=2")
-		'https://bob:[Filtered]@db.example/x?token=%5BFiltered%5D&page=2'
+		'https://bob:[Filtered]@db.example/x?token=[Filtered]&page=2'
 		"""
 		url = _URL_USERINFO.sub(lambda m: "{}:{}@".format(m.group(1), FILTERED), url)
 		base, question, query = url.partition("?")
@@ -264,7 +269,7 @@ class Scrubber:
 		parameters, and secret keys in a body given as a mapping, as JSON text or as a form-encoded string.
 
 		>>> Scrubber().scrub_request({"headers": {"Cookie": "s=1"}, "query_string": "token=a", "data": '{"password": "p"}'})
-		{'headers': {'Cookie': '[Filtered]'}, 'query_string': 'token=%5BFiltered%5D', 'data': '{"password": "[Filtered]"}'}
+		{'headers': {'Cookie': '[Filtered]'}, 'query_string': 'token=[Filtered]', 'data': '{"password": "[Filtered]"}'}
 		"""
 		result = dict(request)
 		for name in ("headers", "env"):

@@ -31,6 +31,7 @@ from . import logging as sentry_logging
 from . import settings as settings_module
 from . import tags as tags_module
 from . import tracing as tracing_module
+from . import web as web_module
 from .tracing import Measure
 from .transport import SpotlightTransport
 
@@ -61,14 +62,7 @@ def _integrations() -> list[sentry_sdk.integrations.Integration]:
 		StdlibIntegration(),
 		ThreadingIntegration(propagate_scope=True),
 	]
-	# Only when the application uses aiohttp (asab.web imports it): importing it costs ~90 ms of start-up.
-	if "aiohttp" in sys.modules:
-		try:
-			from sentry_sdk.integrations.aiohttp import AioHttpIntegration
-
-			integrations.append(AioHttpIntegration())
-		except Exception:  # aiohttp of an unsupported version: web requests are simply not traced
-			pass
+	# No AioHttpIntegration: asab.web requests are instrumented by asab_sentry.web (leaner, and exact).
 	return integrations
 
 
@@ -93,6 +87,8 @@ class SentryService(asab.Service):
 		Identity: release, server name, manifest and identity tags (`asab_sentry.identity.Identity`).
 		LogHandler: the `logging.Handler` on the root logger that turns records into events and breadcrumbs.
 		LoopHooks: the exception handler and task factory installed on the application's event loop.
+		Web: the asab.web instrumentation (`asab_sentry.web.WebInstrumentation`), or None when the application
+			does not use asab.web or ``[sentry:web] enabled`` is false.
 	"""
 
 	def __init__(
@@ -141,7 +137,29 @@ class SentryService(asab.Service):
 
 		self.LogHandler = sentry_logging.SentryLogHandler(self.Settings.breadcrumbs_level, self.Settings.events_level)
 		sentry_logging.install_handler(self.LogHandler)
-		self.LoopHooks = tasks.install(app.Loop, lambda: self.LogHandler.EventsLevel)
+		self.LoopHooks = tasks.install(app.Loop, lambda: self.LogHandler.EventsLevel, self.Settings.task_spans)
+		self.Web: web_module.WebInstrumentation | None = None
+		self._install_web(app)
+
+	def _install_web(self, app: asab.Application) -> None:
+		"""asab.web instrumentation, when enabled and the application uses asab.web (imported it)."""
+		if self.Web is not None or not self.Settings.web.enabled or "asab.web.container" not in sys.modules:
+			return
+		try:
+			self.Web = web_module.WebInstrumentation(self.Settings)
+			web_module.install(self.Web, app, self.LoopHooks)
+			self.LogHandler.Claims = self.Web.claims_record
+		except Exception:
+			self.Web = None
+			L.warning(
+				"asab.web requests are not instrumented: the instrumentation failed to install.",
+				exc_info=True,
+				extra={sentry_logging.NO_EVENT: True},
+			)
+
+	async def initialize(self, app: asab.Application) -> None:
+		# asab.web may have been imported after the service was created.
+		self._install_web(app)
 
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
@@ -150,6 +168,7 @@ class SentryService(asab.Service):
 		final_pass = limits.FinalPass(
 			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if breadcrumbs.ENABLED else None
 		)
+		limits.install(final_pass)
 		capture_module.install()
 		sentry_sdk.init(
 			before_send=final_pass,
@@ -158,7 +177,8 @@ class SentryService(asab.Service):
 			environment=s.environment,
 			release=self.Identity.release,
 			server_name=self.Identity.server_name,
-			traces_sample_rate=s.traces_sample_rate,
+			# 0 means no transactions at all: sentry-sdk at 0 would still follow a caller's sampling decision.
+			traces_sample_rate=s.traces_sample_rate or None,
 			sample_rate=s.sample_rate,
 			max_value_length=s.max_value_length,
 			include_local_variables=s.include_local_variables,
@@ -176,6 +196,7 @@ class SentryService(asab.Service):
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
 		if breadcrumbs.ENABLED:
 			breadcrumbs.install()
+		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
@@ -191,6 +212,10 @@ class SentryService(asab.Service):
 		# Let services finalized at the same time log their last errors first.
 		for _ in range(3):
 			await asyncio.sleep(0)
+		try:
+			self.LoopHooks.check_unretrieved(everything=True)
+		except Exception:
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 		client = sentry_sdk.get_client()
 		if not client.is_active():
 			return

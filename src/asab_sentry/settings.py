@@ -1,5 +1,5 @@
 """
-Configuration: ``[sentry]``, ``[sentry:logging]`` and the ``SENTRY_*`` environment variables,
+Configuration: ``[sentry]``, ``[sentry:logging]``, ``[sentry:web]`` and the ``SENTRY_*`` environment variables,
 read once at start-up, validated, and frozen into a `Settings` object.
 
 Nothing else in this package reads `asab.Config`. Every invalid value raises `SentryConfigError`
@@ -23,6 +23,7 @@ L = logging.getLogger(__name__)
 
 SECTION = "sentry"
 LOGGING_SECTION = "sentry:logging"
+WEB_SECTION = "sentry:web"
 
 LOG_NOTICE = 25
 
@@ -53,8 +54,11 @@ _KNOWN_OPTIONS = {
 		"debug",
 		"spotlight",
 		"scrub_keys",
+		"send_default_pii",
+		"task_spans",
 	},
 	LOGGING_SECTION: {"breadcrumbs", "events"},
+	WEB_SECTION: {"enabled", "failed_status_codes", "ignore_paths", "trace_propagation_targets"},
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -117,6 +121,9 @@ class Settings:
 	scrub_keys: tuple[str, ...] = ()
 	#: Environment variables whose value was not valid text (lone surrogates) and was repaired.
 	repaired_variables: tuple[str, ...] = ()
+	send_default_pii: bool = False
+	task_spans: bool = True
+	web: WebSettings = dataclasses.field(default_factory=lambda: WebSettings())
 
 	def __repr__(self) -> str:
 		# The DSN's key must not appear in logs, tracebacks or the local variables sent to Sentry.
@@ -393,6 +400,9 @@ def load_settings(
 		unknown_options=unknown,
 		scrub_keys=option("scrub_keys", parse_scrub_keys, ()),
 		repaired_variables=tuple(r.Repaired),
+		send_default_pii=option("send_default_pii", parse_bool, False),
+		task_spans=option("task_spans", parse_bool, True),
+		web=_web_settings(r),
 	)
 
 
@@ -439,3 +449,126 @@ def valid_release(value: str) -> bool:
 def _level(r: _Reader, name: str, default: int) -> int | None:
 	raw = r.config(LOGGING_SECTION, name)
 	return parse_level(LOGGING_SECTION, name, raw) if raw is not None else default
+
+
+# [sentry:web] --------------------------------------------------------------------------------------------------
+
+#: Paths never traced, whatever ``[sentry:web] ignore_paths`` adds: asab's own API (health, manifest, config).
+WEB_IGNORED_ALWAYS = ("/asab/v1/*",)
+
+#: Named host classes of ``[sentry:web] trace_propagation_targets``; see `asab_sentry.web.PropagationTargets`.
+HOST_CLASSES = ("loopback", "private", "single-label", "cluster-local")
+WEB_PROPAGATION_DEFAULT = ", ".join(HOST_CLASSES)
+
+_STATUS_RANGE = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+	"""
+	Validated ``[sentry:web]`` section: the asab.web instrumentation (`asab_sentry.web`).
+
+	Attributes:
+		enabled: instrument every asab.web container (default True).
+		failed_status_codes: response statuses that give an error event (default 500-599).
+		ignore_paths: glob patterns of request paths with no transaction (``/asab/v1/*`` always included).
+		trace_propagation_targets: host classes (``loopback``, ``private``, ``single-label``,
+			``cluster-local``), host globs (``*.example.internal``), IP networks (``10.1.0.0/16``) or ``*``;
+			outgoing requests to these hosts get ``sentry-trace`` and ``baggage`` headers.
+	"""
+
+	enabled: bool = True
+	failed_status_codes: frozenset[int] = frozenset(range(500, 600))
+	ignore_paths: tuple[str, ...] = WEB_IGNORED_ALWAYS
+	trace_propagation_targets: tuple[str, ...] = HOST_CLASSES
+
+
+def parse_status_codes(section: str, option: str, value: str) -> frozenset[int]:
+	"""
+	Parse HTTP status codes and ranges: ``404, 500-599``. An empty value means none.
+
+	>>> sorted(parse_status_codes("sentry:web", "failed_status_codes", "404, 502-503"))
+	[404, 502, 503]
+	"""
+	allowed = "expected HTTP status codes (100-599) and ranges separated by commas, such as '404, 500-599'"
+	codes: set[int] = set()
+	for part in re.split(r"[,\s]+", re.sub(r"\s*-\s*", "-", value)):
+		if not part:
+			continue
+		match = _STATUS_RANGE.match(part)
+		if match is None:
+			raise SentryConfigError(section, option, value, allowed)
+		low = int(match.group(1))
+		high = int(match.group(2) or low)
+		if not (100 <= low <= high <= 599):
+			raise SentryConfigError(section, option, value, allowed)
+		codes.update(range(low, high + 1))
+	return frozenset(codes)
+
+
+def parse_list(value: str) -> tuple[str, ...]:
+	"""Comma- or whitespace-separated items, in order, without duplicates."""
+	items: list[str] = []
+	for item in re.split(r"[,\s]+", value):
+		if item and item not in items:
+			items.append(item)
+	return tuple(items)
+
+
+def parse_ignore_paths(section: str, option: str, value: str) -> tuple[str, ...]:
+	paths = parse_list(value)
+	for path in paths:
+		if not path.startswith(("/", "*")):
+			raise SentryConfigError(
+				section, option, value, "expected glob patterns of request paths starting with '/', such as /health"
+			)
+	return WEB_IGNORED_ALWAYS + tuple(p for p in paths if p not in WEB_IGNORED_ALWAYS)
+
+
+def parse_propagation_targets(section: str, option: str, value: str) -> tuple[str, ...]:
+	import ipaddress
+
+	targets = parse_list(value.lower())
+	if targets in (("none",), ("off",), ("false",)):
+		return ()
+	for target in targets:
+		if target in HOST_CLASSES or target == "*":
+			continue
+		if "/" in target:
+			try:
+				ipaddress.ip_network(target, strict=False)
+				continue
+			except ValueError:
+				pass
+		elif re.match(r"^[a-z0-9*?\[\]_.:-]+$", target):
+			continue
+		raise SentryConfigError(
+			section,
+			option,
+			value,
+			"expected 'none' or a list of {}, host name globs such as *.example.internal, IP networks such as "
+			"10.0.0.0/8, or '*'".format(", ".join(HOST_CLASSES)),
+		)
+	return targets
+
+
+def _web_settings(r: _Reader) -> WebSettings:
+	def option(name: str, parse, default):
+		raw = r.config(WEB_SECTION, name)
+		return parse(WEB_SECTION, name, raw) if raw is not None else default
+
+	defaults = WebSettings()
+	return WebSettings(
+		enabled=option("enabled", parse_bool, defaults.enabled),
+		failed_status_codes=option("failed_status_codes", parse_status_codes, defaults.failed_status_codes),
+		ignore_paths=option("ignore_paths", parse_ignore_paths, defaults.ignore_paths),
+		trace_propagation_targets=_propagation_targets(r),
+	)
+
+
+def _propagation_targets(r: _Reader) -> tuple[str, ...]:
+	# An empty value is read as unset by _Reader; "none" switches propagation off.
+	raw = r.config(WEB_SECTION, "trace_propagation_targets")
+	if raw is None:
+		return HOST_CLASSES
+	return parse_propagation_targets(WEB_SECTION, "trace_propagation_targets", raw)

@@ -44,7 +44,7 @@ import warnings
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from . import _sdk, notices, payload, scrub, service, tasks
+from . import _sdk, notices, payload, scrub, service, tasks, web
 from . import logging as sentry_logging
 
 __all__ = ["CaptureTransport", "SentryCapture", "capture_sentry", "on_envelope", "sentry_capture"]
@@ -358,6 +358,7 @@ class _GlobalState:
 		sentry_logging.uninstall_handlers()
 		notices.reset()
 		scrub.configure()
+		web.uninstall()
 
 		root = logging.getLogger()
 		for handler in list(root.handlers):

@@ -7,13 +7,18 @@ Configuration (all optional)::
 	listen=127.0.0.1 8999        ; address and port; loopback only unless you change it
 	storage=asab-sentry.sqlite   ; SQLite file
 	project_id=1
-	key=asab-sentry              ; the DSN's public key
+	key=asabsentry               ; the DSN's public key (word characters: every SDK accepts it)
 	max_envelope_size=20971520   ; bytes as sent; larger bodies get 413
 	max_decompressed_size=104857600
 	rate_limit=0                 ; envelopes per rate_window (0: unlimited); over it: 429 + Retry-After
 	rate_window=60s
 	retention_age=7d             ; 0: keep forever
 	retention_count=100000       ; 0: no limit
+	idle_timeout=15s             ; connections without a request in progress are closed after this
+	body_timeout=30s             ; a request body must arrive within this; else 408
+	remote_read=no               ; yes: the read API and web UI answer other hosts than loopback too
+
+``listen`` given as a port alone (``listen=8999``) binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import asab.web
 
 from ..errors import SentryConfigError
 from ..settings import parse_duration, strip_inline_comment
-from .server import Collector, CollectorSettings
+from .server import DEFAULT_KEY, Collector, CollectorSettings
 from .store import Store
 
 L = logging.getLogger(__name__)
@@ -39,13 +44,16 @@ DEFAULTS = {
 	"listen": "127.0.0.1 8999",
 	"storage": "asab-sentry.sqlite",
 	"project_id": "1",
-	"key": "asab-sentry",
+	"key": DEFAULT_KEY,
 	"max_envelope_size": str(20 * 1024 * 1024),
 	"max_decompressed_size": str(100 * 1024 * 1024),
 	"rate_limit": "0",
 	"rate_window": "60s",
 	"retention_age": "7d",
 	"retention_count": "100000",
+	"idle_timeout": "15s",
+	"body_timeout": "30s",
+	"remote_read": "no",
 }
 
 
@@ -62,6 +70,23 @@ def _int_option(name: str, minimum: int = 0) -> int:
 	if number < minimum:
 		raise SentryConfigError(SECTION, name, value, "expected a whole number of at least {}".format(minimum))
 	return number
+
+
+def _bool_option(name: str) -> bool:
+	value = _option(name).strip().lower()
+	if value in ("yes", "true", "on", "1"):
+		return True
+	if value in ("no", "false", "off", "0", ""):
+		return False
+	raise SentryConfigError(SECTION, name, value, "expected yes or no")
+
+
+def _listen(value: str) -> str:
+	"""``listen`` as asab.web takes it; a port alone binds loopback (asab.web would bind every interface)."""
+	parts = value.split()
+	if len(parts) == 1 and parts[0].isdigit():
+		return "127.0.0.1 {}".format(parts[0])
+	return value
 
 
 class ListenError(Exception):
@@ -138,7 +163,7 @@ class CollectorApplication(asab.Application):
 		super().__init__(args=args if args is not None else [], modules=[asab.web.Module])
 		_apply_overrides(overrides or {})
 		_warn_unknown_options()
-		listen = _option("listen")
+		listen = _listen(_option("listen"))
 		_check_listen(listen)
 		settings = CollectorSettings(
 			project_id=_option("project_id"),
@@ -147,6 +172,9 @@ class CollectorApplication(asab.Application):
 			max_decompressed_size=_int_option("max_decompressed_size", 1),
 			rate_limit=_int_option("rate_limit"),
 			rate_window=parse_duration(SECTION, "rate_window", _option("rate_window")),
+			idle_timeout=parse_duration(SECTION, "idle_timeout", _option("idle_timeout")),
+			body_timeout=parse_duration(SECTION, "body_timeout", _option("body_timeout")),
+			remote_read=_bool_option("remote_read"),
 		)
 		self.Store = Store(
 			_option("storage"),
@@ -161,10 +189,15 @@ class CollectorApplication(asab.Application):
 		# Envelopes are decompressed by the collector itself, with size limits (decompression bombs get 413),
 		# and a per-request access log would drown the console at 1000 envelopes/s.
 		self.WebContainer.WebAppRunner = aiohttp.web.AppRunner(
-			self.WebContainer.WebApp, handle_signals=False, access_log=None, auto_decompress=False
+			self.WebContainer.WebApp,
+			handle_signals=False,
+			access_log=None,
+			auto_decompress=False,
+			keepalive_timeout=settings.idle_timeout,
 		)
 		self.PubSub.subscribe("WebContainer.started!", self._on_started)
 		self.PubSub.subscribe("Application.tick/60!", self._on_tick)
+		self.PubSub.subscribe("Application.tick!", self._on_second)
 		self.Address: tuple[str, int] | None = None
 
 	def _on_started(self, event_name: str, container: asab.web.WebContainer) -> None:
@@ -182,6 +215,9 @@ class CollectorApplication(asab.Application):
 			"Collector listening",
 			struct_data={"url": "http://{}:{}".format(host, port), "dsn": self.Collector.Settings.dsn(host, port)},
 		)
+
+	def _on_second(self, event_name: str) -> None:
+		self.Collector.Watchdog.sweep(self.WebContainer.WebAppRunner.server)
 
 	def _on_tick(self, event_name: str) -> None:
 		self.Store.apply_retention()

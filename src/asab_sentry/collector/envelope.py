@@ -13,8 +13,21 @@ import json
 import typing
 
 #: Item types whose payload is a JSON event.
-EVENT_TYPES = frozenset({"event", "transaction"})
-JSON_TYPES = EVENT_TYPES | frozenset({"session", "sessions", "client_report", "check_in", "user_report", "log", "span"})
+EVENT_TYPES = frozenset({"event", "transaction", "feedback"})
+JSON_TYPES = EVENT_TYPES | frozenset(
+	{
+		"session",
+		"sessions",
+		"client_report",
+		"check_in",
+		"user_report",
+		"log",
+		"span",
+		"profile",
+		"profile_chunk",
+		"replay_event",
+	}
+)
 
 MAX_HEADER_LINE = 64 * 1024
 MAX_ITEMS = 1000
@@ -50,6 +63,8 @@ def _json_line(line: bytes, what: str) -> dict:
 		raise EnvelopeError("{} is not valid UTF-8".format(what))
 	except ValueError as e:
 		raise EnvelopeError("{} is not valid JSON: {}".format(what, e))
+	except RecursionError:
+		raise EnvelopeError("{} is nested too deeply".format(what))
 	if not isinstance(value, dict):
 		raise EnvelopeError("{} is not a JSON object".format(what))
 	return value
@@ -62,6 +77,8 @@ def _json_payload(payload: bytes, what: str) -> typing.Any:
 		raise EnvelopeError("{} payload is not valid UTF-8".format(what))
 	except ValueError as e:
 		raise EnvelopeError("{} payload is not valid JSON: {}".format(what, e))
+	except RecursionError:
+		raise EnvelopeError("{} payload is nested too deeply".format(what))
 
 
 def parse_envelope(body: bytes) -> Envelope:

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""
+Benchmark (measured, never asserted): an asab.web "hello world" under wrk on 127.0.0.1, side by side in one run:
+
+- plain       asab.web, no Sentry at all
+- sdk off     sentry-sdk set up as asab's own ``asab.sentry.SentryService`` does (created in ``initialize()``, as its
+              docstring shows: AioHttpIntegration, AsyncioIntegration, LoggingIntegration), traces_sample_rate 0
+- sdk 1.0     the same at traces_sample_rate 1.0
+- ours off    asab_sentry.SentryService, traces_sample_rate unset (0)
+- ours 1.0    asab_sentry.SentryService, traces_sample_rate 1.0
+
+Per configuration: requests/s (median of the rounds, rounds interleaved), ratio to plain, p50/p99 latency (wrk),
+CPU time of the server process per request, and transactions sent by the service (handed to its transport after
+sampling: envelopes handed to its transport) vs received by the local collector (asab-sentry collector in its own process).
+
+	python3 benchmarks/web.py                      # 3 rounds of 5 s, 16 connections
+	python3 benchmarks/web.py --rounds 5 --duration 10
+
+Needs wrk (Debian/Ubuntu: ``apt-get update && apt-get install -y wrk``). The machine running it should be quiet:
+the server, wrk and the collector share its cores. Compare the ratios, run it more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = ("plain", "sdk off", "sdk 1.0", "ours off", "ours 1.0")
+
+SERVER = r"""
+import asyncio, logging, os, sys
+import aiohttp.web, asab, asab.web
+
+mode, dsn = sys.argv[1], sys.argv[2]
+rate = "1.0" if mode.endswith("1.0") else "0"
+asab.Config.read_dict({"sentry": {"data_source_name": dsn, "traces_sample_rate": rate}})
+sent = [0]
+
+
+class Hello(asab.Application):
+	def __init__(self):
+		super().__init__(args=[])
+		if mode.startswith("ours"):
+			import asab_sentry
+			self.Sentry = asab_sentry.SentryService(self)
+		self.add_module(asab.web.Module)
+		self.Container = asab.web.WebContainer(self.get_service("asab.WebService"), "web", config={"listen": "127.0.0.1 0"})
+		self.Container.WebApp.router.add_get("/", self.hello)
+		self.PubSub.subscribe("WebContainer.started!", self.started)
+
+	async def initialize(self):
+		if mode.startswith("sdk"):
+			import asab.sentry  # asab's own SentryService, created where its docstring shows
+			self.Sentry = asab.sentry.SentryService(self)
+		if mode != "plain":
+			import sentry_sdk
+			transport = sentry_sdk.get_client().transport
+			send = transport.capture_envelope
+
+			def counting(envelope):  # transactions handed to the transport
+				sent[0] += sum(1 for item in envelope.items if item.type == "transaction")
+				return send(envelope)
+
+			transport.capture_envelope = counting
+
+	def started(self, message, container):
+		print("PORT", container.Addresses[0][1], flush=True)
+
+	async def hello(self, request):
+		return aiohttp.web.Response(text="Hello, world")
+
+	async def main(self):
+		await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+		self.stop()
+
+	async def finalize(self):
+		if mode.startswith("sdk"):
+			import sentry_sdk  # asab.sentry does not flush at exit itself; its atexit flush waits 2 s at most
+			await asyncio.get_running_loop().run_in_executor(None, sentry_sdk.flush, 10)
+
+
+Hello().run()
+print("SENT", sent[0], flush=True)
+"""
+
+
+def wrk(url: str, duration: float, connections: int) -> dict:
+	out = subprocess.run(
+		["wrk", "-t1", "-c{}".format(connections), "-d{}s".format(int(round(duration))), "--latency", url],
+		capture_output=True,
+		text=True,
+		check=True,
+	).stdout
+	result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+	result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+	for pct in ("50", "99"):
+		value, unit = re.search(r"^\s+{}%\s+([\d.]+)(us|ms|s)\s*$".format(pct), out, re.M).groups()
+		result["p" + pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+	errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+	result["errors"] = int(errors.group(1)) if errors else 0
+	return result
+
+
+def cpu_seconds(pid: int) -> float:
+	with open("/proc/{}/stat".format(pid)) as f:
+		fields = f.read().rsplit(")", 1)[1].split()
+	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+COLLECTOR = r"""
+import sys
+from asab_sentry.collector.server import CollectorSettings, start_in_thread
+from asab_sentry.collector.store import Store
+
+running = start_in_thread(Store(":memory:"), CollectorSettings())
+print(running.dsn, flush=True)
+for line in sys.stdin:  # each line asks for the number of transactions stored
+	print(running.Collector.Store.count("transaction"), flush=True)
+running.stop()
+"""
+
+
+class Collector:
+	"""The local collector in its own process."""
+
+	def __init__(self, env: dict):
+		self.Process = subprocess.Popen(
+			[sys.executable, "-c", COLLECTOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+		)
+		self.Dsn = self.Process.stdout.readline().strip()
+
+	def transactions(self) -> int:
+		self.Process.stdin.write("count\n")
+		self.Process.stdin.flush()
+		return int(self.Process.stdout.readline())
+
+	def stop(self) -> None:
+		self.Process.stdin.close()
+		self.Process.wait(timeout=30)
+
+
+def settle(collector: Collector, timeout: float = 30.0) -> int:
+	"""The collector's transaction count once it stopped changing for a second."""
+	last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout
+	while time.monotonic() < deadline:
+		now = collector.transactions()
+		if now != last:
+			last, since = now, time.monotonic()
+		elif time.monotonic() - since > 1.0:
+			break
+		time.sleep(0.2)
+	return last
+
+
+def run_mode(mode: str, collector: Collector, duration: float, connections: int, env: dict) -> dict:
+	before = settle(collector)
+	server = subprocess.Popen(
+		[sys.executable, "-c", SERVER, mode, collector.Dsn],
+		stdin=subprocess.PIPE,
+		stdout=subprocess.PIPE,
+		stderr=subprocess.DEVNULL,
+		text=True,
+		env=env,
+	)
+	try:
+		line = server.stdout.readline()
+		if not line.startswith("PORT"):
+			raise RuntimeError("{}: the server did not start".format(mode))
+		url = "http://127.0.0.1:{}/".format(int(line.split()[1]))
+		wrk(url, 1, connections)  # warm-up
+		cpu = cpu_seconds(server.pid)
+		result = wrk(url, duration, connections)
+		result["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
+		out, _ = server.communicate("stop\n", timeout=60)
+	finally:
+		if server.poll() is None:
+			server.kill()
+	sent = re.search(r"SENT (\d+)", out or "")
+	result["sent"] = int(sent.group(1)) if sent else 0
+	result["received"] = settle(collector) - before
+	return result
+
+
+def main() -> int:
+	parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+	parser.add_argument("--rounds", type=int, default=3)
+	parser.add_argument("--duration", type=int, default=5, help="seconds of load per configuration and round")
+	parser.add_argument("--connections", type=int, default=16)
+	args = parser.parse_args()
+	if shutil.which("wrk") is None:
+		print("wrk is not installed. On Debian/Ubuntu: apt-get update && apt-get install -y wrk", file=sys.stderr)
+		return 2
+
+	env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+	env["PYTHONPATH"] = os.pathsep.join([os.path.join(HERE, "..", "src"), env.get("PYTHONPATH", "")])
+	collector = Collector(env)
+	try:
+		results: dict[str, list[dict]] = {m: [] for m in MODES}
+		for n in range(args.rounds):
+			for mode in MODES:
+				results[mode].append(run_mode(mode, collector, args.duration, args.connections, env))
+				print("round {} {:<9} {:>8.0f} req/s".format(n + 1, mode, results[mode][-1]["rps"]), file=sys.stderr)
+	finally:
+		collector.stop()
+
+	plain = statistics.median(r["rps"] for r in results["plain"])
+	print(
+		"asab.web hello world, wrk -c{} {} s x {} rounds (medians; transactions summed over rounds)".format(
+			args.connections, args.duration, args.rounds
+		)
+	)
+	print(
+		"{:<10} {:>9} {:>8} {:>9} {:>9} {:>12} {:>10} {:>10}".format(
+			"", "req/s", "/plain", "p50 ms", "p99 ms", "CPU µs/req", "txn sent", "received"
+		)
+	)
+	for mode in MODES:
+		rs = results[mode]
+		rps = statistics.median(r["rps"] for r in rs)
+		print(
+			"{:<10} {:>9.0f} {:>7.2f}x {:>9.2f} {:>9.2f} {:>12.0f} {:>10} {:>10}".format(
+				mode,
+				rps,
+				rps / plain,
+				statistics.median(r["p50"] for r in rs),
+				statistics.median(r["p99"] for r in rs),
+				statistics.median(r["cpu_us"] for r in rs),
+				sum(r["sent"] for r in rs) if mode != "plain" else "-",
+				sum(r["received"] for r in rs) if mode != "plain" else "-",
+			)
+		)
+	return 0
+
+
+if __name__ == "__main__":
+	sys.exit(main())

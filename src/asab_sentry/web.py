@@ -1,0 +1,814 @@
+"""
+asab.web instrumentation: one lean transaction per request, distributed traces, exact error reports.
+
+`SentryService` installs it when the application uses asab.web (``[sentry:web] enabled``, default true); it
+replaces sentry-sdk's AioHttpIntegration, which this package switches off. aiohttp is imported only when the
+application has imported asab.web itself.
+
+Per request (a middleware put first in every asab.web container, before the container starts):
+
+- Requests to ``[sentry:web] ignore_paths`` (``/asab/v1/*`` always) are passed through untouched.
+- The trace: an incoming ``sentry-trace`` / ``baggage`` is continued, otherwise a new trace starts. Events
+  captured while the request is handled carry its trace id, also when tracing is off.
+- Sampling: with ``[sentry] traces_sample_rate`` unset or 0 no transaction is created, whatever the caller
+  decided. Above 0 the caller's decision is followed when the request carries one (Sentry's convention), else
+  the rate decides. A sampled request is one transaction, op ``http.server``, named ``METHOD /route/{pattern}``
+  (requests that match no route: ``METHOD (unmatched)``), status from the response status.
+- A response whose status is in ``[sentry:web] failed_status_codes`` (default 500-599) gives exactly one error
+  event: the exception that caused it (raised by the handler, or translated by asab's
+  ``JsonExceptionMiddleware``, whose log records then give no event of their own), else a message naming the
+  route and the status. Other responses never give an error event.
+- Events carry the request (method, URL, query string, headers with secrets filtered — headers on error
+  events only), the ``tenant`` tag and the user id from ``asab.contextvars``; user name, e-mail and client IP
+  only with ``[sentry] send_default_pii``.
+- Outgoing aiohttp ``ClientSession`` requests made while a request is handled get an ``http.client`` span
+  (when the request is sampled) and, only for hosts matching ``[sentry:web] trace_propagation_targets``, the
+  headers ``sentry-trace: <trace id>-<span id>[-<sampled 1|0>]`` and ``baggage`` with the ``sentry-*`` entries
+  of the trace (the caller's unchanged when continued; otherwise ``trace_id``, ``public_key`` (the DSN's
+  public key), ``environment``, ``release``, ``transaction`` (the route name) and, when tracing is on,
+  ``sample_rate``, ``sample_rand`` and ``sampled``). Other baggage entries of the request are kept.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import fnmatch
+import functools
+import inspect
+import ipaddress
+import json
+import logging
+import platform
+import random
+import re
+import sys
+import time
+import typing
+import uuid
+from urllib.parse import quote, unquote
+
+import sentry_sdk
+import sentry_sdk.envelope
+import sentry_sdk.scope
+import sentry_sdk.tracing
+import sentry_sdk.utils
+
+from . import _sdk, limits
+from . import logging as sentry_logging
+from .settings import Settings, WebSettings
+
+L = logging.getLogger(__name__)
+
+OP_SERVER = "http.server"
+OP_CLIENT = "http.client"
+ORIGIN = "auto.http.asab_sentry"
+UNMATCHED = "{} (unmatched)"
+FILTERED = "[Filtered]"
+
+MAX_SPANS = 1000
+
+_RUNTIME = {"name": platform.python_implementation(), "version": platform.python_version(), "build": sys.version}
+
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"))
+
+# Marks an exception already reported (as an attribute: exceptions cannot be weakly referenced).
+_REPORTED = "_asab_sentry_reported"
+
+# Header and query parameter names whose values never leave the process.
+_SECRET_NAME = re.compile(
+	r"auth|cookie|token|secret|passw|api[-_]?key|session|csrf|xsrf|credential|signature|private", re.IGNORECASE
+)
+# Headers that identify the client's address: sent only with send_default_pii.
+_ADDRESS_HEADERS = frozenset(("x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip", "cf-connecting-ip"))
+
+
+def scrub_headers(headers: typing.Mapping[str, str], send_default_pii: bool = False) -> dict[str, str]:
+	"""
+	Request headers as they may be sent: values of secret-bearing headers (``Authorization``, ``Cookie``,
+	names containing token, secret, password, api-key, session, ...) replaced by ``[Filtered]``; the client's
+	address headers (``X-Forwarded-For``, ``Forwarded``, ...) too unless ``send_default_pii``.
+
+	>>> scrub_headers({"Authorization": "Bearer x", "Accept": "*/*"})
+	{'Authorization': '[Filtered]', 'Accept': '*/*'}
+	"""
+	scrubbed = {}
+	for name, value in headers.items():
+		if _SECRET_NAME.search(name) or (not send_default_pii and name.lower() in _ADDRESS_HEADERS):
+			value = FILTERED
+		scrubbed[name] = value
+	return scrubbed
+
+
+def scrub_query(query: str) -> str:
+	"""
+	A query string with the values of secret-named parameters replaced by ``[Filtered]``.
+
+	>>> scrub_query("page=2&access_token=abc")
+	'page=2&access_token=[Filtered]'
+	"""
+	if not query:
+		return query
+	parts = []
+	for part in query.split("&"):
+		name, sep, _value = part.partition("=")
+		parts.append(name + sep + FILTERED if sep and _SECRET_NAME.search(name) else part)
+	return "&".join(parts)
+
+
+# -- Propagation targets -------------------------------------------------------------------------------------
+
+_PRIVATE_NETWORKS = tuple(
+	ipaddress.ip_network(n)
+	for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10")
+)
+_CLUSTER_LOCAL_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local")
+
+
+class PropagationTargets:
+	"""
+	Decides which hosts get trace headers (``[sentry:web] trace_propagation_targets``).
+
+	Named classes: ``loopback`` (127.0.0.0/8, ::1, ``localhost``, ``*.localhost``), ``private`` (10.0.0.0/8,
+	172.16.0.0/12, 192.168.0.0/16, 169.254.0.0/16, fc00::/7, fe80::/10), ``single-label`` (a host name
+	without a dot, e.g. a Docker Compose service), ``cluster-local`` (names ending in ``.svc``,
+	``.svc.cluster.local`` or ``.cluster.local``); besides them host name globs (``*.example.internal``),
+	IP networks (``10.1.0.0/16``) and ``*`` (every host). Host names are not resolved.
+
+	>>> t = PropagationTargets(("loopback", "private", "single-label", "cluster-local"))
+	>>> [t.matches(h) for h in ("127.0.0.1", "users", "db.team.svc.cluster.local", "10.2.3.4", "api.github.com")]
+	[True, True, True, True, False]
+	"""
+
+	def __init__(self, targets: typing.Iterable[str]):
+		self.Targets = tuple(targets)
+		self._networks = []
+		self._globs = []
+		for target in self.Targets:
+			if "/" in target:
+				self._networks.append(ipaddress.ip_network(target, strict=False))
+			elif target not in ("loopback", "private", "single-label", "cluster-local"):
+				self._globs.append(re.compile(fnmatch.translate(target)))
+		self._cache: dict[str, bool] = {}
+
+	def matches(self, host: str | None) -> bool:
+		if not host:
+			return False
+		result = self._cache.get(host)
+		if result is None:
+			result = self._decide(host.lower().strip("[]").rstrip("."))
+			if len(self._cache) < 1024:
+				self._cache[host] = result
+		return result
+
+	def _decide(self, host: str) -> bool:
+		targets = self.Targets
+		try:
+			address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+		except ValueError:
+			address = None
+		if address is not None:
+			if "loopback" in targets and address.is_loopback:
+				return True
+			if "private" in targets and any(address in n for n in _PRIVATE_NETWORKS if n.version == address.version):
+				return True
+			if any(address in n for n in self._networks if n.version == address.version):
+				return True
+		else:
+			if "loopback" in targets and (host == "localhost" or host.endswith(".localhost")):
+				return True
+			if "single-label" in targets and "." not in host:
+				return True
+			if "cluster-local" in targets and host.endswith(_CLUSTER_LOCAL_SUFFIXES):
+				return True
+		return any(g.match(host) for g in self._globs) or "*" in targets
+
+
+# -- Per-request state ---------------------------------------------------------------------------------------
+
+
+class RequestState:
+	"""What the instrumentation knows about the request being handled (a context variable holds it)."""
+
+	__slots__ = (
+		"Request",
+		"Name",
+		"Source",
+		"_trace_id",
+		"_span_id",
+		"ParentSpanId",
+		"ParentSampled",
+		"Baggage",
+		"Transaction",
+		"Tenant",
+		"Authz",
+		"Exception",
+		"SampleRand",
+	)
+
+	def __init__(self, request: typing.Any):
+		self.Request = request
+		self.Name: str | None = None
+		self.Source = "route"
+		self._trace_id: str | None = None
+		self._span_id: str | None = None
+		self.ParentSpanId: str | None = None
+		self.ParentSampled: bool | None = None
+		self.Baggage: str | None = None  # the caller's sentry-* baggage entries, passed on unchanged
+		self.Transaction: typing.Any = None  # the sampled sentry_sdk Transaction
+		self.Tenant: str | None = None
+		self.Authz: typing.Any = None
+		self.Exception: BaseException | None = None  # translated into a response by asab's JSON middleware
+		self.SampleRand: float | None = None
+
+	@property
+	def TraceId(self) -> str:
+		if self._trace_id is None:
+			self._trace_id = uuid.uuid4().hex
+		return self._trace_id
+
+	@property
+	def SpanId(self) -> str:
+		if self._span_id is None:
+			self._span_id = uuid.uuid4().hex[16:]
+		return self._span_id
+
+	def route_name(self) -> str:
+		if self.Name is None:
+			request = self.Request
+			method = request.method if request.method in _METHODS else "OTHER"
+			resource = request.match_info.route.resource
+			canonical = resource.canonical if resource is not None else None
+			if canonical:
+				self.Name = method + " " + canonical
+			else:
+				self.Name = UNMATCHED.format(method)
+				self.Source = "custom"
+		return self.Name
+
+
+current: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("asab_sentry_request", default=None)
+
+
+def _parse_sentry_trace(state: RequestState, value: str) -> None:
+	parts = value.strip().split("-")
+	if len(parts) >= 2 and len(parts[0]) == 32 and len(parts[1]) == 16:
+		try:
+			int(parts[0], 16)
+			int(parts[1], 16)
+		except ValueError:
+			return
+		state._trace_id = parts[0].lower()
+		state.ParentSpanId = parts[1].lower()
+		if len(parts) >= 3:
+			state.ParentSampled = {"1": True, "0": False}.get(parts[2])
+
+
+def _sentry_baggage(value: str | None) -> str | None:
+	if not value:
+		return None
+	items = [item.strip() for item in value.split(",") if item.strip().startswith("sentry-")]
+	return ",".join(items) or None
+
+
+# -- The instrumentation -------------------------------------------------------------------------------------
+
+
+class WebInstrumentation:
+	"""
+	The middleware, the outgoing-request hooks and the event processor of one `SentryService`.
+
+	Created and installed by `SentryService` when ``[sentry:web] enabled``; `instrument()` adds the middleware
+	to an aiohttp application.
+	"""
+
+	def __init__(self, settings: Settings):
+		web: WebSettings = settings.web
+		self.Settings = settings
+		self.FailedStatusCodes = web.failed_status_codes
+		self.SendDefaultPii = settings.send_default_pii
+		self.Tracing = settings.traces_sample_rate > 0
+		self.Targets = PropagationTargets(web.trace_propagation_targets)
+		self._ignored = re.compile("|".join("(?:{})".format(fnmatch.translate(p)) for p in web.ignore_paths)).match
+		self.Middleware = self._make_middleware()
+		self._dsc_client: typing.Any = None  # the client _dsc_base was read from
+		self._dsc_base: dict[str, str] = {}
+
+	# Installation
+
+	def instrument(self, webapp: typing.Any) -> bool:
+		"""Put the middleware first in an aiohttp application; False when it is frozen (already started)."""
+		if any(getattr(m, "_asab_sentry", False) for m in webapp.middlewares):
+			return True
+		if webapp.frozen:
+			L.warning(
+				"A web container started before SentryService was created: its requests are not instrumented.",
+				extra={sentry_logging.NO_EVENT: True},
+			)
+			return False
+		webapp.middlewares.insert(0, self.Middleware)
+		webapp.on_startup.insert(0, self._wrap_routes)
+		return True
+
+	async def _wrap_routes(self, webapp: typing.Any) -> None:
+		# asab's auth and tenant wrappers are added in on_startup too, after this one: ours is the innermost and
+		# sees the request's tenant and authorization while the handler runs.
+		import asab.contextvars
+
+		tenant_var, authz_var = asab.contextvars.Tenant, asab.contextvars.Authz
+		for route in webapp.router.routes():
+			handler = route.handler
+			if not inspect.iscoroutinefunction(handler) or getattr(handler, "_asab_sentry", False):
+				continue
+
+			def wrap(handler):
+				@functools.wraps(handler)
+				async def handler_with_context(*args, **kwargs):
+					state = current.get()
+					if state is not None:
+						state.Tenant = tenant_var.get(None)
+						state.Authz = authz_var.get(None)
+					return await handler(*args, **kwargs)
+
+				handler_with_context._asab_sentry = True  # type: ignore[attr-defined]
+				return handler_with_context
+
+			route._handler = wrap(handler)  # aiohttp keeps no public setter; asab's auth does the same
+
+	def _make_middleware(self) -> typing.Callable:
+		import aiohttp.web
+
+		HTTPException = aiohttp.web.HTTPException
+		ignored = self._ignored
+		failed = self.FailedStatusCodes
+		tracing = self.Tracing
+
+		@aiohttp.web.middleware
+		async def asab_sentry_middleware(request, handler):
+			if ignored(request.path):
+				return await handler(request)
+			state = RequestState(request)
+			headers = request.headers
+			sentry_trace = headers.get("sentry-trace")
+			if sentry_trace is not None:
+				_parse_sentry_trace(state, sentry_trace)
+				state.Baggage = _sentry_baggage(headers.get("baggage"))
+			token = current.set(state)
+			try:
+				if tracing:
+					return await self._traced(request, handler, state)
+				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
+				# written after this, in the connection's scope: later requests of the connection show it.)
+				with _sdk.own_isolation_scope():
+					return await self._handle(request, handler, state, HTTPException, failed)
+			finally:
+				current.reset(token)
+
+		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
+		return asab_sentry_middleware
+
+	async def _traced(self, request, handler, state: RequestState):
+		import aiohttp.web
+
+		HTTPException, failed = aiohttp.web.HTTPException, self.FailedStatusCodes
+		with sentry_sdk.isolation_scope():
+			if not self._sample(state):
+				return await self._handle(request, handler, state, HTTPException, failed)
+			# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+			# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+			transaction = sentry_sdk.tracing.Transaction(
+				trace_id=state.TraceId,
+				span_id=state.SpanId,
+				parent_span_id=state.ParentSpanId,
+				parent_sampled=state.ParentSampled,
+				same_process_as_parent=False,
+				sampled=True,
+				op=OP_SERVER,
+				name=state.route_name(),
+				source=state.Source,
+				origin=ORIGIN,
+			)
+			transaction.init_span_recorder(maxlen=MAX_SPANS)
+			state.Transaction = transaction
+			scope = sentry_sdk.get_current_scope()
+			scope.span = transaction
+			start = time.time()
+			try:
+				return await self._handle(request, handler, state, HTTPException, failed)
+			finally:
+				scope.span = None
+				try:
+					self._send_transaction(state, transaction, start, time.time())
+				except Exception:
+					sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+
+	def _sample(self, state: RequestState) -> bool:
+		"""Sentry's rule: the caller's decision when there is one, else ``sample_rand < traces_sample_rate``."""
+		rand = None
+		if state.Baggage:
+			for item in state.Baggage.split(","):
+				key, _, value = item.strip().partition("=")
+				if key == "sentry-sample_rand":
+					try:
+						rand = float(value)
+					except ValueError:
+						pass
+		if rand is None or not (0.0 <= rand < 1.0):
+			rand = random.random()
+		state.SampleRand = rand
+		if state.ParentSampled is not None:
+			return state.ParentSampled
+		return rand < self.Settings.traces_sample_rate
+
+	def _send_transaction(self, state: RequestState, transaction: typing.Any, start: float, end: float) -> None:
+		client = sentry_sdk.get_client()
+		transport = client.transport
+		if transport is None:
+			return
+		request = state.Request
+		tags, user, contexts = _sdk.scope_data()
+		tags.update(transaction._tags)
+		trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER, "origin": ORIGIN}
+		if state.ParentSpanId is not None:
+			trace["parent_span_id"] = state.ParentSpanId
+		if transaction.status:
+			trace["status"] = transaction.status
+		if transaction._data:
+			trace["data"] = transaction._data
+		contexts = dict(contexts)
+		contexts["trace"] = trace
+		contexts["runtime"] = _RUNTIME
+		status = transaction._data.get("http.response.status_code")
+		if status is not None:
+			contexts["response"] = {"status_code": status}
+		event: dict[str, typing.Any] = {
+			"type": "transaction",
+			"event_id": uuid.uuid4().hex,
+			"transaction": transaction.name,
+			"transaction_info": {"source": state.Source},
+			"contexts": contexts,
+			"tags": tags,
+			"start_timestamp": start,
+			"timestamp": end,
+			"spans": [span.to_json() for span in _sdk.finished_child_spans(transaction)],
+			"request": {
+				"method": request.method,
+				"url": "{}://{}{}".format(request.scheme, request.host, request.path),
+			},
+			"platform": "python",
+			"sdk": {"name": "sentry.python", "version": sentry_sdk.VERSION},
+		}
+		if request.query_string:
+			event["request"]["query_string"] = scrub_query(request.query_string)
+		if user:
+			event["user"] = user
+		options = client.options
+		for key in ("release", "environment", "server_name"):
+			if options.get(key):
+				event[key] = options[key]
+		self._add_request(event, state)
+		# What sentry-sdk's before_send_transaction would do: scrubbed, valid text, within Sentry's limits.
+		event = limits.finalize(event)
+		payload = json.dumps(event, default=_json_default, separators=(",", ":")).encode("utf-8")
+		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
+		envelope = sentry_sdk.envelope.Envelope(headers=headers)
+		envelope.add_item(
+			sentry_sdk.envelope.Item(payload=sentry_sdk.envelope.PayloadRef(bytes=payload), type="transaction")
+		)
+		transport.capture_envelope(envelope)
+
+	def _dsc(self, state: RequestState) -> dict[str, str]:
+		"""The trace's dynamic sampling context: the caller's when continued, else this service's."""
+		if state.Baggage is not None or state.ParentSpanId is not None:
+			dsc = {}
+			for item in (state.Baggage or "").split(","):
+				key, _, value = item.strip().partition("=")
+				if key.startswith("sentry-") and value:
+					dsc[key[len("sentry-") :]] = unquote(value)
+			dsc.setdefault("trace_id", state.TraceId)
+			return dsc
+		client = sentry_sdk.get_client()
+		if self._dsc_client is not client:
+			base = {}
+			if client.dsn:
+				base["public_key"] = sentry_sdk.utils.Dsn(client.dsn).public_key
+			for key in ("environment", "release"):
+				value = client.options.get(key)
+				if value:
+					base[key] = str(value)
+			self._dsc_base, self._dsc_client = base, client
+		dsc = {"trace_id": state.TraceId}
+		dsc.update(self._dsc_base)
+		dsc["transaction"] = state.route_name()
+		if self.Tracing:
+			dsc["sample_rate"] = str(self.Settings.traces_sample_rate)
+			if state.SampleRand is not None:
+				dsc["sample_rand"] = "{:.6f}".format(state.SampleRand)
+				dsc["sampled"] = "true" if state.Transaction is not None else "false"
+		return dsc
+
+	async def _handle(self, request, handler, state: RequestState, HTTPException, failed):
+		try:
+			response = await handler(request)
+		except HTTPException as e:
+			self._finish(state, e.status, e if e.status in failed else None, failed)
+			raise
+		except Exception as e:
+			self._finish(state, 500, e, failed)
+			raise
+		except BaseException:  # cancelled: the client went away
+			if state.Transaction is not None:
+				state.Transaction.set_status("cancelled")
+			raise
+		self._finish(state, response.status, None, failed)
+		return response
+
+	def _finish(self, state: RequestState, status: int, exception: BaseException | None, failed) -> None:
+		try:
+			if status in failed:
+				self._report(state, status, exception or state.Exception)
+			if state.Transaction is not None:
+				state.Transaction.set_http_status(status)
+		except Exception:
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+
+	def _report(self, state: RequestState, status: int, exception: BaseException | None) -> None:
+		if exception is not None:
+			if getattr(exception, _REPORTED, False):
+				return
+			client = sentry_sdk.get_client()
+			event, hint = sentry_sdk.utils.event_from_exception(
+				exception, client_options=client.options, mechanism={"type": "asab.web", "handled": False}
+			)
+			event["level"] = "error"
+			sentry_sdk.capture_event(event, hint=hint)
+			mark_reported(exception)
+		else:
+			sentry_sdk.capture_event(
+				{
+					"level": "error",
+					"logger": __name__,
+					"logentry": {
+						"message": "%s responded with status %s",
+						"params": [state.route_name(), status],
+						"formatted": "{} responded with status {}".format(state.route_name(), status),
+					},
+				}
+			)
+
+	# Events
+
+	def event_processor(self, event: dict, hint: dict) -> dict:
+		"""Adds the request (and its trace when no span is active) to events captured while it is handled."""
+		state = current.get()
+		if state is None:
+			return event
+		try:
+			self._add_request(event, state)
+		except Exception:
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+		return event
+
+	def _add_request(self, event: dict, state: RequestState) -> None:
+		import asab.contextvars
+
+		request = state.Request
+		is_transaction = event.get("type") == "transaction"
+		data = event.setdefault("request", {})
+		data.setdefault("method", request.method)
+		data.setdefault("url", "{}://{}{}".format(request.scheme, request.host, request.path))
+		query = request.query_string
+		if query:
+			data.setdefault("query_string", scrub_query(query))
+		if not is_transaction:
+			data.setdefault("headers", scrub_headers(request.headers, self.SendDefaultPii))
+			contexts = event.setdefault("contexts", {})
+			if state.Transaction is None:
+				# (sentry-sdk keeps the name of any transaction once started in the scope, sampled or not)
+				event["transaction"] = state.route_name()
+				trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER}
+				if state.ParentSpanId is not None:
+					trace["parent_span_id"] = state.ParentSpanId
+				contexts["trace"] = trace
+		if self.SendDefaultPii and request.remote:
+			data.setdefault("env", {})["REMOTE_ADDR"] = request.remote
+
+		tenant = asab.contextvars.Tenant.get(None) or state.Tenant
+		if tenant:
+			tags = event.setdefault("tags", {})
+			tags.setdefault("tenant", str(tenant)[:200])
+		authz = asab.contextvars.Authz.get(None) or state.Authz
+		credentials_id = getattr(authz, "CredentialsId", None)
+		if credentials_id:
+			user = event.setdefault("user", {})
+			user.setdefault("id", str(credentials_id))
+			if self.SendDefaultPii:
+				for key, attribute in (("username", "Username"), ("email", "Email")):
+					value = getattr(authz, attribute, None)
+					if value:
+						user.setdefault(key, str(value))
+		if self.SendDefaultPii and request.remote:
+			event.setdefault("user", {}).setdefault("ip_address", request.remote)
+
+	def claims_record(self, record: logging.LogRecord) -> bool:
+		"""
+		True when a log record must not become an event: it logs an exception this module reports (or
+		decides not to report) itself, e.g. asab's JSON middleware translating an exception into a response.
+		"""
+		exception = record.exc_info[1] if record.exc_info else None
+		if exception is None and isinstance(record.msg, BaseException):
+			exception = record.msg
+		if exception is None:
+			return False
+		if getattr(exception, _REPORTED, False):
+			return True
+		state = current.get()
+		if state is not None and record.name == "asab.web":
+			state.Exception = exception
+			return True
+		return False
+
+	# Outgoing requests
+
+	def trace_config(self) -> typing.Any:
+		import aiohttp
+
+		config = aiohttp.TraceConfig()
+		config.on_request_start.append(self._on_request_start)
+		config.on_request_end.append(self._on_request_end)
+		config.on_request_exception.append(self._on_request_exception)
+		config._asab_sentry = True  # type: ignore[attr-defined]
+		return config
+
+	async def _on_request_start(self, session, context, params) -> None:
+		state = current.get()
+		if state is None:
+			return
+		try:
+			url = params.url
+			span = None
+			if state.Transaction is not None:
+				span = state.Transaction.start_child(
+					op=OP_CLIENT, name="{} {}".format(params.method, url.with_query(None).with_fragment(None))
+				)
+				span.set_data("http.request.method", params.method)
+				span.set_data("url", str(url.with_query(None).with_fragment(None)))
+				if url.query_string:
+					span.set_data("http.query", scrub_query(url.query_string))
+				context.asab_sentry_span = span
+			if self.Targets.matches(url.host):
+				headers = params.headers
+				headers["sentry-trace"] = self._sentry_trace(state, span)
+				baggage = self._baggage(state, span)
+				if baggage:
+					others = [b.strip() for b in headers.get("baggage", "").split(",") if b.strip()]
+					others = [b for b in others if not b.startswith("sentry-")]
+					headers["baggage"] = ",".join([baggage] + others)
+		except Exception:
+			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+
+	async def _on_request_end(self, session, context, params) -> None:
+		span = getattr(context, "asab_sentry_span", None)
+		if span is not None:
+			span.set_http_status(params.response.status)
+			span.finish()
+
+	async def _on_request_exception(self, session, context, params) -> None:
+		span = getattr(context, "asab_sentry_span", None)
+		if span is not None:
+			span.set_status("internal_error")
+			span.finish()
+
+	def _sentry_trace(self, state: RequestState, span: typing.Any) -> str:
+		if span is not None:
+			return "{}-{}-1".format(span.trace_id, span.span_id)
+		sampled = state.ParentSampled
+		if state.Transaction is None and self.Tracing and sampled is None:
+			sampled = False  # this service decided: not sampled
+		flag = "" if sampled is None else ("-1" if sampled else "-0")
+		return "{}-{}{}".format(state.TraceId, state.SpanId, flag)
+
+	def _baggage(self, state: RequestState, span: typing.Any) -> str | None:
+		if state.Baggage is not None:
+			return state.Baggage
+		if state.ParentSpanId is not None:
+			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
+		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
+
+
+def _json_default(value: typing.Any) -> typing.Any:
+	if isinstance(value, datetime.datetime):
+		if value.tzinfo is not None:
+			value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+		return value.isoformat() + "Z"
+	return sentry_sdk.utils.safe_repr(value)
+
+
+def mark_reported(exception: BaseException) -> None:
+	"""Remember that ``exception`` has been sent, so its log records give no second event."""
+	try:
+		setattr(exception, _REPORTED, True)
+	except Exception:  # an exception type that takes no attributes
+		pass
+
+
+# -- Installation into asab.web and aiohttp ------------------------------------------------------------------
+
+_active: list[WebInstrumentation] = []
+_originals: dict[str, typing.Any] = {}
+
+
+def install(instrumentation: WebInstrumentation, app: typing.Any = None, hooks: typing.Any = None) -> bool:
+	"""
+	Make ``instrumentation`` the one used by every asab.web container that starts from now on and by every
+	aiohttp ``ClientSession`` created from now on. Does nothing (returns False) unless asab.web is imported.
+	``hooks`` (`asab_sentry.tasks.LoopHooks`) are told to leave aiohttp's per-request tasks to the middleware.
+	"""
+	container_module = sys.modules.get("asab.web.container")
+	if container_module is None:
+		return False
+	if hooks is not None:
+		import aiohttp.web_protocol
+
+		hooks.PassThrough.add(aiohttp.web_protocol.RequestHandler._handle_request.__code__)
+	_active[:] = [instrumentation]
+	if "processor" not in _originals:
+		sentry_sdk.scope.add_global_event_processor(_event_processor)
+		_originals["processor"] = True
+	if "start" not in _originals:
+		import aiohttp
+
+		container_class = container_module.WebContainer
+		original_start = container_class._start
+
+		async def _start(self, app):
+			if _active:
+				_active[-1].instrument(self.WebApp)
+			return await original_start(self, app)
+
+		original_init = aiohttp.ClientSession.__init__
+
+		@functools.wraps(original_init)
+		def __init__(self, *args, **kwargs):
+			if _active:
+				configs = list(kwargs.get("trace_configs") or [])
+				configs.append(_active[-1].trace_config())
+				kwargs["trace_configs"] = configs
+			original_init(self, *args, **kwargs)
+
+		_originals["start"] = (container_class, original_start)
+		_originals["session"] = (aiohttp.ClientSession, original_init)
+		container_class._start = _start
+		aiohttp.ClientSession.__init__ = __init__
+	if app is not None:
+		# Containers created before the service (not started yet) are instrumented now.
+		try:
+			web_service = app.get_service("asab.WebService")
+		except Exception:
+			web_service = None
+		for container in getattr(web_service, "Containers", {}).values():
+			if not container.WebApp.frozen:
+				instrumentation.instrument(container.WebApp)
+	return True
+
+
+def uninstall() -> None:
+	"""Undo `install()` (for tests and the testing kit)."""
+	_active.clear()
+	if "start" in _originals:
+		container_class, original_start = _originals.pop("start")
+		container_class._start = original_start
+	if "session" in _originals:
+		session_class, original_init = _originals.pop("session")
+		session_class.__init__ = original_init
+
+
+def _event_processor(event: dict, hint: dict) -> dict:
+	return _active[-1].event_processor(event, hint) if _active else event
+
+
+def active() -> WebInstrumentation | None:
+	return _active[-1] if _active else None
+
+
+def access_log_crumb(record: logging.LogRecord) -> dict | None:
+	"""
+	A readable breadcrumb for a record of asab's access log (``asab.web.al``):
+	``GET /users/7 → 200 in 12 ms``, with method, path, status and duration as data; None for other records.
+	"""
+	data = getattr(record, "_struct_data", None)
+	if data is None or "al.m" not in data:
+		return None
+	method, path, status = data["al.m"], data.get("al.p"), data.get("al.c")
+	crumb_data = {"method": method, "url": path, "status_code": status}
+	duration = data.get("D")
+	if duration.__class__ is float:
+		milliseconds = duration * 1000
+		crumb_data["duration_ms"] = milliseconds
+		message = "{} {} → {} in {:.0f} ms".format(method, path, status, milliseconds)
+	else:
+		message = "{} {} → {}".format(method, path, status)
+	level = "info"
+	if status.__class__ is int and status >= 400:
+		level = "error" if status >= 500 else "warning"
+	return {"type": "http", "category": "asab.web.al", "level": level, "message": message, "data": crumb_data}
