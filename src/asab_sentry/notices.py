@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import typing
 
 from . import scrub
 
@@ -119,24 +118,3 @@ def reset() -> None:
 	with _lock:
 		_last.clear()
 		_suppressed.clear()
-
-
-def checked(kind: str) -> typing.Callable[[typing.Callable[..., typing.Any]], typing.Callable[..., typing.Any]]:
-	"""
-	Decorator for public methods: an exception inside is reported by one line of ``kind`` and the method
-	returns None instead of raising into the caller.
-	"""
-	import functools
-
-	def decorate(function: typing.Callable[..., typing.Any]) -> typing.Callable[..., typing.Any]:
-		@functools.wraps(function)
-		def guarded(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
-			try:
-				return function(*args, **kwargs)
-			except Exception as e:
-				say(kind, "{}() failed and was skipped: {}: {}".format(kind, _type_name(e), safe_str(e)))
-				return None
-
-		return guarded
-
-	return decorate
