@@ -92,3 +92,46 @@ def test_environment_variables_are_repaired_and_named(collector, caplog):
 	assert event["environment"] == "prod-\ufffd" and event["release"] == "svc@1.0-\ufffd"
 	lines = [r.getMessage() for r in caplog.records if "is not valid UTF-8" in r.getMessage()]
 	assert sorted(line.split()[2] for line in lines) == ["NODE_ID", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE"]
+
+
+def test_web_request_header_with_byte_ff(collector, referee):
+	"""Reproduction D01 (3): aiohttp decodes header bytes with surrogateescape; the failing request's event and
+	its transaction (built by asab_sentry.web) are valid."""
+	import asab.web
+
+	import asab_sentry
+	from helpers import items, until
+
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+
+	async def handler(request):
+		L.warning("unexpected client %s", request.headers.get("User-Agent"))
+		raise RuntimeError("handler failed")
+
+	class App(asab.Application):
+		def __init__(self):
+			super().__init__(args=[])
+			self.SentryService = asab_sentry.SentryService(self)
+			self.add_module(asab.web.Module)
+			self.Container = asab.web.WebContainer(
+				self.get_service("asab.WebService"), "web", config={"listen": "127.0.0.1 0"}
+			)
+			self.Container.WebApp.router.add_get("/", handler)
+
+		async def main(self):
+			try:
+				await until(lambda: self.Container.Addresses, timeout=30)
+				reader, writer = await asyncio.open_connection("127.0.0.1", self.Container.Addresses[0][1])
+				writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\xff/8\r\nConnection: close\r\n\r\n")
+				await writer.drain()
+				await reader.read()
+				writer.close()
+			finally:
+				self.stop()
+
+	App().run()
+	arrived = [i["payload"] for i in items(collector, count=2)]
+	assert {p.get("type", "event") for p in arrived} == {"event", "transaction"}
+	event = [p for p in arrived if p.get("type") != "transaction"][0]
+	assert event["request"]["headers"]["User-Agent"] == "curl\ufffd/8"
+	assert referee.problems == []
