@@ -140,7 +140,8 @@ def test_cancelled_transaction_and_span(svc, sentry_capture):
 	asyncio.run(main())
 	txn = sentry_capture.find(type="transaction")
 	assert txn["contexts"]["trace"]["status"] == "cancelled"
-	assert [s["status"] for s in txn["spans"]] == ["cancelled"]
+	# (sentry-sdk before 2.3x puts a span's status in its tags)
+	assert [s.get("status") or s.get("tags", {}).get("status") for s in txn["spans"]] == ["cancelled"]
 
 
 def test_failed_transaction_is_still_internal_error(svc, sentry_capture):
