@@ -2,10 +2,11 @@
 """
 Benchmarks: measured, never asserted. One command, one run, side by side:
 
-	python3 benchmarks/run.py            # everything
-	python3 benchmarks/run.py hotpath    # logging / capture / tracing overhead
-	python3 benchmarks/run.py finalpass  # the final pass (scrub, text, size limits) on and off
-	python3 benchmarks/run.py collector  # envelopes per second into the local collector (collector.py)
+	.venv/bin/python benchmarks/run.py            # everything
+	.venv/bin/python benchmarks/run.py hotpath    # logging / capture / tracing overhead
+	.venv/bin/python benchmarks/run.py finalpass  # the final pass (scrub, text, size limits) on and off
+	.venv/bin/python benchmarks/run.py collector  # envelopes per second into the local collector (collector.py)
+	.venv/bin/python benchmarks/run.py --quick    # a smoke run: few iterations, the numbers mean nothing
 
 Hot paths: median microseconds per operation over several alternating rounds, each configuration with the
 same no-op transport, as ratios against plain logging and against plain sentry-sdk. The machine is noisy:
@@ -20,15 +21,19 @@ import statistics
 import sys
 import time
 
-import sentry_sdk
-import sentry_sdk.transport
-from sentry_sdk.integrations.logging import LoggingIntegration
+try:
+	import sentry_sdk
+	import sentry_sdk.transport
+	from sentry_sdk.integrations.logging import LoggingIntegration
+except ImportError:
+	sys.exit("benchmarks/run.py needs the project's virtualenv: .venv/bin/python benchmarks/run.py")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from asab_sentry import _sdk  # noqa: E402
 
 ROUNDS = 7
+SCALE = 1.0  # iterations per measurement, relative; --quick lowers it
 
 
 class NullTransport(sentry_sdk.transport.Transport):
@@ -121,7 +126,7 @@ def hotpath():
 			for op_name, (op, n) in operations(logger).items():
 				if name == "plain logging" and op_name in ("capture_exception", "transaction + span (sampled)"):
 					continue
-				results.setdefault(op_name, {}).setdefault(name, []).append(measure(op, n))
+				results.setdefault(op_name, {}).setdefault(name, []).append(measure(op, max(1, int(n * SCALE))))
 	_sdk.reset()
 	print("Hot paths: median µs per operation over {} rounds (no-op transport)".format(ROUNDS))
 	print(
@@ -149,7 +154,7 @@ def collector() -> None:
 	sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 	import collector as collector_benchmark
 
-	collector_benchmark.main([])
+	collector_benchmark.main([] if SCALE == 1.0 else ["--clients", "1", "--count", str(max(10, int(3000 * SCALE)))])
 
 
 def finalpass():
@@ -178,19 +183,19 @@ def finalpass():
 			sentry_sdk.capture_exception(e)
 
 	def oversized():
-		sentry_sdk.capture_message("big", extras={"blob{}".format(i): "x" * 100_000 for i in range(12)})
+		sentry_sdk.capture_message("big", contexts={"blob{}".format(i): {"x": "x" * 8000} for i in range(150)})
 
 	ops = {
 		"logger.error, 100 breadcrumbs": (error, 300),
 		"capture_exception, 100 breadcrumbs": (capture, 300),
-		"event of 1.2 MB (trimmed)": (oversized, 20),
+		"event of 1.2 MB (trimmed)": (oversized, 20),  # 150 contexts of 8 kB
 	}
 	results: dict[str, dict[str, list[float]]] = {}
 	for _ in range(ROUNDS):
 		for label, before_send in (("off", breadcrumbs.restore), ("on", final_pass)):
 			client.options["before_send"] = before_send
 			for name, (op, n) in ops.items():
-				results.setdefault(name, {}).setdefault(label, []).append(measure(op, n))
+				results.setdefault(name, {}).setdefault(label, []).append(measure(op, max(1, int(n * SCALE))))
 	client.options["before_send"] = final_pass
 	_sdk.reset()
 	print("Final pass: median µs per operation over {} rounds (no-op transport)".format(ROUNDS))
@@ -201,7 +206,11 @@ def finalpass():
 
 
 if __name__ == "__main__":
-	which = sys.argv[1:] or ["hotpath", "finalpass", "collector"]
+	args = sys.argv[1:]
+	if "--quick" in args:
+		args.remove("--quick")
+		ROUNDS, SCALE = 1, 0.01
+	which = args or ["hotpath", "finalpass", "collector"]
 	if "hotpath" in which:
 		hotpath()
 	if "finalpass" in which:

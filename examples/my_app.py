@@ -5,7 +5,7 @@ every feature the page describes.
 
 Run it against any Sentry (or the local collector)::
 
-	SENTRY_DSN=http://asabsentry@127.0.0.1:8999/1 python3 examples/my_app.py -c examples/my_app.conf
+	SENTRY_DSN=http://asabsentry@127.0.0.1:8999/1 .venv/bin/python examples/my_app.py -c examples/my_app.conf
 
 ``asab-sentry demo`` runs exactly this against a collector it starts itself.
 """

@@ -1,6 +1,6 @@
 """
 How to test what your service reports to Sentry: the `sentry_capture` fixture comes with asab-sentry.
-Run it with:  python3 -m pytest examples/test_my_app.py
+Run it with:  .venv/bin/python -m pytest examples/test_my_app.py
 """
 
 import asyncio

@@ -226,3 +226,22 @@ def test_demo_explore_lines_work_as_printed_without_an_activated_venv(tmp_path):
 			command, shell=True, capture_output=True, text=True, timeout=60, env=cli_env(), cwd=tmp_path
 		)
 		assert ran.returncode == 0 and ran.stdout and not ran.stderr, (command, ran.stderr)
+
+
+def test_advice_in_messages_runs_as_printed_without_an_activated_venv(tmp_path):
+	"""Commands the CLI's own messages suggest (no storage yet; the help's epilog) run as printed."""
+	exe = os.path.join(BIN, "asab-sentry")
+	missing = subprocess.run(
+		[exe, "events", "list"], capture_output=True, text=True, timeout=60, env=cli_env(), cwd=tmp_path
+	)
+	assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing.stderr
+	helped = subprocess.run([exe], capture_output=True, text=True, timeout=60, env=cli_env(), cwd=tmp_path)
+	suggested = re.findall(r"start '(.+?) collector'", missing.stderr) + re.findall(
+		r"'(.+?) COMMAND --help'", helped.stdout
+	)
+	assert len(suggested) == 2
+	for command in suggested:
+		ran = subprocess.run(
+			command + " --version", shell=True, capture_output=True, text=True, env=cli_env(), cwd=tmp_path
+		)
+		assert ran.returncode == 0 and asab_sentry.__version__ in ran.stdout, (command, ran.stderr)

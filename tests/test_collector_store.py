@@ -477,3 +477,29 @@ def test_a_message_with_a_stack_is_a_message(store):
 	assert (
 		issue["title"] == "inventory low" and issue["grouping"] == ["message", "inventory low"] and issue["count"] == 2
 	)
+
+
+def test_otel_log_items_of_older_sentry_sdk(store):
+	"""sentry-sdk before 2.28 sends log records as ``otel_log`` items in OpenTelemetry's shape."""
+	record = {
+		"severityText": "warn",
+		"severityNumber": 13,
+		"body": {"stringValue": "cache miss"},
+		"timeUnixNano": "1718020000500000000",
+		"traceId": "b" * 32,
+		"attributes": [
+			{"key": "order_id", "value": {"intValue": "7"}},
+			{"key": "sentry.release", "value": {"stringValue": "svc@4"}},
+			{"key": "ratio", "value": {"doubleValue": 0.5}},
+		],
+	}
+	add(store, ("otel_log", record))
+	(log,) = store.logs()
+	assert (log["level"], log["body"], log["timestamp"], log["trace_id"]) == (
+		"warning",
+		"cache miss",
+		1718020000.5,
+		"b" * 32,
+	)
+	assert log["attributes"] == {"order_id": 7, "sentry.release": "svc@4", "ratio": 0.5}
+	assert log["release"] == "svc@4"

@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(
 		prog="asab-sentry",
 		description="Sentry for ASAB microservices: the demo, a local Sentry-compatible collector and its viewer.",
-		epilog="'asab-sentry COMMAND --help' shows a command's options.",
+		epilog="'{} COMMAND --help' shows a command's options.".format(command()),
 	)
 	parser.add_argument("--version", action="version", version="%(prog)s {}".format(__version__))
 	commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
@@ -297,6 +297,13 @@ def _events(args: argparse.Namespace) -> int:
 def _view(args: argparse.Namespace) -> int:
 	from .collector.viewer import Source, format_item, format_list, format_list_line
 
+	if not args.url and not os.path.isfile(args.storage):
+		print(
+			"No storage file {!r}: start '{cmd} collector' and send to it, or pass --storage FILE "
+			"(the demo's: asab-sentry-demo.sqlite) or --url URL.".format(args.storage, cmd=command()),
+			file=sys.stderr,
+		)
+		return 1
 	source = Source(storage=args.storage, url=args.url)
 	if args.view == "show":
 		item = source.get(args.id)

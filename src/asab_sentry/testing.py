@@ -61,7 +61,12 @@ ENVIRONMENT_VARIABLES = (
 	"SITE_ID",
 )
 
+if typing.TYPE_CHECKING:
+	import asab
+
 Criteria = dict[str, typing.Any]
+_T = typing.TypeVar("_T")
+_App = typing.TypeVar("_App", bound="asab.Application")
 _listeners: list[typing.Callable[[Envelope], None]] = []
 
 
@@ -146,7 +151,11 @@ class SentryCapture:
 				{section: {k: str(v) for k, v in options.items()} for section, options in config.items()}
 			)
 
-	def application(self, app_class: type | None = None, **kwargs: typing.Any) -> typing.Any:
+	@typing.overload
+	def application(self, app_class: None = None, **kwargs: typing.Any) -> asab.Application: ...
+	@typing.overload
+	def application(self, app_class: type[_App], **kwargs: typing.Any) -> _App: ...
+	def application(self, app_class: type[asab.Application] | None = None, **kwargs: typing.Any) -> asab.Application:
 		"""
 		Create an asab Application (``args=[]`` unless given) and make sure it has a SentryService.
 
@@ -233,9 +242,17 @@ class SentryCapture:
 				)
 		return "\n".join(lines)
 
+	@typing.overload
+	async def wait_for(
+		self, predicate: None = None, timeout: float = 5.0, **criteria: typing.Any
+	) -> dict[str, typing.Any]: ...
+	@typing.overload
+	async def wait_for(
+		self, predicate: typing.Callable[[SentryCapture], _T], timeout: float = 5.0, **criteria: typing.Any
+	) -> _T: ...
 	async def wait_for(
 		self,
-		predicate: typing.Callable[[SentryCapture], bool] | None = None,
+		predicate: typing.Callable[[SentryCapture], typing.Any] | None = None,
 		timeout: float = 5.0,
 		**criteria: typing.Any,
 	) -> typing.Any:
@@ -255,9 +272,15 @@ class SentryCapture:
 				raise AssertionError("Timed out after {}s. ".format(timeout) + self._mismatch(criteria))
 			await asyncio.sleep(0.01)
 
+	@typing.overload
+	def wait(self, predicate: None = None, timeout: float = 5.0, **criteria: typing.Any) -> dict[str, typing.Any]: ...
+	@typing.overload
+	def wait(
+		self, predicate: typing.Callable[[SentryCapture], _T], timeout: float = 5.0, **criteria: typing.Any
+	) -> _T: ...
 	def wait(
 		self,
-		predicate: typing.Callable[[SentryCapture], bool] | None = None,
+		predicate: typing.Callable[[SentryCapture], typing.Any] | None = None,
 		timeout: float = 5.0,
 		**criteria: typing.Any,
 	) -> typing.Any:
@@ -273,7 +296,7 @@ class SentryCapture:
 					raise AssertionError("Timed out after {}s. ".format(timeout) + self._mismatch(criteria))
 				self._changed.wait(remaining)
 
-	def _check(self, predicate: typing.Callable[[SentryCapture], bool] | None, criteria: Criteria) -> typing.Any:
+	def _check(self, predicate: typing.Callable[[SentryCapture], typing.Any] | None, criteria: Criteria) -> typing.Any:
 		if predicate is not None:
 			return predicate(self)
 		found = self.find_all(**criteria)

@@ -22,6 +22,7 @@ JSON_TYPES = EVENT_TYPES | frozenset(
 		"check_in",
 		"user_report",
 		"log",
+		"otel_log",
 		"span",
 		"profile",
 		"profile_chunk",

@@ -8,7 +8,8 @@ Tables (schema version 2; a file of an older version is moved aside as ``<file>.
   normalized once, see `normalize`; attachments and other binary items as the exact bytes sent);
 - ``issues``: error and message events grouped by `grouping.group`, with count, first/last seen, releases and
   environments;
-- ``logs``: one row per log record of ``log`` items (time, level, body, attributes);
+- ``logs``: one row per log record of ``log`` items (time, level, body, attributes; also the ``otel_log``
+  items of sentry-sdk before 2.28);
 - ``spans``: one row per span of ``span`` items (v2 span streaming and single v1 spans);
 - ``check_ins``: one row per cron check-in (monitor slug, status, duration).
 
@@ -160,6 +161,11 @@ def _str(value: typing.Any, limit: int = 500) -> str | None:
 	return clean_text(value[:limit])
 
 
+def _id(value: typing.Any, limit: int = 64) -> str | None:
+	"""An id (event, trace, span): a non-empty string, else None."""
+	return _str(value, limit) or None
+
+
 def _json(value: typing.Any) -> str:
 	return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -200,8 +206,8 @@ def _log_row(record: dict, default_release: str | None, default_environment: str
 		_LOG_LEVELS.get(str(record.get("level", "")).lower(), level(record.get("level"), "info")),
 		severity if isinstance(severity, int) and not isinstance(severity, bool) else None,
 		_str(record.get("body"), 100_000) or "",
-		_str(record.get("trace_id"), 64),
-		_str(record.get("span_id"), 32),
+		_id(record.get("trace_id"), 64),
+		_id(record.get("span_id"), 32),
 		_str(attrs.get("sentry.release")) or default_release,
 		_str(attrs.get("sentry.environment")) or default_environment,
 		_json(attrs),
@@ -216,19 +222,57 @@ def _span_row(span: dict, default_release: str | None, default_environment: str 
 	if isinstance(status, dict):
 		status = status.get("message") or status.get("code")
 	return (
-		_str(span.get("trace_id"), 64),
-		_str(span.get("span_id"), 32),
-		_str(span.get("parent_span_id"), 32),
+		_id(span.get("trace_id"), 64),
+		_id(span.get("span_id"), 32),
+		_id(span.get("parent_span_id"), 32),
 		_str(name) or "",
 		_str(span.get("op") or attrs.get("sentry.op")),
 		to_seconds(span.get("start_timestamp")),
 		end,
-		_str(status, 64),
+		_id(status, 64),
 		1 if span.get("is_segment") is True else 0,
 		_str(attrs.get("sentry.release")) or default_release,
 		_str(attrs.get("sentry.environment")) or default_environment,
 		_json(attrs),
 	)
+
+
+def _list(value: typing.Any) -> list:
+	return value if isinstance(value, list) else []
+
+
+def _otel_value(value: typing.Any) -> typing.Any:
+	if not isinstance(value, dict) or not value:
+		return value
+	kind, found = next(iter(value.items()))
+	if kind == "intValue":
+		try:
+			return int(found)
+		except (TypeError, ValueError):
+			return found
+	return found
+
+
+def _from_otel_log(record: dict) -> dict:
+	"""A log record of sentry-sdk before 2.28 (item type ``otel_log``, OpenTelemetry's shape) in Sentry's."""
+	nanos = record.get("timeUnixNano")
+	try:
+		timestamp = int(nanos) / 1e9 if nanos is not None else None
+	except (TypeError, ValueError):
+		timestamp = None
+	attributes = {}
+	for attribute in _list(record.get("attributes")):
+		if isinstance(attribute, dict) and isinstance(attribute.get("key"), str):
+			attributes[attribute["key"]] = _otel_value(attribute.get("value"))
+	body = record.get("body")
+	return {
+		"timestamp": timestamp,
+		"level": record.get("severityText"),
+		"severity_number": record.get("severityNumber"),
+		"body": _otel_value(body) if isinstance(body, dict) else body,
+		"trace_id": record.get("traceId"),
+		"attributes": attributes,
+	}
 
 
 def _records(value: typing.Any) -> list[dict]:
@@ -340,7 +384,7 @@ class Store:
 		trace_header = _trace_header(envelope)
 		default_release = _str(trace_header.get("release"))
 		default_environment = _str(trace_header.get("environment"))
-		envelope_event_id = _str(envelope.headers.get("event_id"), 64)
+		envelope_event_id = _id(envelope.headers.get("event_id"), 64)
 		row = _Row(type=clean_text(item.type[:100]), payload=item.payload, item_header=_json(item.headers))
 		row.release, row.environment = default_release, default_environment
 		data = item.json
@@ -351,19 +395,19 @@ class Store:
 				row.sent = item.payload
 			except RecursionError:
 				raise EnvelopeError("{} item is nested too deeply".format(item.type))
-			row.event_id = _str(event.get("event_id"), 64) or envelope_event_id
+			row.event_id = _id(event.get("event_id"), 64) or envelope_event_id
 			default_level = "info" if item.type in ("transaction", "feedback") else "error"
 			row.level = level(event.get("level"), default_level)
 			row.release = _str(event.get("release")) or default_release
 			row.environment = _str(event.get("environment")) or default_environment
 			contexts = event.get("contexts") if isinstance(event.get("contexts"), dict) else {}
 			trace = contexts.get("trace") if isinstance(contexts.get("trace"), dict) else {}
-			row.trace_id = _str(trace.get("trace_id"), 64)
+			row.trace_id = _id(trace.get("trace_id"), 64)
 			row.tags = payload.tags(event)
 			if item.type == "feedback":
 				feedback = contexts.get("feedback") if isinstance(contexts.get("feedback"), dict) else {}
 				row.title = _str(feedback.get("message")) or "<feedback>"
-				row.parent_event_id = _str(feedback.get("associated_event_id"), 64)
+				row.parent_event_id = _id(feedback.get("associated_event_id"), 64)
 			else:
 				row.title = _str(payload.title(event, item.type))
 				chain = payload.exceptions(event)
@@ -371,8 +415,8 @@ class Store:
 			if item.type == "event":
 				row.grouping = group(event)
 			return row
-		if item.type == "log":
-			records = _records(data)
+		if item.type in ("log", "otel_log"):
+			records = _records(data) if item.type == "log" else [_from_otel_log(r) for r in _records(data)]
 			row.logs = [_log_row(r, default_release, default_environment) for r in records]
 			row.title = "{} log record{}".format(len(records), "" if len(records) == 1 else "s")
 			if row.logs:
@@ -397,12 +441,12 @@ class Store:
 			row.release = _str(data.get("release")) or default_release
 			row.environment = _str(data.get("environment")) or default_environment
 			slug, status = _str(data.get("monitor_slug"), 200), _str(data.get("status"), 50)
-			row.check_in = (_str(data.get("check_in_id"), 64), slug, status, duration, row.release, row.environment)
+			row.check_in = (_id(data.get("check_in_id"), 64), slug, status, duration, row.release, row.environment)
 			row.title = "{}: {}".format(slug or "<monitor>", status or "?")
 			row.level = "error" if status in ("error", "timeout") else "info"
 			contexts = data.get("contexts") if isinstance(data.get("contexts"), dict) else {}
 			trace = contexts.get("trace") if isinstance(contexts.get("trace"), dict) else {}
-			row.trace_id = _str(trace.get("trace_id"), 64)
+			row.trace_id = _id(trace.get("trace_id"), 64)
 			return row
 		if item.type in ("session", "sessions") and isinstance(data, dict):
 			attrs = data.get("attrs") if isinstance(data.get("attrs"), dict) else {}
@@ -413,7 +457,7 @@ class Store:
 			else:
 				started = sum(
 					a.get("exited", 0) + a.get("errored", 0) + a.get("abnormal", 0) + a.get("crashed", 0)
-					for a in data.get("aggregates") or []
+					for a in _list(data.get("aggregates"))
 					if isinstance(a, dict) and all(isinstance(a.get(k, 0), int) for k in _AGGREGATE_KEYS)
 				)
 				row.title = "sessions: {} ended".format(started)
@@ -421,14 +465,14 @@ class Store:
 		if item.type == "client_report" and isinstance(data, dict):
 			discarded = sum(
 				d.get("quantity", 0)
-				for d in data.get("discarded_events") or []
+				for d in _list(data.get("discarded_events"))
 				if isinstance(d, dict) and isinstance(d.get("quantity", 0), int)
 			)
 			row.title = "client report: {} discarded".format(discarded)
 			return row
 		if item.type == "user_report" and isinstance(data, dict):
 			row.title = _str(data.get("comments")) or "<user report>"
-			row.parent_event_id = _str(data.get("event_id"), 64) or envelope_event_id
+			row.parent_event_id = _id(data.get("event_id"), 64) or envelope_event_id
 			return row
 		if item.type in ("profile", "profile_chunk") and isinstance(data, dict):
 			transaction = data.get("transaction")
@@ -436,10 +480,10 @@ class Store:
 				transactions = data.get("transactions")
 				transaction = transactions[0] if isinstance(transactions, list) and transactions else {}
 				transaction = transaction if isinstance(transaction, dict) else {}
-			row.parent_event_id = _str(transaction.get("id"), 64) or (
+			row.parent_event_id = _id(transaction.get("id"), 64) or (
 				envelope_event_id if item.type == "profile" else None
 			)
-			row.trace_id = _str(transaction.get("trace_id"), 64)
+			row.trace_id = _id(transaction.get("trace_id"), 64)
 			row.title = "profile of {}".format(_str(transaction.get("name")) or "?")
 			row.release = _str(data.get("release")) or default_release
 			row.environment = _str(data.get("environment")) or default_environment
@@ -1007,7 +1051,7 @@ class Store:
 				continue
 			if row["type"] == "client_report":
 				reports += 1
-				for entry in data.get("discarded_events") or []:
+				for entry in _list(data.get("discarded_events")):
 					if isinstance(entry, dict) and isinstance(entry.get("quantity"), int):
 						key = (str(entry.get("reason")), str(entry.get("category")))
 						discarded[key] = discarded.get(key, 0) + entry["quantity"]
@@ -1020,7 +1064,7 @@ class Store:
 				status = str(data.get("status") or "ok")
 				by_status[status] = by_status.get(status, 0) + 1
 			else:
-				for aggregate in data.get("aggregates") or []:
+				for aggregate in _list(data.get("aggregates")):
 					if isinstance(aggregate, dict):
 						for key in _AGGREGATE_KEYS:
 							value = aggregate.get(key)
@@ -1115,7 +1159,7 @@ def _transaction_spans(txn: dict, item_id: int) -> list[dict[str, typing.Any]]:
 			"attributes": trace.get("data") if isinstance(trace.get("data"), dict) else {},
 		}
 	]
-	for span in txn.get("spans") or []:
+	for span in _list(txn.get("spans")):
 		if not isinstance(span, dict):
 			continue
 		s, e = to_seconds(span.get("start_timestamp")), to_seconds(span.get("timestamp"))
