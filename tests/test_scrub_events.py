@@ -52,11 +52,14 @@ def test_extra_nested_and_compound_keys(svc, sentry_capture):
 def test_contexts(svc, sentry_capture):
 	async def in_task():
 		svc.set_context("db", {"host": "db1", "password": "S_CONTEXT_PASSWORD", "pool": {"api_key": "S_CONTEXT_KEY"}})
+
+		svc.set_context("credentials", {"user": "S_CONTEXT_USER", "key": "S_CONTEXT_KEY2"})
 		svc.capture_message("context")
 
 	asyncio.run(in_task())
 	event = sentry_capture.find(message="context")
 	assert leaked(event, "S_CONTEXT") == [] and event["contexts"]["db"]["host"] == "db1"
+	assert set(event["contexts"]["credentials"]) == {"user", "key"}, "a secret-named context keeps its keys"
 
 
 def test_struct_data_and_breadcrumb_data(svc, sentry_capture):

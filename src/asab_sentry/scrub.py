@@ -321,6 +321,14 @@ class Scrubber:
 
 	# Whole events
 
+	def _scrub_context(self, name: str, value: typing.Any) -> typing.Any:
+		if not isinstance(value, dict):
+			return value
+		if self.is_secret(name):
+			# A context must stay an object: every value of a secret-named one is filtered, its keys kept.
+			return {k: v if k == "type" or v is None else FILTERED for k, v in value.items()}
+		return self.scrub(value)
+
 	def scrub_breadcrumb(self, crumb: typing.Any) -> typing.Any:
 		"""A serialized breadcrumb with its data scrubbed: ``crumb`` itself when nothing changed, else a copy."""
 		if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
@@ -347,9 +355,7 @@ class Scrubber:
 			event["extra"] = extra
 		contexts = event.get("contexts")
 		if isinstance(contexts, dict):
-			event["contexts"] = {
-				name: self.scrub(value) if isinstance(value, dict) else value for name, value in contexts.items()
-			}
+			event["contexts"] = {name: self._scrub_context(name, value) for name, value in contexts.items()}
 		for name in ("user",):
 			if isinstance(event.get(name), dict):
 				event[name] = self.scrub(event[name])
