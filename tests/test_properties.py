@@ -3,6 +3,7 @@ and the size limiter raise nothing unexpected, and what they let through is acce
 
 import configparser
 import json
+import os
 import zlib
 
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,9 @@ from asab_sentry import SentryConfigError, limits, scrub, tags
 from asab_sentry.settings import load_settings
 
 NORMALIZER = StoreNormalizer(project_id=1)
-PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# More examples for a thorough run: ASAB_SENTRY_PROPERTY_EXAMPLES=2000 pytest tests/test_properties.py
+EXAMPLES = int(os.environ.get("ASAB_SENTRY_PROPERTY_EXAMPLES", "100"))
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Any code point, lone surrogates included (hypothesis' text() leaves those out).
 any_text = st.lists(st.integers(min_value=0, max_value=0x10FFFF), max_size=80).map(lambda cs: "".join(map(chr, cs)))

@@ -231,8 +231,8 @@ def _over(
 	if size > max_bytes:
 		return size, max_bytes
 	if size > max_compressed:
-		# As the transport compresses (gzip level 9), plus room for the gzip header.
-		compressed = len(zlib.compress(encode(event), 9)) + 64
+		# Level 1 (fast) compresses no better than the transport's level 9; plus room for the gzip header.
+		compressed = len(zlib.compress(encode(event), 1)) + 64
 		if compressed > max_compressed:
 			return size, int(size * max_compressed / compressed * 0.9)
 	return size, 0
@@ -532,7 +532,7 @@ class FinalPass:
 				scrubbed = scrubber.scrub_breadcrumb(crumb)
 				encoded = encode(scrubbed)
 				known = (crumb, scrubbed, len(encoded), b"\\ud" in encoded)
-				if len(cache) >= 1000:
+				if len(cache) >= 400:
 					cache.clear()
 				cache[id(crumb)] = known
 			if known[1] is not crumb:
