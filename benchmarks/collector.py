@@ -10,6 +10,7 @@ does not. Measured, never asserted: run it more than once.
 
 	python3 benchmarks/collector.py                  # 1 and 4 clients, 3000 envelopes each
 	python3 benchmarks/collector.py --clients 8 --count 2000
+	python3 benchmarks/collector.py --baseline c7bed81  # the same, also with the collector of that commit
 """
 
 from __future__ import annotations
@@ -56,12 +57,20 @@ def cpu_seconds(pid: int) -> float:
 	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(clients: int, count: int) -> tuple[float, int, float, float]:
+def export(revision: str) -> str:
+	"""The ``src`` directory of a git revision, extracted into a temporary directory."""
+	target = tempfile.mkdtemp(prefix="asab-sentry-baseline-")
+	archive = subprocess.run(["git", "-C", ROOT, "archive", revision, "src"], capture_output=True, check=True)
+	subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+	return os.path.join(target, "src")
+
+
+def run(clients: int, count: int, src: str = os.path.join(ROOT, "src")) -> tuple[float, int, float, float]:
 	"""Seconds for ``clients`` × ``count`` envelopes, how many were stored, CPU seconds of the collector
 	and of the clients while sending."""
 	port = free_port()
 	workdir = tempfile.mkdtemp(prefix="asab-sentry-bench-")
-	env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+	env = dict(os.environ, PYTHONPATH=src)
 	server = subprocess.Popen(
 		[
 			sys.executable,
@@ -74,6 +83,8 @@ def run(clients: int, count: int) -> tuple[float, int, float, float]:
 			os.path.join(workdir, "bench.sqlite"),
 			"--retention-count",
 			"0",
+			"--key",
+			"asabsentry",
 		],
 		stdout=subprocess.DEVNULL,
 		stderr=subprocess.DEVNULL,
@@ -126,25 +137,31 @@ def main(argv: list[str] | None = None) -> None:
 	parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
 	parser.add_argument("--clients", type=int, default=4)
 	parser.add_argument("--count", type=int, default=3000, help="envelopes per client")
+	parser.add_argument("--baseline", metavar="REVISION", help="also measure the collector of this git revision")
 	args = parser.parse_args(argv)
+	versions = [("this tree", os.path.join(ROOT, "src"))]
+	if args.baseline:
+		versions.insert(0, (args.baseline, export(args.baseline)))
 	print(
 		"{:<22} {:>9} {:>9} {:>12} {:>18} {:>17}".format(
 			"collector", "envelopes", "stored", "envelopes/s", "collector CPU/env", "clients CPU/env"
 		)
 	)
 	for clients in sorted({1, args.clients}):
-		elapsed, stored, server_cpu, client_cpu = run(clients, args.count)
-		total = clients * args.count
-		print(
-			"{:<22} {:>9} {:>9} {:>12.0f} {:>15.0f} µs {:>14.0f} µs".format(
-				"{} sentry-sdk client{}".format(clients, "" if clients == 1 else "s"),
-				total,
-				stored,
-				stored / elapsed,
-				server_cpu / max(stored, 1) * 1e6,
-				client_cpu / total * 1e6,
+		for name, src in versions:
+			elapsed, stored, server_cpu, client_cpu = run(clients, args.count, src)
+			total = clients * args.count
+			label = "{} client{}{}".format(clients, "" if clients == 1 else "s", ", " + name if args.baseline else "")
+			print(
+				"{:<22} {:>9} {:>9} {:>12.0f} {:>15.0f} µs {:>14.0f} µs".format(
+					label,
+					total,
+					stored,
+					stored / elapsed,
+					server_cpu / max(stored, 1) * 1e6,
+					client_cpu / total * 1e6,
+				)
 			)
-		)
 	print("(the collector's ceiling on one free core: about 1e6 / its CPU µs per envelope)")
 
 

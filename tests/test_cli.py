@@ -245,3 +245,23 @@ def test_advice_in_messages_runs_as_printed_without_an_activated_venv(tmp_path):
 			command + " --version", shell=True, capture_output=True, text=True, env=cli_env(), cwd=tmp_path
 		)
 		assert ran.returncode == 0 and asab_sentry.__version__ in ran.stdout, (command, ran.stderr)
+
+
+@pytest.mark.parametrize("limit, words", [(1, "1 envelope per"), (2, "2 envelopes per")])
+def test_rate_limit_message_has_the_right_plural(limit, words):
+	import urllib.error
+	import urllib.request
+
+	from asab_sentry.collector.server import CollectorSettings, start_in_thread
+
+	body = b'{"event_id":"' + b"a" * 32 + b'"}\n{"type":"event"}\n{"message":"x","level":"error"}\n'
+	headers = {"X-Sentry-Auth": "Sentry sentry_version=7, sentry_key=asab-sentry, sentry_client=test/1.0"}
+	with start_in_thread(Store(":memory:"), CollectorSettings(rate_limit=limit, rate_window=60)) as running:
+		url = "{}/api/1/envelope/".format(running.url)
+		for _ in range(limit):
+			with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as ok:
+				assert ok.status == 200
+		with pytest.raises(urllib.error.HTTPError) as refused:
+			urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10)
+	assert refused.value.code == 429
+	assert "rate limit of {} 60s".format(words) in refused.value.read().decode()

@@ -426,3 +426,32 @@ def test_odd_shapes_of_every_item_type_never_break_the_collector(hostile, item_t
 	for trace in get_json(hostile.url + "/api/0/traces?limit=1000")[1]["traces"]:
 		status = request(hostile.url + "/api/0/traces/" + urllib.parse.quote(trace["trace_id"], safe=""))[0]
 		assert status == 200 or (status == 404 and "/" in trace["trace_id"]), trace
+
+
+@pytest.mark.filterwarnings("ignore:Transaction-based profiling is deprecated:DeprecationWarning")
+def test_a_profile_belongs_to_its_transaction(collector):
+	sdk_init(collector.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+	with sentry_sdk.start_transaction(op="task", name="busy"):
+		deadline = time.monotonic() + 0.3
+		while time.monotonic() < deadline:  # the profiler samples at 101 Hz and keeps profiles of 2+ samples
+			sum(range(1000))
+	sentry_sdk.flush(5)
+	(transaction,) = get_json(collector.url + "/api/0/items?type=transaction")[1]["items"]
+	linked = get_json(collector.url + "/api/0/items/{}".format(transaction["id"]))[1]["linked"]
+	assert [(i["type"], i["title"]) for i in linked] == [("profile", "profile of busy")]
+
+
+def test_without_sentry_relay_the_fallback_normalizes(monkeypatch):
+	"""sentry-relay is optional (the collector extra): without it the built-in fallback stores the same shape."""
+	from asab_sentry.collector import normalize
+
+	monkeypatch.setattr(normalize, "StoreNormalizer", None)
+	assert not normalize.has_relay()
+	with start_in_thread(Store(":memory:"), CollectorSettings()) as running:
+		assert not running.Collector.Store.Normalizer.UsesRelay
+		body = envelope({"message": "m", "level": "WARN", "breadcrumbs": [{"message": "b", "timestamp": "1"}]})
+		assert request(running.url + "/api/1/envelope/", body, headers=AUTH)[0] == 200
+		(item,) = running.Collector.Store.list()
+		event = running.Collector.Store.get(item["id"])["payload"]
+		assert event["breadcrumbs"] == {"values": [{"message": "b", "timestamp": 1.0}]}
+		assert event["level"] == "warning" and event["logentry"] == {"formatted": "m"} and item["title"] == "m"

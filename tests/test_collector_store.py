@@ -413,7 +413,7 @@ def test_deep_content_that_parses_is_stored(store):
 	(item_id,) = store.add(parsed, "1")
 	assert store.get(item_id)["title"] == "deep"
 	with pytest.raises(EnvelopeError):
-		parse_envelope(b'{}\n{"type":"event"}\n' + body.replace(b"[", b"[" * 10).replace(b"]", b"]" * 10) + b"\n")
+		parse_envelope(b'{}\n{"type":"event"}\n' + body.replace(b"[", b"[" * 250).replace(b"]", b"]" * 250) + b"\n")
 
 
 def test_retention_keeps_issues_consistent(tmp_path):

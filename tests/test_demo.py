@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,9 @@ def test_demo_succeeds_and_reports(tmp_path, referee):
 	assert out.returncode == 0, out.stdout + out.stderr
 	assert "Everything the documentation page promises arrived." in out.stdout
 	assert out.stdout.count("[ok]") == len(expected_checks())
+	# What arrived, as the terminal viewer lists it: a header line, then one line per item.
+	assert re.search(r"(?m)^ +ID TIME +TYPE +LEVEL +TITLE", out.stdout), out.stdout
+	assert re.search(r"(?m)^ +1 \d\d:\d\d:\d\d ", out.stdout), out.stdout
 	assert "asab-sentry events --storage {} show".format(tmp_path / "demo.sqlite") in out.stdout
 	listing = subprocess.run(
 		[sys.executable, "-m", "asab_sentry.cli", "events", "--storage", str(tmp_path / "demo.sqlite"), "list"],

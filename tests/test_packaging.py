@@ -63,6 +63,8 @@ def test_wheel_contents(artefacts):
 	assert "asab_sentry/py.typed" in files
 	assert "asab_sentry/examples/my_app.py" in files, "the demo runs the example application"
 	assert "asab_sentry/collector/app.py" in files
+	# The collector's web UI: its templates and static files are package data.
+	assert {"asab_sentry/collector/templates/base.html", "asab_sentry/collector/static/ui.js"} <= files
 	leaked = sorted(f for f in files if FORBIDDEN.search(f))
 	assert not leaked
 

@@ -57,7 +57,11 @@ def test_tag_validation(key, value):
 	]
 
 
-config_value = st.one_of(texts, st.from_regex(r"\A[0-9]{1,30}(\.[0-9]*)?(ms|s|m|h|d|w|M|y)?\Z"))
+config_value = st.one_of(
+	texts,
+	st.from_regex(r"\A[0-9]{1,30}(\.[0-9]*)?(ms|s|m|h|d|w|M|y)?\Z"),
+	st.from_regex(r"\A-?[0-9]{1,400}\s?([kKmMgG]i?[bB])?\Z"),
+)
 
 
 @PROPERTY
@@ -74,6 +78,11 @@ config_value = st.one_of(texts, st.from_regex(r"\A[0-9]{1,30}(\.[0-9]*)?(ms|s|m|
 				"scrub_keys",
 				"include_local_variables",
 				"spotlight",
+				"queue_max_size",
+				"max_concurrent_requests",
+				"request_timeout",
+				"outbox_max_size",
+				"outbox_max_age",
 			]
 		),
 		config_value,

@@ -124,6 +124,55 @@ def test_serialize_breadcrumb_is_the_breadcrumb_as_serialized_in_an_event():
 	assert meta["message"] and meta["data"]
 
 
+def test_span_recorder_keeps_finished_children_for_the_web_transactions():
+	"""asab_sentry.web sends request transactions itself and reads their child spans from the recorder."""
+	from sentry_sdk.tracing import Transaction
+
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False, traces_sample_rate=1.0)
+	try:
+		transaction = Transaction(op="http.server", name="GET /", sampled=True)
+		transaction.init_span_recorder(maxlen=10)
+		done = transaction.start_child(op="db", name="q")
+		done.finish()
+		transaction.start_child(op="db", name="open")  # not finished: left out
+		spans = _sdk.finished_child_spans(transaction)
+		assert spans == [done]
+		assert spans[0].to_json()["op"] == "db"
+		transaction.set_http_status(404)
+		tags, data = _sdk.span_tags_and_data(transaction)
+		assert data["http.response.status_code"] == 404 and tags["http.status_code"] == "404"
+	finally:
+		_sdk.reset()
+
+
+def test_scope_data_merges_global_isolation_and_current():
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		sentry_sdk.get_global_scope().set_tag("a", "global")
+		sentry_sdk.get_global_scope().set_tag("b", "global")
+		with sentry_sdk.isolation_scope():
+			sentry_sdk.get_isolation_scope().set_tag("b", "isolation")
+			sentry_sdk.get_isolation_scope().set_user({"id": "7"})
+			sentry_sdk.get_current_scope().set_context("c", {"x": 1})
+			tags, user, contexts = _sdk.scope_data()
+		assert tags == {"a": "global", "b": "isolation"} and user == {"id": "7"} and contexts == {"c": {"x": 1}}
+	finally:
+		_sdk.reset()
+
+
+def test_own_isolation_scope_forks_only_the_isolation_scope():
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		outer, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
+		with _sdk.own_isolation_scope():
+			assert sentry_sdk.get_isolation_scope() is not outer
+			assert sentry_sdk.get_current_scope() is current
+			sentry_sdk.get_isolation_scope().set_tag("request", "1")
+		assert sentry_sdk.get_isolation_scope() is outer and "request" not in outer._tags
+	finally:
+		_sdk.reset()
+
+
 def test_the_client_serializes_events_through_its_module_name_serialize():
 	import sentry_sdk.client
 	import sentry_sdk.serializer

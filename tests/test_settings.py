@@ -85,7 +85,7 @@ def test_defaults():
 	assert s.server_name is None
 	assert s.max_value_length == 8192
 	assert s.include_local_variables is True
-	assert s.shutdown_timeout == 5.0
+	assert s.shutdown_timeout == 10.0
 	assert s.debug is False
 	assert s.spotlight is None
 	assert s.breadcrumbs_level == logging.INFO
@@ -227,3 +227,112 @@ def test_invalid_environment_values(value):
 
 def test_invalid_environment_from_site_id_names_the_variable():
 	assert error("", {"SENTRY_DSN": DSN, "SITE_ID": "a/b"}).startswith("environment variable SITE_ID = 'a/b'")
+
+
+# [sentry:web] and the options of issue 12
+
+
+def test_web_defaults():
+	s = settings("", {"SENTRY_DSN": DSN})
+	assert s.web.enabled is True
+	assert s.web.failed_status_codes == frozenset(range(500, 600))
+	assert s.web.ignore_paths == ("/asab/v1/*",)
+	assert s.web.trace_propagation_targets == ("loopback", "private", "single-label", "cluster-local")
+	assert s.send_default_pii is False and s.task_spans is True
+
+
+def test_web_options():
+	s = settings(
+		"[sentry:web]\nenabled=no\nfailed_status_codes=404, 500 - 502 ; comment\nignore_paths=/health /ready*\n"
+		"trace_propagation_targets=private, *.corp.example, 10.1.0.0/16\n"
+		"[sentry]\nsend_default_pii=yes\ntask_spans=off\n",
+		{"SENTRY_DSN": DSN},
+	)
+	assert s.web.enabled is False
+	assert s.web.failed_status_codes == frozenset({404, 500, 501, 502})
+	assert s.web.ignore_paths == ("/asab/v1/*", "/health", "/ready*")
+	assert s.web.trace_propagation_targets == ("private", "*.corp.example", "10.1.0.0/16")
+	assert s.send_default_pii is True and s.task_spans is False
+	assert s.unknown_options == ()
+
+
+def test_propagation_off():
+	s = settings("[sentry:web]\ntrace_propagation_targets=none\n", {"SENTRY_DSN": DSN})
+	assert s.web.trace_propagation_targets == ()
+
+
+@pytest.mark.parametrize(
+	"ini, names",
+	[
+		("failed_status_codes=5xx", "[sentry:web] failed_status_codes = '5xx'"),
+		("failed_status_codes=600", "[sentry:web] failed_status_codes = '600'"),
+		("failed_status_codes=599-500", "[sentry:web] failed_status_codes = '599-500'"),
+		("ignore_paths=health", "[sentry:web] ignore_paths = 'health'"),
+		("trace_propagation_targets=https://x/", "[sentry:web] trace_propagation_targets = 'https://x/'"),
+		("enabled=maybe", "[sentry:web] enabled = 'maybe'"),
+	],
+)
+def test_web_invalid_values(ini, names):
+	message = error("[sentry]\ndata_source_name={}\n[sentry:web]\n{}\n".format(DSN, ini))
+	assert message.startswith(names), message
+
+
+def test_unknown_web_option_is_reported():
+	s = settings("[sentry:web]\nfailed_status=500\n", {"SENTRY_DSN": DSN})
+	assert s.unknown_options == ("[sentry:web] failed_status",)
+
+
+# Delivery options (issue 9)
+
+
+def test_delivery_defaults():
+	s = settings("", {"SENTRY_DSN": DSN})
+	assert (s.queue_max_size, s.max_concurrent_requests, s.request_timeout) == (16 * 1024**2, 4, 10.0)
+	assert (s.outbox, s.outbox_max_size, s.outbox_max_age) == (None, 100 * 1024**2, 7 * 86400.0)
+
+
+def test_delivery_options():
+	s = settings(
+		"[sentry]\nqueue_max_size=512kB\nmax_concurrent_requests=8\nrequest_timeout=2s\n"
+		"outbox=/var/lib/app/outbox\noutbox_max_size=1GB\noutbox_max_age=2d\n",
+		{"SENTRY_DSN": DSN},
+	)
+	assert (s.queue_max_size, s.max_concurrent_requests, s.request_timeout) == (512 * 1024, 8, 2.0)
+	assert (s.outbox, s.outbox_max_size, s.outbox_max_age) == ("/var/lib/app/outbox", 1024**3, 2 * 86400.0)
+	assert s.unknown_options == ()
+
+
+@pytest.mark.parametrize(
+	"option, value, allowed",
+	[
+		("queue_max_size", "lots", "expected a size greater than 0 such as 16MB"),
+		("queue_max_size", "0", "expected a size greater than 0"),
+		("outbox_max_size", "-1MB", "expected a size greater than 0"),
+		("max_concurrent_requests", "0", "whole number of at least 1"),
+		("max_concurrent_requests", "100", "from 1 to 64"),
+		("request_timeout", "0", "greater than 0"),
+		("outbox_max_age", "forever", "expected a duration"),
+	],
+)
+def test_delivery_options_invalid(option, value, allowed):
+	message = error("[sentry]\n{}={}\n".format(option, value), {"SENTRY_DSN": DSN})
+	assert message.startswith("[sentry] {} = '{}': ".format(option, value)) and allowed in message
+
+
+def test_outbox_in_use_is_one_clear_line(tmp_path):
+	import asab
+
+	from asab_sentry.delivery.outbox import Outbox
+
+	holder = Outbox(str(tmp_path), 10**6, 60)
+	try:
+		asab.Config.read_dict({"sentry": {"data_source_name": "http://k@127.0.0.1:9/1", "outbox": str(tmp_path)}})
+		with pytest.raises(SentryConfigError) as info:
+			import asab_sentry
+
+			asab_sentry.SentryService(asab.Application(args=[]))
+	finally:
+		holder.close()
+	assert str(info.value).startswith(
+		"[sentry] outbox = '{}': the directory is in use by another process".format(tmp_path)
+	)

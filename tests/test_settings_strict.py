@@ -97,3 +97,8 @@ def test_environment_variable_with_lone_surrogates_is_repaired_and_named():
 	s = load({}, {"SENTRY_ENVIRONMENT": "prod-\udce9", "SENTRY_RELEASE": "svc@1"})
 	assert s.environment == "prod-\ufffd"
 	assert s.repaired_variables == ("SENTRY_ENVIRONMENT",)
+
+
+@pytest.mark.parametrize("option", ["queue_max_size", "outbox_max_size"])
+def test_size_that_overflows_is_refused(option):
+	assert refused({option: "9" * 400 + "MB"}).startswith("[sentry] {} = ".format(option))

@@ -317,7 +317,9 @@ def test_held_and_cyclic_task_errors_are_reported_while_running(collector):
 	for event in seen["events"]:
 		assert_structured(event, event["exception"]["values"][-1]["type"], "asyncio")
 		assert event["contexts"]["asyncio_task"]["coroutine"].endswith(("poll_upstream", "cyclic_job"))
-		assert event["contexts"]["asyncio_task"]["name"].startswith("Task-")
+		# CPython 3.13.0-3.13.2 rename every task a task factory made to "None" (python/cpython#130033).
+		if not (3, 13, 0) <= sys.version_info[:3] <= (3, 13, 2):
+			assert event["contexts"]["asyncio_task"]["name"].startswith("Task-")
 
 
 def test_retrieved_exceptions_are_not_reported(collector):

@@ -76,6 +76,11 @@ def finished_child_spans(transaction: typing.Any) -> list:
 	return [span for span in recorder.spans if span is not transaction and span.timestamp is not None]
 
 
+def span_tags_and_data(span: typing.Any) -> tuple[dict, dict]:
+	"""The tags and data set on a span (``set_tag``, ``set_data``, ``set_http_status``), which it keeps privately."""
+	return span._tags, span._data
+
+
 def scope_data() -> tuple[dict, dict | None, dict]:
 	"""
 	Tags, user and contexts of the global, isolation and current scopes merged (later wins), as sentry-sdk

@@ -5,6 +5,7 @@ The ``asab-sentry`` command::
 	asab-sentry collector [options]      # a local Sentry-compatible endpoint
 	asab-sentry events list|show|tail    # what the collector stored
 	asab-sentry events issues            # errors grouped into issues, with counts
+	asab-sentry outbox status|flush|purge DIR   # envelopes kept on disk ([sentry] outbox)
 """
 
 from __future__ import annotations
@@ -105,8 +106,17 @@ def _parser() -> argparse.ArgumentParser:
 		view.add_argument("--q", dest="text", metavar="TEXT", help="text in the title or exception type")
 		view.add_argument("--release", help="items of this release")
 		view.add_argument("--environment", help="items of this environment")
-	listing.add_argument("--since", type=float, metavar="UNIX_TIME", help="items received at or after")
-	listing.add_argument("--until", type=float, metavar="UNIX_TIME", help="items received before")
+	listing.add_argument(
+		"--since",
+		metavar="TIME",
+		help="items received at or after: a span back from now (15m, 2h, 1d), an ISO date/time (local) or unix time",
+	)
+	listing.add_argument("--until", metavar="TIME", help="items received before (like --since)")
+	tail.add_argument(
+		"--since",
+		metavar="TIME",
+		help="first the items received since then (15m, 2h, an ISO date/time), then the new ones",
+	)
 	listing.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default: %(default)s)")
 	listing.add_argument("--offset", type=int, default=0, help="skip this many of the newest (default: %(default)s)")
 	listing.add_argument("--issue", type=int, metavar="ID", help="the events of this issue (see 'events issues')")
@@ -132,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
 	show = views.add_parser("show", help="one item in full", description="One item in full.")
 	_source_options(show, defaults=False)
 	show.add_argument("id", type=int, help="the item's id (the first column of 'events list')")
+
+	from .delivery import command as outbox_command
+
+	outbox_command.add_parser(commands)
 	return parser
 
 
@@ -185,6 +199,10 @@ def _main(argv: list[str] | None) -> int:
 			return _demo(args)
 		if args.command == "collector":
 			return _collector(args)
+		if args.command == "outbox":
+			from .delivery import command as outbox_command
+
+			return outbox_command.run(args)
 		return _events(args)
 	except SentryConfigError as e:
 		print(str(e), file=sys.stderr)
@@ -219,7 +237,9 @@ def _issues(args: argparse.Namespace, source: typing.Any) -> int:
 	if args.json:
 		print(json.dumps(issues, indent=2))
 	else:
-		print("\n".join(format_issues(issues)))
+		from .collector.viewer import Printer, terminal_width
+
+		Printer(sys.stdout).print(format_issues(issues, terminal_width()))
 	return 0
 
 
@@ -295,7 +315,16 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
-	from .collector.viewer import Source, format_item, format_list, format_list_line
+	from .collector.viewer import (
+		Printer,
+		Source,
+		format_item,
+		format_list,
+		format_list_line,
+		list_header,
+		parse_time,
+		terminal_width,
+	)
 
 	if not args.url and not os.path.isfile(args.storage):
 		print(
@@ -305,12 +334,17 @@ def _view(args: argparse.Namespace) -> int:
 		)
 		return 1
 	source = Source(storage=args.storage, url=args.url)
+	printer = Printer(sys.stdout)
+	width = terminal_width()
 	if args.view == "show":
 		item = source.get(args.id)
 		if item is None:
 			print("No item {}.".format(args.id), file=sys.stderr)
 			return 1
-		print(json.dumps(item, indent=2) if args.json else format_item(item))
+		if args.json:
+			print(json.dumps(item, indent=2))
+		else:
+			printer.print(format_item(item, width))
 		return 0
 
 	if args.view == "issues":
@@ -330,23 +364,48 @@ def _view(args: argparse.Namespace) -> int:
 			return 2
 		filters["tag"] = (key, value)
 	if args.view == "list":
+		times = {}
+		for option in ("since", "until"):
+			value = getattr(args, option)
+			try:
+				times[option] = parse_time(value) if value else None
+			except ValueError as e:
+				print("--{} {}".format(option, e), file=sys.stderr)
+				return 2
+		since, until = times["since"], times["until"]
 		if args.issue is not None:
 			filters["issue_id"] = args.issue
 		items = source.list(
-			**filters, since=args.since, until=args.until, limit=args.limit, offset=args.offset, newest_first=True
+			**filters, since=since, until=until, limit=args.limit, offset=args.offset, newest_first=True
 		)
 		items.reverse()
-		print(json.dumps(items, indent=2) if args.json else format_list(items))
+		if args.json:
+			print(json.dumps(items, indent=2))
+		else:
+			printer.print(format_list(items, width))
 		return 0
 
 	# tail
+	since = None
+	if args.since:
+		try:
+			since = parse_time(args.since)
+		except ValueError as e:
+			print("--since {}".format(e), file=sys.stderr)
+			return 2
 	last = max([i["id"] for i in source.list(limit=1)] or [0])
+	if since is not None:  # from the first item received since then
+		first = source.list(since=since, limit=1, newest_first=False)
+		last = first[0]["id"] - 1 if first else last
 	if not args.json:
-		print(format_list([]))
+		printer.print([list_header(width)])
 	while True:
 		for item in source.list(**filters, after_id=last, limit=500, newest_first=False):
 			last = max(last, item["id"])
-			print(json.dumps(item) if args.json else format_list_line(item), flush=True)
+			if args.json:
+				print(json.dumps(item), flush=True)
+			else:
+				printer.print([format_list_line(item, width)])
 		time.sleep(0.5)
 
 

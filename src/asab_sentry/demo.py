@@ -21,7 +21,7 @@ import asab
 from . import payload
 from .cli import command
 from .collector.app import CollectorApplication
-from .collector.viewer import format_list
+from .collector.viewer import Printer, format_list, terminal_width
 
 L = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class DemoApplication(CollectorApplication):
 			counts[item["type"]] = counts.get(item["type"], 0) + 1
 		print()
 		print("Arrived: " + ", ".join(plural(n, t) for t, n in sorted(counts.items())))
-		print(format_list(items))
+		Printer(sys.stdout).print(format_list(items, terminal_width()))
 		print()
 		for check in self.Checks:
 			print("  {} {}".format("[ok]  " if check.ok else "[MISSING]", check.name))

@@ -23,6 +23,7 @@ from sentry_sdk.integrations.excepthook import ExcepthookIntegration
 from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
+from sentry_sdk.scrubber import EventScrubber
 
 from . import _sdk, breadcrumbs, limits, notices, scrub, tasks
 from . import capture as capture_module
@@ -32,8 +33,10 @@ from . import settings as settings_module
 from . import tags as tags_module
 from . import tracing as tracing_module
 from . import web as web_module
+from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
+from .delivery.spotlight import SpotlightTransport
+from .errors import SentryConfigError
 from .tracing import Measure
-from .transport import SpotlightTransport
 
 L = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ class SentryService(asab.Service):
 		Identity: release, server name, manifest and identity tags (`asab_sentry.identity.Identity`).
 		LogHandler: the `logging.Handler` on the root logger that turns records into events and breadcrumbs.
 		LoopHooks: the exception handler and task factory installed on the application's event loop.
+		Delivery: the `asab_sentry.delivery.DeliveryTransport` sending to the DSN (None in the testing kit);
+			``Delivery.Losses.Counters`` counts what was captured, sent, retried and dropped by reason.
 		Web: the asab.web instrumentation (`asab_sentry.web.WebInstrumentation`), or None when the application
 			does not use asab.web or ``[sentry:web] enabled`` is false.
 	"""
@@ -157,10 +162,6 @@ class SentryService(asab.Service):
 				extra={sentry_logging.NO_EVENT: True},
 			)
 
-	async def initialize(self, app: asab.Application) -> None:
-		# asab.web may have been imported after the service was created.
-		self._install_web(app)
-
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
 		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
@@ -170,6 +171,11 @@ class SentryService(asab.Service):
 		)
 		limits.install(final_pass)
 		capture_module.install()
+		if transport is None and send_to_dsn and s.dsn is not None:
+			previous = delivery_transport(sentry_sdk.get_client().transport)
+			if previous is not None:  # replaced by the new client: release its outbox (the files stay)
+				previous.kill()
+			transport = _delivery_transport(s)
 		sentry_sdk.init(
 			before_send=final_pass,
 			before_send_transaction=final_pass,
@@ -191,8 +197,12 @@ class SentryService(asab.Service):
 			default_integrations=False,
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
+			# [sentry] send_default_pii is ours (sentry-sdk's option is deprecated): its scrubber must keep the
+			# user's IP address then.
+			event_scrubber=EventScrubber(send_default_pii=True) if s.send_default_pii else None,
 		)
 		client = sentry_sdk.get_client()
+		self.Delivery = delivery_transport(client.transport)
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
 		if breadcrumbs.ENABLED:
 			breadcrumbs.install()
@@ -207,6 +217,19 @@ class SentryService(asab.Service):
 		if self.Identity.manifest:
 			scope.set_context("manifest", dict(self.Identity.manifest))
 
+	async def initialize(self, app: asab.Application) -> None:
+		"""
+		Instrument asab.web (it may have been imported after the service was created), and publish the
+		delivery's counters through asab.metrics when the application has the MetricsService.
+		"""
+		self._install_web(app)
+		delivery = getattr(self, "Delivery", None)
+		metrics_service = app.get_service("asab.MetricsService")
+		if delivery is not None and metrics_service is not None:
+			from .delivery.metrics import DeliveryMetrics
+
+			self.DeliveryMetrics = DeliveryMetrics(app, metrics_service, delivery)
+
 	async def finalize(self, app: asab.Application) -> None:
 		"""Send what is pending, waiting at most ``[sentry] shutdown_timeout``, without blocking the event loop."""
 		# Let services finalized at the same time log their last errors first.
@@ -220,6 +243,11 @@ class SentryService(asab.Service):
 		if not client.is_active():
 			return
 		timeout = self.Settings.shutdown_timeout
+		delivery = delivery_transport(client.transport)
+		if delivery is not None:
+			# Starts the one exit deadline that sentry-sdk's atexit flush shares; warns once about what is left.
+			await asyncio.get_running_loop().run_in_executor(None, delivery.shutdown, timeout)
+			return
 		flushing = asyncio.get_running_loop().run_in_executor(None, client.flush, timeout)
 		try:
 			await asyncio.wait_for(asyncio.shield(flushing), timeout=timeout + 1.0)
@@ -431,6 +459,41 @@ class SentryService(asab.Service):
 			```
 		"""
 		return Measure("span", op, description)
+
+
+def delivery_transport(transport: typing.Any) -> DeliveryTransport | None:
+	"""Our `DeliveryTransport` behind sentry-sdk's client transport (possibly wrapped by Spotlight), or None."""
+	for _ in range(3):
+		if isinstance(transport, DeliveryTransport):
+			return transport
+		transport = getattr(transport, "Upstream", None)
+	return None
+
+
+def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
+	"""The transport that replaces sentry-sdk's HttpTransport, configured by ``[sentry]``."""
+	options = DeliveryOptions(
+		queue_max_size=s.queue_max_size,
+		max_concurrent_requests=s.max_concurrent_requests,
+		request_timeout=s.request_timeout,
+		shutdown_timeout=s.shutdown_timeout,
+		outbox=s.outbox,
+		outbox_max_size=s.outbox_max_size,
+		outbox_max_age=s.outbox_max_age,
+	)
+	try:
+		return DeliveryTransport({"dsn": s.dsn, "send_client_reports": True}, options)
+	except OutboxLocked as e:
+		raise SentryConfigError(
+			settings_module.SECTION,
+			"outbox",
+			s.outbox,
+			"the directory is in use by another process{}; each process needs its own outbox directory".format(
+				" (pid {})".format(e.Holder) if e.Holder else ""
+			),
+		)
+	except OSError as e:
+		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, "cannot be used: {}".format(e))
 
 
 #: The per-event keyword arguments of `SentryService.capture_exception` / `capture_message`.

@@ -56,6 +56,13 @@ _KNOWN_OPTIONS = {
 		"scrub_keys",
 		"send_default_pii",
 		"task_spans",
+		# delivery (issue 9)
+		"queue_max_size",
+		"max_concurrent_requests",
+		"request_timeout",
+		"outbox",
+		"outbox_max_size",
+		"outbox_max_age",
 	},
 	LOGGING_SECTION: {"breadcrumbs", "events"},
 	WEB_SECTION: {"enabled", "failed_status_codes", "ignore_paths", "trace_propagation_targets"},
@@ -124,6 +131,13 @@ class Settings:
 	send_default_pii: bool = False
 	task_spans: bool = True
 	web: WebSettings = dataclasses.field(default_factory=lambda: WebSettings())
+	# Delivery (asab_sentry.delivery): bytes, count, seconds, directory, bytes, seconds.
+	queue_max_size: int = 16 * 1024 * 1024
+	max_concurrent_requests: int = 4
+	request_timeout: float = 10.0
+	outbox: str | None = None
+	outbox_max_size: int = 100 * 1024 * 1024
+	outbox_max_age: float = 7 * 86400.0
 
 	def __repr__(self) -> str:
 		# The DSN's key must not appear in logs, tracebacks or the local variables sent to Sentry.
@@ -233,6 +247,25 @@ def parse_scrub_keys(section: str, option: str, value: str) -> tuple[str, ...]:
 				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-'",
 			)
 	return keys
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgG]?)(i?[bB])?$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(section: str, option: str, value: str) -> int:
+	"""
+	Parse a size in bytes: a number, optionally with ``kB``, ``MB`` or ``GB`` (powers of 1024; ``KiB`` etc. too).
+
+	>>> parse_size("sentry", "queue_max_size", "16MB")
+	16777216
+	"""
+	match = _SIZE.match(value.strip())
+	number = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else 0.0
+	size = int(number) if math.isfinite(number) else 0  # (a 400-digit number is inf)
+	if size <= 0:
+		raise SentryConfigError(section, option, value, "expected a size greater than 0 such as 16MB, 512kB or 1048576")
+	return size
 
 
 def parse_dsn(section: str, option: str, value: str) -> str:
@@ -392,7 +425,7 @@ def load_settings(
 			"max_value_length", lambda *a: parse_positive_int(*a, minimum=MIN_MAX_VALUE_LENGTH), 8192
 		),
 		include_local_variables=option("include_local_variables", parse_bool, True),
-		shutdown_timeout=option("shutdown_timeout", lambda *a: parse_duration(*a, maximum=MAX_SHUTDOWN_TIMEOUT), 5.0),
+		shutdown_timeout=option("shutdown_timeout", lambda *a: parse_duration(*a, maximum=MAX_SHUTDOWN_TIMEOUT), 10.0),
 		debug=option("debug", parse_bool, False),
 		spotlight=spotlight,
 		breadcrumbs_level=_level(r, "breadcrumbs", logging.INFO),
@@ -403,7 +436,37 @@ def load_settings(
 		send_default_pii=option("send_default_pii", parse_bool, False),
 		task_spans=option("task_spans", parse_bool, True),
 		web=_web_settings(r),
+		**_delivery_options(r),
 	)
+
+
+def _delivery_options(r: _Reader) -> dict[str, typing.Any]:
+	"""The delivery's options (issue 9): queue, concurrency, timeout and the outbox."""
+
+	def option(name: str, parse, default):
+		raw = r.config(SECTION, name)
+		return parse(SECTION, name, raw) if raw is not None else default
+
+	def positive_duration(section: str, name: str, value: str) -> float:
+		seconds = parse_duration(section, name, value)
+		if not (0 < seconds < 10**9):
+			raise SentryConfigError(section, name, value, "expected a duration greater than 0 such as 10s or 7d")
+		return seconds
+
+	def concurrency(section: str, name: str, value: str) -> int:
+		number = parse_positive_int(section, name, value)
+		if number > 64:
+			raise SentryConfigError(section, name, value, "expected a whole number from 1 to 64")
+		return number
+
+	return {
+		"queue_max_size": option("queue_max_size", parse_size, 16 * 1024 * 1024),
+		"max_concurrent_requests": option("max_concurrent_requests", concurrency, 4),
+		"request_timeout": option("request_timeout", positive_duration, 10.0),
+		"outbox": r.config(SECTION, "outbox"),
+		"outbox_max_size": option("outbox_max_size", parse_size, 100 * 1024 * 1024),
+		"outbox_max_age": option("outbox_max_age", positive_duration, 7 * 86400.0),
+	}
 
 
 def _first(r: _Reader, sources: tuple[tuple[str, str], ...]) -> tuple[str | None, tuple[str, str]]:

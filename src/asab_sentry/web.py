@@ -54,7 +54,7 @@ import sentry_sdk.scope
 import sentry_sdk.tracing
 import sentry_sdk.utils
 
-from . import _sdk, limits
+from . import _sdk, limits, scrub
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -75,45 +75,35 @@ _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # Marks an exception already reported (as an attribute: exceptions cannot be weakly referenced).
 _REPORTED = "_asab_sentry_reported"
 
-# Header and query parameter names whose values never leave the process.
-_SECRET_NAME = re.compile(
-	r"auth|cookie|token|secret|passw|api[-_]?key|session|csrf|xsrf|credential|signature|private", re.IGNORECASE
-)
 # Headers that identify the client's address: sent only with send_default_pii.
 _ADDRESS_HEADERS = frozenset(("x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip", "cf-connecting-ip"))
 
 
 def scrub_headers(headers: typing.Mapping[str, str], send_default_pii: bool = False) -> dict[str, str]:
 	"""
-	Request headers as they may be sent: values of secret-bearing headers (``Authorization``, ``Cookie``,
-	names containing token, secret, password, api-key, session, ...) replaced by ``[Filtered]``; the client's
-	address headers (``X-Forwarded-For``, ``Forwarded``, ...) too unless ``send_default_pii``.
+	Request headers as they may be sent: secret values (``Authorization``, ``Cookie``, ``X-Api-Key``, ... by
+	the rules of `asab_sentry.scrub`, ``[sentry] scrub_keys`` included) replaced by ``[Filtered]``; the
+	client's address headers (``X-Forwarded-For``, ``Forwarded``, ...) too unless ``send_default_pii``.
 
 	>>> scrub_headers({"Authorization": "Bearer x", "Accept": "*/*"})
 	{'Authorization': '[Filtered]', 'Accept': '*/*'}
 	"""
-	scrubbed = {}
-	for name, value in headers.items():
-		if _SECRET_NAME.search(name) or (not send_default_pii and name.lower() in _ADDRESS_HEADERS):
-			value = FILTERED
-		scrubbed[name] = value
+	scrubbed = scrub.scrub_headers(headers)
+	if not send_default_pii:
+		for name in scrubbed:
+			if name.lower() in _ADDRESS_HEADERS:
+				scrubbed[name] = FILTERED
 	return scrubbed
 
 
 def scrub_query(query: str) -> str:
 	"""
-	A query string with the values of secret-named parameters replaced by ``[Filtered]``.
+	A query string with the values of secret parameters replaced by ``[Filtered]`` (`asab_sentry.scrub`).
 
 	>>> scrub_query("page=2&access_token=abc")
-	'page=2&access_token=[Filtered]'
+	'page=2&access_token=%5BFiltered%5D'
 	"""
-	if not query:
-		return query
-	parts = []
-	for part in query.split("&"):
-		name, sep, _value = part.partition("=")
-		parts.append(name + sep + FILTERED if sep and _SECRET_NAME.search(name) else part)
-	return "&".join(parts)
+	return scrub.active().scrub_query(query) if query else query
 
 
 # -- Propagation targets -------------------------------------------------------------------------------------
@@ -315,6 +305,14 @@ class WebInstrumentation:
 		# sees the request's tenant and authorization while the handler runs.
 		import asab.contextvars
 
+		app = webapp.get("app")
+		get_service = getattr(app, "get_service", None)
+		if (
+			get_service is not None
+			and get_service("asab.TenantService") is None
+			and get_service("asab.AuthService") is None
+		):
+			return  # nothing sets the tenant or the authorization: no wrapper, nothing to pay per request
 		tenant_var, authz_var = asab.contextvars.Tenant, asab.contextvars.Authz
 		for route in webapp.router.routes():
 			handler = route.handler
@@ -427,18 +425,19 @@ class WebInstrumentation:
 			return
 		request = state.Request
 		tags, user, contexts = _sdk.scope_data()
-		tags.update(transaction._tags)
+		span_tags, span_data = _sdk.span_tags_and_data(transaction)
+		tags.update(span_tags)
 		trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER, "origin": ORIGIN}
 		if state.ParentSpanId is not None:
 			trace["parent_span_id"] = state.ParentSpanId
 		if transaction.status:
 			trace["status"] = transaction.status
-		if transaction._data:
-			trace["data"] = transaction._data
+		if span_data:
+			trace["data"] = span_data
 		contexts = dict(contexts)
 		contexts["trace"] = trace
 		contexts["runtime"] = _RUNTIME
-		status = transaction._data.get("http.response.status_code")
+		status = span_data.get("http.response.status_code")
 		if status is not None:
 			contexts["response"] = {"status_code": status}
 		event: dict[str, typing.Any] = {
@@ -467,9 +466,10 @@ class WebInstrumentation:
 			if options.get(key):
 				event[key] = options[key]
 		self._add_request(event, state)
-		# What sentry-sdk's before_send_transaction would do: scrubbed, valid text, within Sentry's limits.
+		# What sentry-sdk's before_send_transaction does for other transactions: the same secret rules as every
+		# other event (span data, tags, ...), valid text, within Sentry's size limits.
 		event = limits.finalize(event)
-		payload = json.dumps(event, default=_json_default, separators=(",", ":")).encode("utf-8")
+		payload = _json_payload(event)
 		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
 		envelope = sentry_sdk.envelope.Envelope(headers=headers)
 		envelope.add_item(
@@ -694,6 +694,18 @@ class WebInstrumentation:
 		if state.ParentSpanId is not None:
 			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
 		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
+
+
+def _json_payload(event: dict) -> bytes:
+	"""The event as JSON Relay accepts: lone surrogates replaced, NaN and infinities as null."""
+	try:
+		return json.dumps(
+			event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+		).encode("utf-8")
+	except (ValueError, UnicodeEncodeError):
+		text = json.dumps(scrub.sanitize(event), default=_json_default, separators=(",", ":"), ensure_ascii=False)
+		text = scrub.sanitize_text(text)
+		return re.sub(r"(?<=[:,\[])(?:NaN|-?Infinity)(?=[,\]}])", "null", text).encode("utf-8")
 
 
 def _json_default(value: typing.Any) -> typing.Any:

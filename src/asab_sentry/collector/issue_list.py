@@ -6,20 +6,17 @@ storage file or a running collector's ``GET /api/0/issues``.
 from __future__ import annotations
 
 import datetime
-import re
 import typing
 import urllib.parse
 
-WIDTH = 80
+from . import viewer
 
-# Terminal control sequences (CSI, OSC, DCS and the like) and other control characters: text from events
-# must not reach the developer's terminal raw.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)|\x1b.?|[\x00-\x1f\x7f-\x9f]")
+WIDTH = 80
 
 
 def clean(text: typing.Any) -> str:
-	"""``text`` as a single line without terminal control sequences."""
-	return _CONTROL.sub(" ", str(text if text is not None else ""))
+	"""``text`` as a single line without terminal control sequences (`viewer.clean`)."""
+	return viewer.clean("" if text is None else text).replace("\n", " ")
 
 
 def _cut(text: str, width: int) -> str:

@@ -40,6 +40,12 @@ except ImportError:  # the optional "collector" extra is not installed: the fall
 
 LEVELS = ("fatal", "error", "warning", "info", "debug")
 _LEVEL_ALIASES = {"warn": "warning", "critical": "fatal", "log": "info", "trace": "debug"}
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+# Fields whose variants Relay does not take (numbers as strings, level aliases): the pre-pass is needed.
+_NEEDS_PREPARE = re.compile(
+	rb'"(?:timestamp|start_timestamp|lineno|colno)"\s*:\s*"\s*[-+]?[\d.]+(?:[eE][-+]?\d+)?\s*"'
+	rb'|"level"\s*:\s*(?!"(?:fatal|error|warning|info|debug)")'
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
@@ -93,11 +99,13 @@ def to_seconds(value: typing.Any) -> float | None:
 		number = float(value)
 	elif isinstance(value, str):
 		text = value.strip()
-		try:
+		if _NUMBER.match(text):
 			number = float(text)
-		except ValueError:
+		else:
+			if text[-1:] in ("Z", "z"):
+				text = text[:-1] + "+00:00"
 			try:
-				moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+				moment = datetime.datetime.fromisoformat(text)
 			except ValueError:
 				return None
 			if moment.tzinfo is None:
@@ -283,33 +291,42 @@ class Normalizer:
 		Raises:
 			RecursionError: the object is nested deeper than Python's JSON encoder goes.
 		"""
-		if raw is not None and not _ESCAPED_SURROGATE.search(raw):
-			event = json.loads(raw)  # a fresh copy: what the caller holds is not changed
-		else:
-			event = repair_surrogates(event)
-		event = prepare(event)
-		had_trace = isinstance(event.get("contexts"), dict) and isinstance(event["contexts"].get("trace"), dict)
-		had_status = had_trace and "status" in event["contexts"]["trace"]
+		contexts = event.get("contexts")
+		trace = contexts.get("trace") if isinstance(contexts, dict) else None
+		had_trace = isinstance(trace, dict)
+		had_status = had_trace and "status" in trace
+		clean = raw is not None and not _ESCAPED_SURROGATE.search(raw)
+		if self._relay is not None and clean and not _NEEDS_PREPARE.search(raw):
+			# Nothing the pre-pass would change: Relay reads the text as it came (the common case, cheapest).
+			try:
+				return self._relay_output(self._relay.normalize_event(raw_event=raw), item_type, had_trace, had_status)
+			except Exception as e:
+				L.debug("Relay's normalizer refused an event: %s", e)
+		event = prepare(json.loads(raw) if clean else repair_surrogates(event))  # a copy: the caller's is kept
 		if self._relay is not None:
 			try:
 				out = self._relay.normalize_event(event=event)
 			except Exception as e:  # Relay refuses some payloads outright; the fallback still keeps them
 				L.debug("Relay's normalizer refused an event: %s", e)
 			else:
-				out.pop("_meta", None)
-				out.pop("project", None)
-				contexts = out.get("contexts")
-				if isinstance(contexts, dict) and isinstance(contexts.get("trace"), dict):
-					if not had_trace:
-						contexts.pop("trace")
-						if not contexts:
-							out.pop("contexts")
-					elif not had_status and contexts["trace"].get("status") == "unknown":
-						contexts["trace"].pop("status")
-				if item_type == "feedback":
-					out["type"] = "feedback"
-				return out
+				return self._relay_output(out, item_type, had_trace, had_status)
 		return _fallback(event, item_type)
+
+	@staticmethod
+	def _relay_output(out: dict, item_type: str, had_trace: bool, had_status: bool) -> dict:
+		out.pop("_meta", None)
+		out.pop("project", None)
+		contexts = out.get("contexts")
+		if isinstance(contexts, dict) and isinstance(contexts.get("trace"), dict):
+			if not had_trace:
+				contexts.pop("trace")
+				if not contexts:
+					out.pop("contexts")
+			elif not had_status and contexts["trace"].get("status") == "unknown":
+				contexts["trace"].pop("status")
+		if item_type == "feedback":
+			out["type"] = "feedback"
+		return out
 
 
 def attributes(value: typing.Any) -> dict[str, typing.Any]:

@@ -32,7 +32,9 @@ import aiohttp.web
 import sentry_sdk
 
 from .envelope import Envelope, EnvelopeError, parse_envelope, parse_store_body
+from .live import LiveStream
 from .store import Store
+from .web import WebUI, guard
 
 L = logging.getLogger(__name__)
 
@@ -353,6 +355,9 @@ class Collector:
 		self._window_count = 0
 		self.Accepted = 0
 		self.Rejected = 0
+		# Live updates and Spotlight clients (GET /stream): every accepted envelope.
+		self.Live = LiveStream()
+		self.Listeners.append(self.Live.publish)
 
 	def install(self, app: aiohttp.web.Application) -> None:
 		"""
@@ -388,6 +393,23 @@ class Collector:
 		router.add_get("/api/0/check-ins", self.list_check_ins)
 		router.add_get("/api/0/summary", self.summary)
 		router.add_get("/health", self.health)
+		self._install_ui(app)
+
+	def _install_ui(self, app: aiohttp.web.Application) -> None:
+		"""``GET /stream`` (live, Spotlight's protocol) and the web UI (see `web`), behind its Host/Origin guard."""
+		app.router.add_get("/stream", self.Live.handle)
+		app.on_shutdown.append(self.Live.close)
+		app.middlewares.append(guard(self.Settings.remote_read))
+		try:
+			WebUI(self.Store, self.Live).install(app)
+		except RuntimeError as e:  # jinja2 missing: the API and ingest still work
+			L.warning("The web UI is off: {}".format(e))
+			message = "The collector's web UI is off: {}.\n".format(e)
+
+			async def no_ui(request: aiohttp.web.Request) -> aiohttp.web.Response:
+				return aiohttp.web.Response(text=message, status=503)
+
+			app.router.add_get("/", no_ui)
 
 	def build_app(self) -> aiohttp.web.Application:
 		"""A stand-alone aiohttp application; serve it with ``auto_decompress=False`` (see `start_in_thread`)."""
@@ -508,7 +530,9 @@ class Collector:
 			retry_after = max(1, int(self.Settings.rate_window - (now - self._window_start) + 0.999))
 			raise _HTTPError(
 				429,
-				"rate limit of {} envelopes per {:g}s reached".format(limit, self.Settings.rate_window),
+				"rate limit of {} envelope{} per {:g}s reached".format(
+					limit, "" if limit == 1 else "s", self.Settings.rate_window
+				),
 				{"Retry-After": str(retry_after), "X-Sentry-Rate-Limits": "{}::organization".format(retry_after)},
 			)
 		self._window_count += 1

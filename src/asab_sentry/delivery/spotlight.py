@@ -17,7 +17,7 @@ import urllib.request
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from .logging import NO_EVENT
+from ..logging import NO_EVENT
 
 L = logging.getLogger(__name__)
 

@@ -1,0 +1,549 @@
+"""
+`DeliveryTransport`: sentry-sdk's `Transport` interface, delivering from background threads.
+
+How an envelope travels:
+
+1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
+   O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
+   that what capture accepted survives the process.
+2. One of ``max_concurrent_requests`` sender threads serializes and gzips it into a `Parcel` and puts it on
+   the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped: ``queue_full``).
+3. A sender takes the oldest parcel that may go (no rate limit on its categories, no back-off running) and
+   POSTs it over a kept-alive connection.
+4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
+   ``Retry-After``) and the parcel waits for the end of the window. Connection error, timeout, 5xx: the
+   parcel goes back to the head of the queue and the whole transport backs off exponentially with jitter.
+   Other 4xx: dropped (``rejected_<status>``).
+
+Exit: `shutdown` (SentryService.finalize) sets one deadline that every later `flush` (sentry-sdk's atexit
+hook included) honours; `kill` says in one warning how many envelopes were not delivered and where they are.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import logging
+import random
+import threading
+import time
+import typing
+
+import sentry_sdk.transport
+from sentry_sdk.consts import VERSION as SDK_VERSION
+from sentry_sdk.consts import EndpointType
+from sentry_sdk.envelope import Envelope, Item
+
+from ..logging import NO_EVENT
+from . import outbox as outbox_module
+from .http import Connection, ProxyConnection, connection_factory
+from .losses import Losses, item_quantities
+from .ratelimits import RateLimits
+
+L = logging.getLogger("asab_sentry.delivery")
+
+MB = 1024 * 1024
+
+#: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
+MAX_INCOMING = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryOptions:
+	"""
+	How the delivery behaves; `SentryService` fills it from ``[sentry]`` (see the README for each option).
+
+	Attributes:
+		queue_max_size: bytes of compressed envelopes held in memory (16 MB).
+		max_concurrent_requests: sender threads, each with one kept-alive connection (4).
+		request_timeout: seconds to connect and to wait for a response (10).
+		shutdown_timeout: seconds `shutdown` waits, and the bound of all exit flushes together (10).
+		outbox: directory of the outbox, or None (no outbox).
+		outbox_max_size: bytes (100 MB); the oldest files go first.
+		outbox_max_age: seconds (7 days); also the longest an envelope is retried in memory.
+		retry_initial / retry_max: back-off after a failure, doubled per consecutive failure, with jitter (s).
+		drain_interval: seconds between two sends of envelopes found in the outbox at start (0.1, jittered).
+		drain_start_jitter: the first of them waits a random 0..this seconds (1.0).
+		compress_level: gzip level of the bodies (6).
+	"""
+
+	queue_max_size: int = 16 * MB
+	max_concurrent_requests: int = 4
+	request_timeout: float = 10.0
+	shutdown_timeout: float = 10.0
+	outbox: str | None = None
+	outbox_max_size: int = 100 * MB
+	outbox_max_age: float = 7 * 86400.0
+	retry_initial: float = 0.5
+	retry_max: float = 30.0
+	drain_interval: float = 0.1
+	drain_start_jitter: float = 1.0
+	compress_level: int = 6
+
+
+class Parcel:
+	"""One envelope on its way: the request body (gzip) or its outbox file, and what it counts as."""
+
+	__slots__ = ("body", "path", "size", "categories", "quantities", "created", "cached", "evicted", "settled")
+
+	def __init__(self, body, path, size, categories, quantities, created, cached=False):
+		self.body: bytes | None = body
+		self.path: str | None = path
+		self.size: int = size
+		self.categories: frozenset[str] | None = categories
+		self.quantities: list[tuple[str, int]] | None = quantities
+		self.created: float = created
+		self.cached: bool = cached
+		self.evicted: bool = False
+		self.settled: bool = True  # False while a sender holds it
+
+
+def describe(envelope: Envelope) -> tuple[frozenset[str], list[tuple[str, int]]]:
+	"""Rate-limit categories (client reports are never limited) and client-report quantities of an envelope."""
+	categories = frozenset(item.data_category for item in envelope.items if item.data_category != "internal")
+	quantities = [q for item in envelope.items for q in item_quantities(item)]
+	return categories, quantities
+
+
+class DeliveryTransport(sentry_sdk.transport.Transport):
+	"""
+	sentry-sdk transport with a byte-bounded queue, concurrent kept-alive requests, retries with back-off,
+	rate limits that delay instead of drop, an optional outbox on disk, and an account of every loss.
+
+	Args:
+		options: sentry-sdk's client options (at least ``dsn``); ``send_client_reports`` is honoured.
+		delivery: the `DeliveryOptions`.
+		on_change: called (in a sender thread) after counters changed; for metrics.
+
+	Attributes:
+		Options: the `DeliveryOptions`.
+		Losses: counters (captured, sent, retried, dropped_<reason>) and pending client reports.
+		RateLimits: the limits Sentry announced.
+		Outbox: the `asab_sentry.delivery.outbox.Outbox`, or None.
+
+	Raises:
+		OutboxLocked: the outbox directory is used by another process.
+	"""
+
+	def __init__(self, options: dict[str, typing.Any], delivery: DeliveryOptions | None = None):
+		super().__init__(options)
+		self.Options = delivery or DeliveryOptions()
+		o = self.Options
+		if self.parsed_dsn is None:
+			raise ValueError("DeliveryTransport needs a DSN")
+		self._auth = self.parsed_dsn.to_auth("sentry.python/{}".format(SDK_VERSION))
+		self._url = self._auth.get_api_url(EndpointType.ENVELOPE)
+		self._headers = {
+			"Content-Type": "application/x-sentry-envelope",
+			"Content-Encoding": "gzip",
+			"User-Agent": "sentry.python/{}".format(SDK_VERSION),
+			"X-Sentry-Auth": self._auth.to_header(),
+		}
+		self._send_client_reports = bool((options or {}).get("send_client_reports", True))
+		self.Losses = Losses(where="Sentry at {}".format(self.parsed_dsn.host))
+		self.RateLimits = RateLimits()
+		self.Outbox = (
+			outbox_module.Outbox(o.outbox, o.outbox_max_size, o.outbox_max_age) if o.outbox is not None else None
+		)
+		self.on_change: typing.Callable[[], None] | None = None
+
+		self._cond = threading.Condition()
+		self._incoming: collections.deque[Envelope] = collections.deque()
+		self._ready: collections.deque[Parcel] = collections.deque()
+		self._by_path: dict[str, Parcel] = {}
+		self._queued_bytes = 0
+		self._preparing = 0
+		self._inflight = 0
+		self._stopping = False
+		self._killed = False
+		self._backoff_until = 0.0
+		self._failures = 0
+		self._shutdown_deadline: float | None = None
+		self._exit_warned = False
+		self._last_report = time.monotonic()
+		self._drain_next = time.monotonic() + random.uniform(0.0, o.drain_start_jitter)
+		self._connect = connection_factory(self._url, o.request_timeout)
+
+		if self.Outbox is not None:
+			self._load_outbox()
+		self._threads = [
+			threading.Thread(target=self._run, name="asab-sentry-delivery-{}".format(i), daemon=True)
+			for i in range(o.max_concurrent_requests)
+		]
+		for thread in self._threads:
+			thread.start()
+
+	# sentry-sdk's Transport interface
+
+	def capture_envelope(self, envelope: Envelope) -> None:
+		"""Hand an envelope over (O(1) without an outbox; with one, it is on disk when this returns)."""
+		if self.Outbox is not None:
+			self._capture_to_outbox(envelope)
+			return
+		if len(self._incoming) >= MAX_INCOMING or self._killed:
+			categories, quantities = describe(envelope)
+			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
+			return
+		self._incoming.append(envelope)
+		with self._cond:
+			self._cond.notify()
+
+	def flush(self, timeout: float, callback: typing.Any = None) -> None:
+		"""Wait until everything handed over is delivered (or dropped), at most ``timeout`` seconds."""
+		deadline = time.monotonic() + max(0.0, timeout)
+		if self._shutdown_deadline is not None:
+			deadline = min(deadline, self._shutdown_deadline)
+		self._queue_client_report()
+		with self._cond:
+			while self._pending() and not self._stopping:
+				left = deadline - time.monotonic()
+				if left <= 0:
+					break
+				self._cond.wait(left)
+
+	def shutdown(self, timeout: float | None = None) -> int:
+		"""
+		Flush for the exit: starts the one exit deadline (``timeout``, default ``shutdown_timeout``) that later
+		flushes (sentry-sdk's atexit hook) share. Returns the number of envelopes still undelivered.
+		"""
+		timeout = self.Options.shutdown_timeout if timeout is None else timeout
+		if self._shutdown_deadline is None:
+			self._shutdown_deadline = time.monotonic() + timeout
+		self.flush(timeout)
+		with self._cond:
+			pending = self._undelivered(list(self._incoming), list(self._ready), self._inflight)
+		if pending and not self._exit_warned:
+			self._say_undelivered(pending)
+		return pending
+
+	@staticmethod
+	def _undelivered(incoming: list[Envelope], ready: list[Parcel], inflight: int) -> int:
+		"""Envelopes not delivered yet, our own client reports not counted."""
+		n = inflight + sum(1 for e in incoming if describe(e)[0])
+		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
+
+	def _say_undelivered(self, n: int) -> None:
+		self._exit_warned = True
+		if self.Outbox is not None:
+			where = "kept in the outbox {}, sent at the next start".format(self.Outbox.Directory)
+		else:
+			where = "dropped (no [sentry] outbox)"
+		L.warning(
+			"{} envelope(s) not delivered to {} within shutdown_timeout={:g}s: {}.".format(
+				n, self.Losses.Where, self.Options.shutdown_timeout, where
+			),
+			extra={NO_EVENT: True},
+		)
+
+	def kill(self) -> None:
+		"""Stop the senders; one warning says what was not delivered and where it is."""
+		with self._cond:
+			if self._killed:
+				return
+			self._killed = True
+			self._stopping = True
+			left = list(self._ready)
+			incoming = list(self._incoming)
+			self._incoming.clear()
+			self._ready.clear()
+			inflight = self._inflight
+			self._cond.notify_all()
+		undelivered = self._undelivered(incoming, left, inflight)
+		if undelivered:
+			if self.Outbox is None:
+				self.Losses.count("dropped_shutdown", undelivered)
+			if not self._exit_warned:
+				self._say_undelivered(undelivered)
+		self.Losses.say_pending()
+		if self.Outbox is not None:
+			self.Outbox.close()
+
+	def record_lost_event(
+		self,
+		reason: str,
+		data_category: typing.Any = None,
+		item: Item | None = None,
+		*,
+		quantity: int = 1,
+	) -> None:
+		"""sentry-sdk's losses before the transport (sampling, before_send, ...): into the next client report."""
+		if not self._send_client_reports:
+			return
+		if item is not None:
+			for category, n in item_quantities(item):
+				self.Losses.record_lost_event(reason, category, n)
+		elif data_category is not None:
+			self.Losses.record_lost_event(reason, data_category, quantity)
+
+	def is_healthy(self) -> bool:
+		"""False while rate-limited or with the queue over 90 % (sentry-sdk's monitor then samples down)."""
+		return not (self.RateLimits.any_active() or self._queued_bytes > 0.9 * self.Options.queue_max_size)
+
+	# State
+
+	def pending(self) -> int:
+		"""Envelopes handed over and neither delivered nor dropped yet."""
+		with self._cond:
+			return self._pending()
+
+	def _pending(self) -> int:
+		return len(self._incoming) + self._preparing + len(self._ready) + self._inflight
+
+	@property
+	def QueuedBytes(self) -> int:
+		return self._queued_bytes
+
+	# Capture
+
+	def _capture_to_outbox(self, envelope: Envelope) -> None:
+		assert self.Outbox is not None
+		try:
+			body = gzip.compress(envelope.serialize(), self.Options.compress_level, mtime=0)
+			categories, quantities = describe(envelope)
+			entry, evicted = self.Outbox.write(body)
+		except OSError as e:
+			# The disk failed us: keep the envelope in memory rather than lose it.
+			self.Losses.count("outbox_errors")
+			L.warning("Cannot write to the outbox {}: {}".format(self.Outbox.Directory, e), extra={NO_EVENT: True})
+			self._incoming.append(envelope)
+			with self._cond:
+				self._cond.notify()
+			return
+		self.Losses.count("captured")
+		parcel = Parcel(None, entry.path, entry.size, categories, quantities, entry.created)
+		with self._cond:
+			if self._queued_bytes + entry.size <= self.Options.queue_max_size:
+				parcel.body = body
+				self._queued_bytes += entry.size
+			self._ready.append(parcel)
+			self._by_path[entry.path] = parcel
+			evicted_parcels = [self._by_path.pop(e.path, None) for e in evicted]
+			for p in evicted_parcels:
+				if p is not None:
+					p.evicted = True
+			self._cond.notify()
+		if evicted:
+			quantities = [q for p in evicted_parcels if p is not None for q in (p.quantities or ())]
+			self.Losses.dropped("outbox_full", len(evicted), quantities)
+
+	def _load_outbox(self) -> None:
+		assert self.Outbox is not None
+		expired = self.Outbox.expired()
+		if expired:
+			self.Losses.dropped("too_old", len(expired))
+		for entry in self.Outbox.files():
+			parcel = Parcel(None, entry.path, entry.size, None, None, entry.created, cached=True)
+			self._ready.append(parcel)
+			self._by_path[entry.path] = parcel
+
+	# Senders
+
+	def _run(self) -> None:
+		connection = self._connect()
+		try:
+			self._send_loop(connection)
+		finally:
+			connection.close()
+
+	def _send_loop(self, connection: Connection | ProxyConnection) -> None:
+		while True:
+			envelope = None
+			parcel = None
+			drops: list[tuple[str, Parcel]] = []
+			with self._cond:
+				while not self._stopping:
+					if self._incoming:
+						envelope = self._incoming.popleft()
+						self._preparing += 1
+						break
+					parcel, wait = self._pick(drops)
+					if parcel is not None or drops:
+						break
+					self._cond.wait(wait)
+				else:
+					return
+			for reason, dropped in drops:
+				self._forget(dropped)
+				self.Losses.dropped(reason, 1, dropped.quantities or ())
+			try:
+				if envelope is not None:
+					self._prepare(envelope)
+				elif parcel is not None:
+					self._deliver(parcel, connection)
+			except Exception:  # never let a sender thread die: the queue would stall silently
+				L.exception("Delivery to Sentry failed unexpectedly", extra={NO_EVENT: True})
+				if parcel is not None and not parcel.settled:
+					self._done(parcel)
+			if self.on_change is not None:
+				try:
+					self.on_change()
+				except Exception:
+					pass
+
+	def _pick(self, drops: list[tuple[str, Parcel]]) -> tuple[Parcel | None, float | None]:
+		"""The next parcel that may be sent (lock held), or how long to wait for one."""
+		now = time.monotonic()
+		if now < self._backoff_until:
+			return None, self._backoff_until - now
+		wait: float | None = None
+		oldest_allowed = time.time() - self.Options.outbox_max_age
+		for index, parcel in enumerate(self._ready):
+			if parcel.evicted:  # its file went to keep the outbox within outbox_max_size (already counted)
+				del self._ready[index]
+				self._release(parcel)
+				return None, 0.0
+			blocked = self.RateLimits.blocked_until(parcel.categories or ())
+			if parcel.created < oldest_allowed:
+				del self._ready[index]
+				self._release(parcel)
+				drops.append(("rate_limit_expired" if blocked else "too_old", parcel))
+				return None, 0.0
+			if blocked:
+				wait = min(wait, blocked - now) if wait is not None else blocked - now
+				continue
+			if parcel.cached:
+				if now < self._drain_next:
+					wait = min(wait, self._drain_next - now) if wait is not None else self._drain_next - now
+					continue
+				self._drain_next = now + self.Options.drain_interval * random.uniform(0.5, 1.5)
+			del self._ready[index]
+			self._inflight += 1
+			parcel.settled = False
+			return parcel, None
+		return None, wait
+
+	def _release(self, parcel: Parcel) -> None:
+		if parcel.body is not None:
+			self._queued_bytes -= parcel.size
+			parcel.body = None
+
+	def _forget(self, parcel: Parcel) -> None:
+		if parcel.path is not None and self.Outbox is not None:
+			self._by_path.pop(parcel.path, None)
+			self.Outbox.remove(parcel.path)
+
+	def _prepare(self, envelope: Envelope) -> None:
+		full = False
+		try:
+			body = gzip.compress(envelope.serialize(), self.Options.compress_level, mtime=0)
+			categories, quantities = describe(envelope)
+			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
+			with self._cond:
+				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
+				if not full:
+					self._queued_bytes += parcel.size
+					self._ready.append(parcel)
+			if full:
+				self.Losses.dropped("queue_full", 1, quantities)
+			if categories:
+				self.Losses.count("captured")
+		finally:
+			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
+			with self._cond:
+				self._preparing -= 1
+				self._cond.notify_all()
+
+	def _deliver(self, parcel: Parcel, connection: Connection | ProxyConnection) -> None:
+		body = parcel.body
+		if body is None or parcel.categories is None:
+			assert parcel.path is not None and self.Outbox is not None
+			try:
+				body = self.Outbox.read(parcel.path)
+			except FileNotFoundError:  # evicted (already counted) or flushed by another tool
+				self._done(parcel)
+				return
+			if parcel.categories is None:
+				try:
+					envelope = outbox_module.decode(body)
+				except outbox_module.CorruptEnvelope as e:
+					target = self.Outbox.move_aside(parcel.path)
+					self._by_path.pop(parcel.path, None)
+					parcel.quantities = []
+					self._done(parcel)
+					self.Losses.dropped("corrupt", 1, detail=" ({}: {})".format(target, e))
+					return
+				parcel.categories, parcel.quantities = describe(envelope)
+				if self.RateLimits.blocked_until(parcel.categories):
+					self._requeue(parcel)
+					return
+		try:
+			response = connection.post(self._headers, body)
+		except Exception as e:
+			self._failed(parcel, "{}: {}".format(type(e).__name__, e))
+			return
+		status = response.status
+		self.RateLimits.update(
+			status, response.headers.get("x-sentry-rate-limits"), response.headers.get("retry-after")
+		)
+		if 200 <= status < 300:
+			with self._cond:
+				self._failures = 0
+			self._forget(parcel)
+			if parcel.quantities:
+				self.Losses.count("sent")
+			self._done(parcel)
+			self._maybe_report()
+		elif status == 429:
+			self.Losses.count("rate_limited")
+			self._requeue(parcel)
+		elif status >= 500:
+			self._failed(parcel, "HTTP {}".format(status))
+		else:
+			self._forget(parcel)
+			text = response.body[:200].decode("utf-8", "replace").strip()
+			self._done(parcel)
+			self.Losses.dropped(
+				"rejected_{}".format(status), 1, parcel.quantities or (), detail=" ({})".format(text) if text else ""
+			)
+
+	def _done(self, parcel: Parcel) -> None:
+		with self._cond:
+			parcel.settled = True
+			self._release(parcel)
+			self._inflight -= 1
+			self._cond.notify_all()
+
+	def _requeue(self, parcel: Parcel) -> None:
+		with self._cond:
+			parcel.settled = True
+			self._inflight -= 1
+			if self._killed:
+				return
+			self._ready.appendleft(parcel)
+			self._cond.notify_all()
+
+	def _failed(self, parcel: Parcel, why: str) -> None:
+		o = self.Options
+		with self._cond:
+			now = time.monotonic()
+			if now >= self._backoff_until:  # the first failure of a round counts, not every request in flight
+				self._failures += 1
+				delay = min(o.retry_max, o.retry_initial * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+				self._backoff_until = now + delay
+				first = self._failures == 1
+			else:
+				first = False
+		self.Losses.count("retried")
+		if first:
+			L.info(
+				"Sentry at {} unreachable ({}); retrying with back-off.".format(self.parsed_dsn.host, why),
+				extra={NO_EVENT: True},
+			)  # type: ignore[union-attr]
+		self._requeue(parcel)
+
+	def _maybe_report(self, force: bool = False) -> None:
+		if force or time.monotonic() - self._last_report > 30.0:
+			self._queue_client_report()
+
+	def _queue_client_report(self) -> None:
+		if not self._send_client_reports or self._stopping:
+			return
+		item = self.Losses.client_report()
+		self._last_report = time.monotonic()
+		if item is None:
+			return
+		envelope = Envelope(items=[item])
+		self._incoming.append(envelope)
+		with self._cond:
+			self._cond.notify()
