@@ -453,6 +453,11 @@ def install(final_pass: FinalPass) -> None:
 	_active[:] = [final_pass]
 
 
+def uninstall() -> None:
+	"""Forget the installed final pass (`finalize` then uses a default one)."""
+	_active.clear()
+
+
 def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 	"""
 	Pass an event that does not go through sentry-sdk's ``before_send`` / ``before_send_transaction`` (one
