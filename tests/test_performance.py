@@ -11,10 +11,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 import sentry_sdk
 import sentry_sdk.utils
 
-from asab_sentry import breadcrumbs, testing
+from asab_sentry import speed, testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,6 +96,10 @@ def scenario(svc):
 	L.warning({"not": "a string"})
 	L.info("wide data", extra={"k{}".format(i): i for i in range(14)})
 	L.info("x" * 300)
+	# asab.web's access log (asab_sentry.web builds its breadcrumb), a request that failed and one that did not.
+	access_log = logging.getLogger("asab.web.al")
+	access_log.info("", struct_data={"al.m": "GET", "al.p": "/users/7", "al.c": 200, "D": 0.012})
+	access_log.info("", struct_data={"al.m": "POST", "al.p": "/orders", "al.c": 503})
 	L.info("nested", extra={"deep": {"a": {"b": {"c": {"d": {"e": {"f": "g"}}}}}}, "token": "t0ken"})
 	try:
 		outer()
@@ -126,17 +131,17 @@ def scenario(svc):
 CONFIG = {"sentry": {"max_value_length": "256", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
 
 
-def events_of_scenario(optimised: bool) -> list[dict]:
-	previous = breadcrumbs.ENABLED
-	breadcrumbs.ENABLED = optimised
+def events_of_scenario(optimised: bool, config: dict = CONFIG) -> list[dict]:
+	previous = speed.ENABLED
+	speed.ENABLED = optimised
 	try:
-		with testing.capture_sentry(CONFIG) as capture:
+		with testing.capture_sentry(config) as capture:
 			app = capture.application()
 			logging.getLogger().setLevel(logging.INFO)
 			scenario(app.get_service("asab.SentryService"))
 			return [normalised(event) for event in capture.events + capture.transactions]
 	finally:
-		breadcrumbs.ENABLED = previous
+		speed.ENABLED = previous
 
 
 def normalised(event: dict) -> dict:
@@ -156,9 +161,14 @@ def normalised(event: dict) -> dict:
 	return event
 
 
-def test_optimisations_keep_every_event_identical():
-	fast = events_of_scenario(optimised=True)
-	plain = events_of_scenario(optimised=False)
+# send_default_pii: another event scrubber (keeps IP addresses), which the one-time breadcrumb scrubbing must use.
+PII = {**CONFIG, "sentry": {**CONFIG["sentry"], "send_default_pii": "true"}}
+
+
+@pytest.mark.parametrize("config", [CONFIG, PII], ids=["defaults", "send_default_pii"])
+def test_optimisations_keep_every_event_identical(config):
+	fast = events_of_scenario(optimised=True, config=config)
+	plain = events_of_scenario(optimised=False, config=config)
 	assert len(fast) == len(plain) == 7
 	for a, b in zip(fast, plain, strict=True):
 		assert a == b
@@ -169,6 +179,7 @@ def test_optimisations_keep_every_event_identical():
 	assert first["_meta"]["breadcrumbs"]["values"]
 	assert len(first["breadcrumbs"]["values"]) == 100
 	assert any(c.get("data", {}).get("password") == "[Filtered]" for c in first["breadcrumbs"]["values"])
+	assert any(c["category"] == "asab.web.al" and c["type"] == "http" for c in first["breadcrumbs"]["values"])
 	frames = first["exception"]["values"][0]["stacktrace"]["frames"]
 	assert [f["function"] for f in frames[-3:]] == ["outer", "middle", "innermost"]
 	assert frames[-1]["vars"]["row"] and frames[-1]["context_line"]

@@ -203,3 +203,45 @@ def test_use_fast_serializer_switches_and_reset_restores():
 	assert sentry_sdk.client.serialize is not sentry_sdk.serializer.serialize
 	_sdk.reset()
 	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize
+
+
+def test_source_context_reads_lines_through_the_module_name_get_lines_from_file():
+	import inspect
+
+	seen = []
+	original = sentry_sdk.utils.get_lines_from_file
+	assert list(inspect.signature(original).parameters) == ["filename", "lineno", "max_length", "loader", "module"]
+
+	def spy(filename, lineno, max_length=None, loader=None, module=None):
+		seen.append((filename, lineno))
+		return original(filename, lineno, max_length, loader=loader, module=module)
+
+	sentry_sdk.utils.get_lines_from_file = spy
+	try:
+		frame = inspect.currentframe()
+		lineno = frame.f_lineno
+		pre, line, post = sentry_sdk.utils.get_source_context(frame, lineno)
+	finally:
+		sentry_sdk.utils.get_lines_from_file = original
+	assert seen == [(__file__, lineno - 1)]
+	assert "lineno = frame.f_lineno" in line
+
+
+def test_source_cache_follows_the_file(tmp_path):
+	path = tmp_path / "module_under_test.py"
+	import importlib.machinery
+
+	path.write_text("a = 1\nb = 2\nc = 3\n")
+	# Frames of imported modules carry their loader, which sentry-sdk asks for the source (fresh every time).
+	loader = importlib.machinery.SourceFileLoader("module_under_test", str(path))
+	_sdk.use_source_cache(True)
+	try:
+		lines = sentry_sdk.utils.get_lines_from_file
+		first = lines(str(path), 1, loader=loader, module="module_under_test")
+		assert first == (["a = 1"], "b = 2", ["c = 3"])
+		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
+		path.write_text("a = 1\nchanged = 22\nc = 3\n")
+		assert lines(str(path), 1, loader=loader, module="module_under_test")[1] == "changed = 22"
+	finally:
+		_sdk.reset()
+	assert sentry_sdk.utils.get_lines_from_file is _sdk._sdk_get_lines_from_file

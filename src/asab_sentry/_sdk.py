@@ -5,7 +5,10 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import threading
 import typing
 
 import sentry_sdk
@@ -13,6 +16,8 @@ import sentry_sdk.client
 import sentry_sdk.scope
 import sentry_sdk.serializer
 import sentry_sdk.utils
+
+from . import serialize as fast_serialize
 
 
 def reset() -> None:
@@ -28,6 +33,7 @@ def reset() -> None:
 	sentry_sdk.scope._current_scope.set(None)  # type: ignore[attr-defined]
 	quiet_internal_logger(False)
 	use_fast_serializer(False)
+	use_source_cache(False)
 
 
 def quiet_internal_logger(quiet: bool) -> None:
@@ -132,12 +138,19 @@ def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing
 	One breadcrumb serialized exactly as sentry-sdk serializes it inside an event (a databag under
 	``breadcrumbs.values.N``, trimmed by the client's options), and the ``_meta`` it would get there (or None).
 	"""
-	out = sentry_sdk.serializer.serialize(
-		{"breadcrumbs": {"values": [crumb]}},
-		max_request_body_size=options.get("max_request_body_size"),
+	event = {"breadcrumbs": {"values": [crumb]}}
+	out = fast_serialize.serialize_event(
+		event,
 		max_value_length=options.get("max_value_length"),
-		custom_repr=options.get("custom_repr"),
+		max_request_body_size=options.get("max_request_body_size"),
 	)
+	if out is None:
+		out = sentry_sdk.serializer.serialize(
+			event,
+			max_request_body_size=options.get("max_request_body_size"),
+			max_value_length=options.get("max_value_length"),
+			custom_repr=options.get("custom_repr"),
+		)
 	meta = out.get("_meta", {}).get("breadcrumbs", {}).get("values", {}).get("0")
 	return out["breadcrumbs"]["values"][0], meta
 
@@ -147,9 +160,7 @@ _sdk_serialize = sentry_sdk.serializer.serialize
 
 def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
 	if not kwargs.get("is_vars"):
-		from .serialize import serialize_event
-
-		out = serialize_event(
+		out = fast_serialize.serialize_event(
 			event,
 			max_value_length=kwargs.get("max_value_length"),
 			max_request_body_size=kwargs.get("max_request_body_size"),
@@ -169,3 +180,52 @@ def use_fast_serializer(enabled: bool) -> None:
 		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
 	elif not enabled and current is _serialize:
 		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]
+
+
+_sdk_get_lines_from_file = sentry_sdk.utils.get_lines_from_file
+_SOURCE_CACHE_SIZE = 1024
+_source_cache: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_source_lock = threading.Lock()
+
+
+def _cached_get_lines_from_file(
+	filename: str,
+	lineno: int,
+	max_length: int | None = None,
+	loader: typing.Any = None,
+	module: str | None = None,
+) -> tuple[list, typing.Any, list]:
+	"""
+	sentry-sdk's source context of one line, remembered per file, line and module while the file's modification
+	time and size stay the same: sentry-sdk reads and decodes the whole module for every frame of every event.
+	"""
+	try:
+		stat = os.stat(filename)
+	except (OSError, ValueError, TypeError):
+		return _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
+	options = sentry_sdk.get_client().options
+	key = (filename, lineno, max_length, module, id(loader), id(options))
+	with _source_lock:
+		cached = _source_cache.get(key)
+		if cached is not None and cached[0] == (stat.st_mtime_ns, stat.st_size) and cached[1] is options:
+			_source_cache.move_to_end(key)
+			pre, line, post = cached[2]
+			return list(pre), line, list(post)
+	result = _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
+	pre, line, post = result
+	with _source_lock:
+		_source_cache[key] = ((stat.st_mtime_ns, stat.st_size), options, (tuple(pre), line, tuple(post)))
+		if len(_source_cache) > _SOURCE_CACHE_SIZE:
+			_source_cache.popitem(last=False)
+	return list(pre), line, list(post)
+
+
+def use_source_cache(enabled: bool) -> None:
+	"""Let sentry-sdk's source context (``get_source_context``) read lines through `_cached_get_lines_from_file`."""
+	current = getattr(sentry_sdk.utils, "get_lines_from_file", None)
+	if enabled and current is _sdk_get_lines_from_file:
+		sentry_sdk.utils.get_lines_from_file = _cached_get_lines_from_file  # type: ignore[attr-defined]
+	elif not enabled and current is _cached_get_lines_from_file:
+		sentry_sdk.utils.get_lines_from_file = _sdk_get_lines_from_file  # type: ignore[attr-defined]
+		with _source_lock:
+			_source_cache.clear()

@@ -26,10 +26,6 @@ from . import _sdk
 
 _STASH = "asab_sentry_breadcrumbs"
 
-#: Services created while this is true use `LogBreadcrumb`, `stash` and `restore`; the event-equivalence test
-#: turns it off to compare with sentry-sdk's ordinary handling of dict breadcrumbs.
-ENABLED = True
-
 
 class LogBreadcrumb(dict):
 	"""

@@ -17,7 +17,7 @@ import typing
 import sentry_sdk
 import sentry_sdk.utils
 
-from . import _sdk, breadcrumbs, capture, limits, notices
+from . import _sdk, capture, limits, notices, speed
 from .breadcrumbs import LogBreadcrumb
 
 L = logging.getLogger(__name__)
@@ -137,15 +137,44 @@ class SentryLogHandler(logging.Handler):
 		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
 		# dict as it is added.
 		options = sentry_sdk.get_client().options
-		self.LazyBreadcrumbs = breadcrumbs.ENABLED and options.get("before_breadcrumb") is None
+		self.LazyBreadcrumbs = speed.ENABLED and options.get("before_breadcrumb") is None
 		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
-		if not self._enabled or record.levelno < self.level:
+		levelno = record.levelno
+		if not self._enabled or levelno < self.level:
 			return False
 		if self.filters and not self.filter(record):
 			return False
+		events = self.EventsLevel
+		breadcrumbs = self.BreadcrumbsLevel
+		if (
+			self.LazyBreadcrumbs
+			and (events is None or levelno < events)
+			and breadcrumbs is not None
+			and levelno >= breadcrumbs
+			and record.name != ACCESS_LOG
+			and (self.Claims is None or (record.exc_info is None and not isinstance(record.msg, BaseException)))
+		):
+			# A breadcrumb and nothing else (most records): the shortest path, what `emit` would do.
+			if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
+				return True
+			try:
+				_sdk.append_breadcrumb(
+					LogBreadcrumb(record, formatted_message(record, report=False), breadcrumb_from_record),
+					self._max_breadcrumbs,
+				)
+			except Exception as e:
+				notices.say(
+					"log record",
+					"A log record of logger {} was not kept as a breadcrumb: {}: {}".format(
+						notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
+					),
+					logging.ERROR,
+					L,
+				)
+			return True
 		self.emit(record)
 		return True
 

@@ -71,7 +71,7 @@ class _Walk:
 			if value - value != 0.0:  # inf or nan: sentry-sdk writes their repr
 				raise _Unsupported
 			return value
-		if kind is dict:
+		if kind is dict or (isinstance(value, dict) and getattr(kind, "__sentry_repr__", None) is None):
 			if databag is not None and len(value) > self.breadth:
 				raise _Unsupported
 			out = {}

@@ -25,7 +25,7 @@ from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 from sentry_sdk.scrubber import EventScrubber
 
-from . import _sdk, breadcrumbs, limits, notices, scrub, tasks
+from . import _sdk, breadcrumbs, limits, notices, scrub, speed, tasks
 from . import capture as capture_module
 from . import identity as identity_module
 from . import logging as sentry_logging
@@ -167,7 +167,7 @@ class SentryService(asab.Service):
 		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
 		# (Log breadcrumbs serialized once are put back into the event first, see breadcrumbs.py.)
 		final_pass = limits.FinalPass(
-			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if breadcrumbs.ENABLED else None
+			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if speed.ENABLED else None
 		)
 		limits.install(final_pass)
 		capture_module.install()
@@ -204,9 +204,10 @@ class SentryService(asab.Service):
 		client = sentry_sdk.get_client()
 		self.Delivery = delivery_transport(client.transport)
 		_sdk.quiet_internal_logger(not client.options.get("debug"))
-		if breadcrumbs.ENABLED:
+		if speed.ENABLED:
 			breadcrumbs.install()
-		_sdk.use_fast_serializer(breadcrumbs.ENABLED)
+		_sdk.use_fast_serializer(speed.ENABLED)
+		_sdk.use_source_cache(speed.ENABLED)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()

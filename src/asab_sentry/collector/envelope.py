@@ -31,6 +31,8 @@ JSON_TYPES = EVENT_TYPES | frozenset(
 )
 
 MAX_HEADER_LINE = 64 * 1024
+# JSON nesting deeper than this is refused (400): the viewer, the UI and the normalizer walk payloads recursively.
+MAX_DEPTH = 512
 MAX_ITEMS = 1000
 
 
@@ -73,13 +75,31 @@ def _json_line(line: bytes, what: str) -> dict:
 
 def _json_payload(payload: bytes, what: str) -> typing.Any:
 	try:
-		return json.loads(payload.decode("utf-8"))
+		value = json.loads(payload.decode("utf-8"))
 	except UnicodeDecodeError:
 		raise EnvelopeError("{} payload is not valid UTF-8".format(what))
 	except ValueError as e:
 		raise EnvelopeError("{} payload is not valid JSON: {}".format(what, e))
 	except RecursionError:
 		raise EnvelopeError("{} payload is nested too deeply".format(what))
+	# Python 3.12+ parses far deeper JSON than the recursion limit lets any later (recursive) step walk: the
+	# depth is checked here, on every version, and only when the payload has enough brackets to exceed it.
+	if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
+		raise EnvelopeError("{} payload is nested deeper than {} levels".format(what, MAX_DEPTH))
+	return value
+
+
+def _depth_exceeds(value: typing.Any, limit: int) -> bool:
+	stack = [(value, 1)]
+	while stack:
+		node, depth = stack.pop()
+		if depth > limit:
+			return True
+		if isinstance(node, dict):
+			stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (dict, list)))
+		elif isinstance(node, list):
+			stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+	return False
 
 
 def parse_envelope(body: bytes) -> Envelope:

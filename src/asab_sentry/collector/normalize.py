@@ -29,6 +29,7 @@ import datetime
 import json
 import logging
 import re
+import threading
 import typing
 
 L = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ class Normalizer:
 	def __init__(self, use_relay: bool = True):
 		self._relay = StoreNormalizer(project_id=1) if (use_relay and StoreNormalizer is not None) else None
 		self.UsesRelay = self._relay is not None
+		self._lock = threading.Lock()  # Relay's native object is not documented as thread-safe
 
 	def event(self, event: dict, item_type: str = "event", raw: bytes | None = None) -> dict:
 		"""
@@ -299,13 +301,16 @@ class Normalizer:
 		if self._relay is not None and clean and not _NEEDS_PREPARE.search(raw):
 			# Nothing the pre-pass would change: Relay reads the text as it came (the common case, cheapest).
 			try:
-				return self._relay_output(self._relay.normalize_event(raw_event=raw), item_type, had_trace, had_status)
+				with self._lock:
+					out = self._relay.normalize_event(raw_event=raw)
+				return self._relay_output(out, item_type, had_trace, had_status)
 			except Exception as e:
 				L.debug("Relay's normalizer refused an event: %s", e)
 		event = prepare(json.loads(raw) if clean else repair_surrogates(event))  # a copy: the caller's is kept
 		if self._relay is not None:
 			try:
-				out = self._relay.normalize_event(event=event)
+				with self._lock:
+					out = self._relay.normalize_event(event=event)
 			except Exception as e:  # Relay refuses some payloads outright; the fallback still keeps them
 				L.debug("Relay's normalizer refused an event: %s", e)
 			else:
