@@ -202,3 +202,10 @@ def test_error_message_is_one_bounded_line(svc, caplog):
 		svc.set_tag("k\n" * 500_000, "v")
 	(line,) = asab_sentry_lines(caplog)
 	assert len(line) < 200 and "\n" not in line
+
+
+def test_breadcrumb_that_cannot_be_formatted_is_kept_raw(isolated, sentry_capture):
+	isolated.warning("crumb %s %s", 1)  # a breadcrumb only (events start at ERROR)
+	isolated.error("then an error")
+	event = sentry_capture.find(message="then an error")
+	assert "crumb %s %s" in [c["message"] for c in event["breadcrumbs"]["values"]]
