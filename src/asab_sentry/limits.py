@@ -430,6 +430,9 @@ def fit_event(
 		if not note:
 			continue
 		done.append(note)
+		if estimate > target - 300:
+			size = estimate  # still over by the step's own count: on to the next step without encoding again
+			continue
 		record(event)
 		size, target = _over(event, max_bytes, max_compressed)
 		if not target:
