@@ -227,13 +227,15 @@ def _over(
 	event: dict[str, typing.Any], max_bytes: int, max_compressed: int, size: int | None = None
 ) -> tuple[int, int]:
 	"""(uncompressed size, the uncompressed size it must get down to; 0 when it fits)."""
+	raw = None
 	if size is None:
-		size = len(encode(event))
+		raw = encode(event)
+		size = len(raw)
 	if size > max_bytes:
 		return size, max_bytes
 	if size > max_compressed:
 		# Level 1 (fast) compresses no better than the transport's level 9; plus room for the gzip header.
-		compressed = len(zlib.compress(encode(event), 1)) + 64
+		compressed = len(zlib.compress(raw if raw is not None else encode(event), 1)) + 64
 		if compressed > max_compressed:
 			return size, int(size * max_compressed / compressed * 0.9)
 	return size, 0
