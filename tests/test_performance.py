@@ -128,7 +128,7 @@ def scenario(svc):
 	svc.capture_message("with mixed breadcrumbs")
 
 
-CONFIG = {"sentry": {"max_value_length": "200", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
+CONFIG = {"sentry": {"max_value_length": "256", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
 
 
 def events_of_scenario(optimised: bool, config: dict = CONFIG) -> list[dict]:

@@ -234,7 +234,7 @@ def test_handler_exception_gives_one_event_with_scrubbed_request_and_a_failed_tr
 	request = event["request"]
 	assert request["method"] == "GET"
 	assert request["url"].endswith("/orders/42")
-	assert request["query_string"] == "page=3&access_token=%5BFiltered%5D"
+	assert request["query_string"] == "page=3&access_token=[Filtered]"
 	sent = {k.lower(): v for k, v in request["headers"].items()}
 	assert sent["accept"] == "application/json"
 	for secret in ("authorization", "cookie", "x-api-key", "x-forwarded-for"):
