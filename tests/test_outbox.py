@@ -261,3 +261,20 @@ def test_cli_outbox_flush_refuses_an_outbox_in_use(server, tmp_path, capsys):
 	err = capsys.readouterr().err
 	assert "in use by another process (pid {}); stop it first".format(os.getpid()) in err
 	assert len(outbox_files(tmp_path)) == 1
+
+
+def test_cli_outbox_leaves_a_directory_that_is_not_an_outbox_alone(server, tmp_path, capsys):
+	"""A mistyped path (the service's data directory instead of its outbox): no chmod, no .lock, no rmtree."""
+	from asab_sentry import cli
+
+	data = tmp_path / "data"
+	(data / "corrupt").mkdir(parents=True)
+	(data / "corrupt" / "precious.txt").write_text("keep me")
+	(data / "notes.txt").write_text("keep me too")
+	data.chmod(0o755)
+	assert cli.main(["outbox", "purge", str(data)]) == 1
+	assert cli.main(["outbox", "flush", "--dsn", server.dsn, str(data)]) == 1
+	assert "{} is not an outbox".format(data) in capsys.readouterr().err
+	assert (data / "corrupt" / "precious.txt").read_text() == "keep me"
+	assert sorted(os.listdir(data)) == ["corrupt", "notes.txt"]
+	assert stat.S_IMODE(data.stat().st_mode) == 0o755
