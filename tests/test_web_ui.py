@@ -191,6 +191,26 @@ def test_odd_stored_content_never_500(tmp_path):
 			assert fetch(running.url + path)[0] in (200, 404), path
 
 
+def test_items_kept_as_sent_with_lone_surrogates_never_500(tmp_path):
+	"""Item types the collector keeps as sent (not normalized) may carry lone surrogates; their page shows U+FFFD."""
+	payload = b'{"release":"\\ud800","environment":"e\\udcff","body":"b\\ud800","status":"ok"}'
+	with start_in_thread(Store(str(tmp_path / "odd.sqlite")), CollectorSettings()) as running:
+		for kind in ("span", "log", "check_in", "session", "client_report", "weird"):
+			envelope = b'{}\n{"type":"%s"}\n' % kind.encode() + payload + b"\n"
+			assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200, kind
+		items = running.Collector.Store.list(limit=100)
+		assert items
+		for item in items:
+			status, _, html = fetch(running.url + "/events/{}".format(item["id"]))
+			assert status == 200, item
+			assert "\ufffd" in html.decode("utf-8"), item
+			status, _, raw = fetch(running.url + "/events/{}/raw".format(item["id"]))
+			assert status == 200, item
+			assert json.loads(raw)["payload"]["release"] == "\ufffd", item
+		for path in ("/", "/events", "/logs", "/checkins", "/traces"):
+			assert fetch(running.url + path)[0] == 200, path
+
+
 def test_clear_same_origin_only(tmp_path, referee):
 	with start_in_thread(Store(str(tmp_path / "clear.sqlite")), CollectorSettings()) as running:
 		running.Collector.Listeners.append(referee.check_collector_envelope)
