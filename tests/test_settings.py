@@ -66,6 +66,13 @@ def test_malformed_dsn_masks_the_key():
 	assert "[sentry] data_source_name = 'https://***@/no-project'" in message
 
 
+@pytest.mark.parametrize("dsn", ["http://k@h\u0151st/1", "http://k\u00e9y@host/1", "http://k\x01@host/1"])
+def test_dsn_not_printable_ascii(dsn):
+	"""The sender writes the host and the key into HTTP headers: such a DSN killed every sender thread."""
+	message = error("[sentry]\ndata_source_name={}\n".format(dsn))
+	assert message.startswith("[sentry] data_source_name = 'http://***@") and "printable ASCII only" in message
+
+
 def test_malformed_dsn_in_variable():
 	message = error("[sentry]\n", {"SENTRY_DSN": "not a dsn"})
 	assert message.startswith("environment variable SENTRY_DSN = 'not a dsn'")
