@@ -92,6 +92,9 @@ def test_event_page_exception_frames_locals_breadcrumbs_tags_contexts(shop_data)
 	assert "<h3>runtime</h3>" in html  # contexts
 	assert "Issue</dt>" in html and "3 events" in html
 	assert "shop@1.4.2" in html
+	# Relay moves server_name into the tags; the page's facts still name the server
+	server = dict(shop_data.Collector.Store.get(item_id(shop_data, type="event", text="KeyError"))["payload"]["tags"])
+	assert "<dt>Server</dt><dd>{}</dd>".format(server["server_name"]) in html
 
 
 def test_every_text_from_events_is_escaped(shop_data):

@@ -608,9 +608,12 @@ class WebUI:
 
 
 def _facts(event: dict) -> list[tuple[str, str]]:
-	facts = [
+	# Relay's normalizer moves server_name into the tags, as Sentry does
+	server = event.get("server_name") or payloads.tags(event).get("server_name")
+	facts = [("Server", _text(server))] if server else []
+	facts += [
 		(label, _text(event.get(key)))
-		for label, key in (("Server", "server_name"), ("Logger", "logger"), ("Platform", "platform"))
+		for label, key in (("Logger", "logger"), ("Platform", "platform"))
 		if event.get(key)
 	]
 	sdk = _dict(event.get("sdk"))
