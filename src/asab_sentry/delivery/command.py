@@ -124,6 +124,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _flush(args: argparse.Namespace) -> int:
 	from ..settings import mask_dsn, parse_dsn
+	from .http import CertificatesError
 	from .transport import DeliveryOptions, DeliveryTransport
 
 	dsn = args.dsn or os.environ.get("SENTRY_DSN", "").strip()
@@ -148,6 +149,9 @@ def _flush(args: argparse.Namespace) -> int:
 	except outbox_module.OutboxLocked as e:
 		print(str(e).replace("each process needs its own outbox directory", "stop it first"), file=sys.stderr)
 		return 1
+	except CertificatesError as e:
+		print("environment variable {} = {!r}: {}".format(e.Variable, e.Path, e), file=sys.stderr)
+		return 2
 	total = transport.pending()
 	bar = _progress(total, "to {}".format(mask_dsn(dsn)))
 	deadline = time.monotonic() + args.timeout

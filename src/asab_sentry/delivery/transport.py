@@ -145,6 +145,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._send_client_reports = bool((options or {}).get("send_client_reports", True))
 		self.Losses = Losses(where="Sentry at {}".format(self.parsed_dsn.host))
 		self.RateLimits = RateLimits()
+		self._connect = connection_factory(self._url, o.request_timeout)  # before the outbox is locked: may raise
 		self.Outbox = (
 			outbox_module.Outbox(o.outbox, o.outbox_max_size, o.outbox_max_age) if o.outbox is not None else None
 		)
@@ -165,7 +166,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._outbox_error_said: float | None = None
 		self._last_report = time.monotonic()
 		self._drain_next = time.monotonic() + random.uniform(0.0, o.drain_start_jitter)
-		self._connect = connection_factory(self._url, o.request_timeout)
 
 		if self.Outbox is not None:
 			self._load_outbox()
