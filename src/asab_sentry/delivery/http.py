@@ -174,10 +174,32 @@ class ProxyConnection:
 		self._pool.clear()
 
 
+class CertificatesError(Exception):
+	"""The CA certificates named by the environment (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``) cannot be used."""
+
+	def __init__(self, variable: str, path: str, error: Exception):
+		self.Variable = variable
+		self.Path = path
+		super().__init__("cannot be used: {}".format(error))
+
+
 def connection_factory(url: str, timeout: float) -> typing.Callable[[], Connection | ProxyConnection]:
-	"""Makes one connection per sender: direct, or through the proxy the environment names for this host."""
+	"""
+	Makes one connection per sender: direct, or through the proxy the environment names for this host.
+
+	Raises:
+		CertificatesError: HTTPS, and the CA file of ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` cannot be loaded
+			(checked here, once: in a sender thread it killed every sender and nothing was ever sent).
+	"""
 	parts = urllib.parse.urlsplit(url)
 	proxy = urllib.request.getproxies().get(parts.scheme)
 	if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
 		return lambda: ProxyConnection(url, proxy, timeout)
-	return lambda: Connection(url, timeout)
+	if parts.scheme != "https":
+		return lambda: Connection(url, timeout)
+	try:
+		context = _default_context()
+	except (OSError, ValueError) as e:
+		variable = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "REQUESTS_CA_BUNDLE"
+		raise CertificatesError(variable, os.environ.get(variable, ""), e)
+	return lambda: Connection(url, timeout, context)

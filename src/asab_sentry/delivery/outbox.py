@@ -165,12 +165,16 @@ class Outbox:
 		tmp = os.path.join(self.Directory, ".tmp-" + name)
 		fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 		try:
-			view = memoryview(body)
-			while view:
-				view = view[os.write(fd, view) :]
-		finally:
-			os.close(fd)
-		os.rename(tmp, path)
+			try:
+				view = memoryview(body)
+				while view:
+					view = view[os.write(fd, view) :]
+			finally:
+				os.close(fd)
+			os.rename(tmp, path)
+		except OSError:
+			_unlink(tmp)  # a disk full: the part written would only take space (and be "corrupt" at the next start)
+			raise
 		entry = OutboxFile(path, len(body), created / 1e9)
 		evicted = []
 		with self._lock:
