@@ -152,7 +152,8 @@ def normalised(event: dict) -> dict:
 	for span in event.get("spans", []):
 		for key in ("span_id", "parent_span_id", "trace_id", "timestamp", "start_timestamp"):
 			span[key] = "<{}>".format(key)
-	for crumb in event.get("breadcrumbs", {}).get("values", []):
+	breadcrumbs = event.get("breadcrumbs")  # sentry-sdk before 2.28 puts an empty list in a transaction
+	for crumb in breadcrumbs.get("values", []) if isinstance(breadcrumbs, dict) else []:
 		crumb["timestamp"] = "<time>"
 	trace = event.get("contexts", {}).get("trace", {})
 	for key in ("trace_id", "span_id", "parent_span_id"):
