@@ -81,8 +81,6 @@ def run(clients: int, count: int, src: str = os.path.join(ROOT, "src")) -> tuple
 			str(port),
 			"--storage",
 			os.path.join(workdir, "bench.sqlite"),
-			"--retention-count",
-			"0",
 			"--key",
 			"asabsentry",
 		],

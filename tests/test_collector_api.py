@@ -455,3 +455,43 @@ def test_without_sentry_relay_the_fallback_normalizes(monkeypatch):
 		event = running.Collector.Store.get(item["id"])["payload"]
 		assert event["breadcrumbs"] == {"values": [{"message": "b", "timestamp": 1.0}]}
 		assert event["level"] == "warning" and event["logentry"] == {"formatted": "m"} and item["title"] == "m"
+
+
+def test_the_collector_command_closes_stalled_connections(tmp_path):
+	from test_collector import free_port
+
+	port = free_port()
+	config = tmp_path / "c.conf"
+	config.write_text(
+		"[collector]\nlisten=127.0.0.1 {}\nstorage={}\nidle_timeout=1s\n".format(port, tmp_path / "c.sqlite")
+	)
+	process = subprocess.Popen(
+		[sys.executable, "-m", "asab_sentry.cli", "collector", "-c", str(config)],
+		stdout=subprocess.PIPE,
+		stderr=subprocess.STDOUT,
+	)
+	sockets = []
+	try:
+		deadline = time.monotonic() + 30
+		while time.monotonic() < deadline:
+			try:
+				if get_json("http://127.0.0.1:{}/health".format(port))[0] == 200:
+					break
+			except OSError:
+				time.sleep(0.1)
+		for _ in range(100):
+			s = socket.create_connection(("127.0.0.1", port), timeout=30)
+			s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+			sockets.append(s)
+		closed = 0
+		for s in sockets:
+			try:
+				closed += s.recv(100) == b""
+			except (ConnectionResetError, TimeoutError):
+				pass
+		assert closed == 100
+	finally:
+		for s in sockets:
+			s.close()
+		process.terminate()
+		process.communicate(timeout=30)

@@ -262,8 +262,12 @@ def test_metrics_through_asab_metrics(server):
 	async def body(app):
 		app.SentryService.capture_message("counted")
 		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 5)
+		server.Status = 413
+		app.SentryService.capture_message("rejected")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 5)
 		app.SentryService.DeliveryMetrics.update()
 		app.Values = dict(app.SentryService.DeliveryMetrics.Counters.Storage["fieldset"][0]["values"])
+		app.Queue = dict(app.SentryService.DeliveryMetrics.Queue.Storage["fieldset"][0]["values"])
 
 	class WithMetrics(App):
 		def __init__(self):
@@ -272,7 +276,9 @@ def test_metrics_through_asab_metrics(server):
 			# The metrics service registered after Sentry's: SentryService looks it up in initialize().
 
 	app = run_app(body, WithMetrics)
-	assert app.Values["captured"] == 1 and app.Values["sent"] == 1
+	assert app.Values["captured"] == 2 and app.Values["sent"] == 1 and app.Values["retried"] == 0
+	assert app.Values["dropped_rejected_413"] == 1
+	assert app.Queue == {"items": 0, "bytes": 0}
 
 
 def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector):
@@ -288,3 +294,27 @@ def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector
 	assert app.SentryService.Delivery.Losses.Counters["sent"] == 1
 	assert messages(server) == ["both"]
 	assert wait_for(lambda: collector.Collector.Store.count(type="event") == 1)
+
+
+def test_rate_limit_outlasting_the_maximum_age_drops_and_counts(server, caplog):
+	server.Status, server.Headers = 429, {"Retry-After": "30"}
+	transport = start(server, outbox_max_age=1.0)
+	for i in range(3):
+		sentry_sdk.capture_message("limited {}".format(i))
+	assert wait_for(lambda: transport.Losses.Counters["dropped_rate_limit_expired"] == 3, timeout=20)
+	assert transport.pending() == 0 and server.events() == []
+	said = delivery_warnings(caplog)
+	assert said and "rate limit outlasted their maximum age" in said[0]
+
+
+def test_retried_until_too_old_then_dropped_and_counted(server):
+	transport = start(server, outbox_max_age=1.0, **FAST_RETRY)
+	server.down()
+	for i in range(3):
+		sentry_sdk.capture_message("old {}".format(i))
+	assert wait_for(lambda: transport.Losses.Counters["dropped_too_old"] == 3, timeout=20)
+	assert transport.Losses.Counters["retried"] >= 1 and transport.pending() == 0
+	server.up()
+	sentry_sdk.capture_message("fresh")
+	server.wait_events(1)
+	assert messages(server) == ["fresh"]

@@ -113,3 +113,48 @@ def test_refused_and_malformed_raise(raw):
 	server.close()
 	with pytest.raises(OSError):
 		Connection(server.Url, 5).post({}, b"x")
+
+
+def test_https_with_certificate_verification(tmp_path):
+	"""Sentry is HTTPS: the connection verifies the certificate against the CA given (certifi's by default)."""
+	import http.server
+	import shutil
+	import ssl
+	import subprocess
+
+	if shutil.which("openssl") is None:
+		pytest.skip("openssl command not installed")
+	cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+	command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+	command += " -addext subjectAltName=IP:127.0.0.1"
+	subprocess.run([*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+
+	class Handler(http.server.BaseHTTPRequestHandler):
+		protocol_version = "HTTP/1.1"
+
+		def do_POST(self):
+			self.rfile.read(int(self.headers["Content-Length"]))
+			self.send_response(200)
+			self.send_header("Content-Length", "2")
+			self.end_headers()
+			self.wfile.write(b"{}")
+
+		def log_message(self, *args):
+			pass
+
+	server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+	server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+	server_context.load_cert_chain(str(cert), str(key))
+	server.socket = server_context.wrap_socket(server.socket, server_side=True)
+	threading.Thread(target=server.serve_forever, daemon=True).start()
+	url = "https://127.0.0.1:{}/api/1/envelope/".format(server.server_address[1])
+	try:
+		trusting = ssl.create_default_context(cafile=str(cert))
+		connection = Connection(url, 5, trusting)
+		assert [connection.post({}, b"x").status for _ in range(2)] == [200, 200]
+		connection.close()
+		with pytest.raises(ssl.SSLError):  # the default CAs do not know this certificate
+			Connection(url, 5).post({}, b"x")
+	finally:
+		server.shutdown()
+		server.server_close()

@@ -614,17 +614,22 @@ class Store:
 			return self._apply_retention_locked()
 
 	def _apply_retention_locked(self) -> int:
+		# Both without scanning the table: items are stored in the order received (ids ascending), and only
+		# the oldest are ever deleted, so the ids are contiguous.
 		cutoff = 0
 		if self.MaxAge > 0:
-			row = self._db.execute(
-				"SELECT MAX(id) FROM items WHERE received < ?", (time.time() - self.MaxAge,)
-			).fetchone()
-			cutoff = max(cutoff, row[0] or 0)
+			oldest = time.time() - self.MaxAge
+			row = self._db.execute("SELECT received FROM items ORDER BY id LIMIT 1").fetchone()
+			if row is not None and row[0] < oldest:  # then walk only the rows that go
+				first_kept = self._db.execute(
+					"SELECT id FROM items WHERE received >= ? ORDER BY id LIMIT 1", (oldest,)
+				).fetchone()
+				last = self._db.execute("SELECT MAX(id) FROM items").fetchone()[0]
+				cutoff = max(cutoff, first_kept[0] - 1 if first_kept else last)
 		if self.MaxCount > 0:
-			row = self._db.execute(
-				"SELECT id FROM items ORDER BY id DESC LIMIT 1 OFFSET ?", (self.MaxCount,)
-			).fetchone()
-			cutoff = max(cutoff, row[0] if row else 0)
+			row = self._db.execute("SELECT MIN(id), MAX(id) FROM items").fetchone()
+			if row[0] is not None and row[1] - row[0] + 1 > self.MaxCount:
+				cutoff = max(cutoff, row[1] - self.MaxCount)
 		if not cutoff:
 			return 0
 		self._db.execute("BEGIN")

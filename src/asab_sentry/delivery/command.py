@@ -156,19 +156,28 @@ def _flush(args: argparse.Namespace) -> int:
 
 
 def _progress(total: int, what: str) -> typing.Callable[[int | None], None]:
-	"""``update(done)``; ``update(None)`` closes. A tqdm bar when tqdm is installed, else a plain line."""
+	"""``update(done)``; ``update(None)`` closes. A rich progress bar when rich is installed, else a plain line."""
 	try:
-		from tqdm import tqdm
+		import rich.console
+		import rich.progress
 	except ImportError:
-		tqdm = None
-	if tqdm is not None:
-		bar = tqdm(total=total, unit="envelope", desc="flushing " + what, file=sys.stderr)
+		rich = None  # type: ignore[assignment]
+	if rich is not None:
+		progress = rich.progress.Progress(
+			rich.progress.TextColumn("flushing {task.description}"),
+			rich.progress.BarColumn(),
+			rich.progress.MofNCompleteColumn(),
+			rich.progress.TimeRemainingColumn(),
+			console=rich.console.Console(stderr=True),
+		)
+		task = progress.add_task(what, total=total)
+		progress.start()
 
 		def update(done: int | None) -> None:
 			if done is None:
-				bar.close()
+				progress.stop()
 			else:
-				bar.update(done - bar.n)
+				progress.update(task, completed=done)
 
 		return update
 

@@ -44,7 +44,7 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 		self.Timeout = timeout
 		self.Dropped = 0
 		self.Failed = 0
-		self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+		self._queue: queue.Queue[Envelope | None] = queue.Queue(maxsize=queue_size)
 		self._idle = threading.Condition()
 		self._pending = 0
 		self._thread = threading.Thread(target=self._run, name="asab-sentry-spotlight", daemon=True)
@@ -53,10 +53,10 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 	def capture_envelope(self, envelope: Envelope) -> None:
 		if self.Upstream is not None:
 			self.Upstream.capture_envelope(envelope)
-		body = envelope.serialize()
+		# Serialized in the Spotlight thread: the capturing thread (the event loop) only hands it over.
 		with self._idle:
 			try:
-				self._queue.put_nowait(body)
+				self._queue.put_nowait(envelope)
 			except queue.Full:
 				self.Dropped += 1
 				return
@@ -65,10 +65,11 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 	def _run(self) -> None:
 		warned = False
 		while True:
-			body = self._queue.get()
-			if body is None:
+			envelope = self._queue.get()
+			if envelope is None:
 				return
 			try:
+				body = envelope.serialize()
 				request = urllib.request.Request(
 					self.Url, data=body, method="POST", headers={"Content-Type": "application/x-sentry-envelope"}
 				)

@@ -48,6 +48,9 @@ MB = 1024 * 1024
 #: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
 MAX_INCOMING = 10_000
 
+#: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
+IDLE_POLL = 0.2
+
 
 @dataclasses.dataclass(frozen=True)
 class DeliveryOptions:
@@ -114,7 +117,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	Args:
 		options: sentry-sdk's client options (at least ``dsn``); ``send_client_reports`` is honoured.
 		delivery: the `DeliveryOptions`.
-		on_change: called (in a sender thread) after counters changed; for metrics.
 
 	Attributes:
 		Options: the `DeliveryOptions`.
@@ -146,7 +148,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self.Outbox = (
 			outbox_module.Outbox(o.outbox, o.outbox_max_size, o.outbox_max_age) if o.outbox is not None else None
 		)
-		self.on_change: typing.Callable[[], None] | None = None
 
 		self._cond = threading.Condition()
 		self._incoming: collections.deque[Envelope] = collections.deque()
@@ -186,8 +187,16 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
 		self._incoming.append(envelope)
-		with self._cond:
-			self._cond.notify()
+		self._wake()
+
+	def _wake(self) -> None:
+		"""Wake a sender without ever waiting on the lock (a sender may hold it while it scans the queue)."""
+		if self._cond.acquire(blocking=False):
+			try:
+				self._cond.notify()
+			finally:
+				self._cond.release()
+		# else: a sender holds the lock and looks at the deque before it sleeps, and sleeps at most IDLE_POLL.
 
 	def flush(self, timeout: float, callback: typing.Any = None) -> None:
 		"""Wait until everything handed over is delivered (or dropped), at most ``timeout`` seconds."""
@@ -307,8 +316,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self.Losses.count("outbox_errors")
 			L.warning("Cannot write to the outbox {}: {}".format(self.Outbox.Directory, e), extra={NO_EVENT: True})
 			self._incoming.append(envelope)
-			with self._cond:
-				self._cond.notify()
+			self._wake()
 			return
 		self.Losses.count("captured")
 		parcel = Parcel(None, entry.path, entry.size, categories, quantities, entry.created)
@@ -360,7 +368,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 					parcel, wait = self._pick(drops)
 					if parcel is not None or drops:
 						break
-					self._cond.wait(wait)
+					self._cond.wait(IDLE_POLL if wait is None else min(wait, IDLE_POLL))
 				else:
 					return
 			for reason, dropped in drops:
@@ -375,11 +383,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				L.exception("Delivery to Sentry failed unexpectedly", extra={NO_EVENT: True})
 				if parcel is not None and not parcel.settled:
 					self._done(parcel)
-			if self.on_change is not None:
-				try:
-					self.on_change()
-				except Exception:
-					pass
 
 	def _pick(self, drops: list[tuple[str, Parcel]]) -> tuple[Parcel | None, float | None]:
 		"""The next parcel that may be sent (lock held), or how long to wait for one."""
@@ -388,6 +391,16 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			return None, self._backoff_until - now
 		wait: float | None = None
 		oldest_allowed = time.time() - self.Options.outbox_max_age
+		everything = self.RateLimits.blocked_until(())
+		if everything and self._ready:
+			# A limit on every category (a plain 429): nothing may go, only the head (the oldest) may expire.
+			head = self._ready[0]
+			if head.created < oldest_allowed:
+				self._ready.popleft()
+				self._release(head)
+				drops.append(("rate_limit_expired", head))
+				return None, 0.0
+			return None, min(everything - now, head.created - oldest_allowed)
 		for index, parcel in enumerate(self._ready):
 			if parcel.evicted:  # its file went to keep the outbox within outbox_max_size (already counted)
 				del self._ready[index]
@@ -400,7 +413,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				drops.append(("rate_limit_expired" if blocked else "too_old", parcel))
 				return None, 0.0
 			if blocked:
-				wait = min(wait, blocked - now) if wait is not None else blocked - now
+				# Wake at the window's end, or when the envelope gets too old to wait any longer.
+				until = min(blocked - now, parcel.created - oldest_allowed)
+				wait = min(wait, until) if wait is not None else until
 				continue
 			if parcel.cached:
 				if now < self._drain_next:
