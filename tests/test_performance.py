@@ -128,7 +128,7 @@ def scenario(svc):
 	svc.capture_message("with mixed breadcrumbs")
 
 
-CONFIG = {"sentry": {"max_value_length": "200", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
+CONFIG = {"sentry": {"max_value_length": "256", "traces_sample_rate": "1.0"}, "sentry:logging": {"breadcrumbs": "info"}}
 
 
 def events_of_scenario(optimised: bool, config: dict = CONFIG) -> list[dict]:
@@ -152,8 +152,9 @@ def normalised(event: dict) -> dict:
 	for span in event.get("spans", []):
 		for key in ("span_id", "parent_span_id", "trace_id", "timestamp", "start_timestamp"):
 			span[key] = "<{}>".format(key)
-	breadcrumbs = event.get("breadcrumbs")  # sentry-sdk before 2.28 puts an empty list in a transaction
-	for crumb in breadcrumbs.get("values", []) if isinstance(breadcrumbs, dict) else []:
+	crumbs = event.get("breadcrumbs") or {}
+	# The protocol allows a list or {"values": [...]}; sentry-sdk 2.27 sends transactions an empty list.
+	for crumb in crumbs.get("values", []) if isinstance(crumbs, dict) else crumbs:
 		crumb["timestamp"] = "<time>"
 	trace = event.get("contexts", {}).get("trace", {})
 	for key in ("trace_id", "span_id", "parent_span_id"):
