@@ -367,3 +367,22 @@ def test_unusable_ca_file_is_one_clear_line_at_start(tmp_path, monkeypatch, cont
 	(tmp_path / "box" / ".lock").write_text("")
 	assert cli.main(["outbox", "flush", "--dsn", "https://k@127.0.0.1:9/1", str(tmp_path / "box")]) == 2
 	assert "environment variable SSL_CERT_FILE = '{}': cannot be used: ".format(path) in capsys.readouterr().err
+
+
+def test_malformed_proxy_is_one_clear_line_at_start_with_its_password_masked(monkeypatch):
+	"""A proxy URL urllib3 cannot use failed in every sender thread; now start-up says so once, password masked."""
+	import asab
+
+	import asab_sentry
+
+	monkeypatch.setenv("https_proxy", "bogus://user:hunter2@proxy.example:3128")
+	monkeypatch.delenv("no_proxy", raising=False)
+	monkeypatch.delenv("NO_PROXY", raising=False)
+	asab.Config.read_dict({"sentry": {"data_source_name": "https://k@sentry.example/1"}})
+	with pytest.raises(SentryConfigError) as info:
+		asab_sentry.SentryService(asab.Application(args=[]))
+	message = str(info.value)
+	assert message.startswith(
+		"environment variable https_proxy = 'bogus://user:***@proxy.example:3128': cannot be used"
+	)
+	assert "hunter2" not in message and "\n" not in message

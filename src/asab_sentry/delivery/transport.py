@@ -371,7 +371,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	# Senders
 
 	def _run(self) -> None:
-		connection = self._connect()
+		try:
+			connection = self._connect()
+		except Exception:  # checked when the transport was made; a sender that cannot connect must not vanish
+			L.exception("A Sentry sender cannot make its connection; it stops", extra={NO_EVENT: True})
+			return
 		try:
 			self._send_loop(connection)
 		finally:
