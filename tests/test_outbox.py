@@ -281,6 +281,30 @@ def test_cli_outbox_leaves_a_directory_that_is_not_an_outbox_alone(server, tmp_p
 	assert stat.S_IMODE(data.stat().st_mode) == 0o755
 
 
+def test_service_refuses_an_outbox_directory_holding_other_files(tmp_path):
+	"""[sentry] outbox = a data directory by mistake: start-up stops with one line; the directory is untouched."""
+	import asab
+
+	import asab_sentry
+	from asab_sentry import SentryConfigError
+
+	data = tmp_path / "data"
+	data.mkdir()
+	(data / ".tmp-notes").write_text("keep me")
+	data.chmod(0o755)
+	asab.Config.read_dict({"sentry": {"data_source_name": "http://k@127.0.0.1:9/1", "outbox": str(data)}})
+	with pytest.raises(SentryConfigError) as info:
+		asab_sentry.SentryService(asab.Application(args=[]))
+	assert "[sentry] outbox = '{}'".format(data) in str(info.value) and "never an outbox" in str(info.value)
+	assert os.listdir(data) == [".tmp-notes"] and stat.S_IMODE(data.stat().st_mode) == 0o755
+	# An empty directory, or one that is already an outbox, is taken.
+	empty = tmp_path / "empty"
+	empty.mkdir()
+	asab.Config.read_dict({"sentry": {"outbox": str(empty)}})
+	asab_sentry.SentryService(asab.Application(args=[]), "SentryService2")
+	assert stat.S_IMODE(empty.stat().st_mode) == 0o700
+
+
 DISK_FULL_CHILD = r"""
 import logging, os, resource, sys
 import asab, asab_sentry

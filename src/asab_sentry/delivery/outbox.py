@@ -45,6 +45,23 @@ class OutboxLocked(Exception):
 		)
 
 
+class NotAnOutbox(OSError):
+	"""The directory exists with other files in it and was never an outbox: it is not taken over (chmod, lock)."""
+
+
+def is_foreign(directory: str) -> bool:
+	"""
+	True when `directory` exists, is not empty, and was never an outbox (no ``.lock`` and no envelope file):
+	opening it would chmod it to 0700, lock it and move files aside, so a mistyped path (a data directory) is
+	refused instead.
+	"""
+	try:
+		names = os.listdir(directory)
+	except (FileNotFoundError, NotADirectoryError):
+		return False
+	return bool(names) and LOCK_NAME not in names and not any(name.endswith(SUFFIX) for name in names)
+
+
 class CorruptEnvelope(Exception):
 	"""An outbox file is not a complete, readable envelope."""
 
@@ -99,6 +116,11 @@ class Outbox:
 		self._size = 0
 		self._sequence = itertools.count()
 		self._lock_fd: int | None = None
+		if is_foreign(self.Directory):
+			raise NotAnOutbox(
+				"{} holds other files and was never an outbox (no {}, no *{} file): give an empty or new "
+				"directory".format(self.Directory, LOCK_NAME, SUFFIX)
+			)
 		os.makedirs(self.Directory, mode=0o700, exist_ok=True)
 		os.chmod(self.Directory, 0o700)
 		self._acquire()
