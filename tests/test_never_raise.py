@@ -54,7 +54,7 @@ def svc(sentry_capture):
 
 
 def asab_sentry_lines(caplog):
-	return [r.getMessage() for r in caplog.records if r.name.startswith("asab_sentry")]
+	return [r.getMessage() for r in caplog.records if str(r.name).startswith("asab_sentry")]
 
 
 def test_transaction_with_non_str_op_and_name(svc, sentry_capture):
