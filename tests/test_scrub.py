@@ -70,7 +70,8 @@ def test_a_secret_key_hides_a_whole_structure():
 
 def test_query_url_argv_body():
 	s = Scrubber()
-	assert s.scrub_query("a=1&token=x&password=") == "a=1&token=%5BFiltered%5D&password=%5BFiltered%5D"
+	assert s.scrub_query("a=1&token=x&password=") == "a=1&token=[Filtered]&password=[Filtered]"
+	assert s.scrub_query("a=%20&api%5Fkey=x") == "a=%20&api%5Fkey=[Filtered]", "names are decoded to match"
 	assert s.scrub_query("a=1&b=2") == "a=1&b=2"
 	assert s.scrub_url("postgres://app:hunter2@db/x") == "postgres://app:[Filtered]@db/x"
 	assert s.scrub_argv(["x", "--db-password=s", "--api-key", "k", "--verbose", "-o", "out"]) == [
@@ -83,7 +84,7 @@ def test_query_url_argv_body():
 		"out",
 	]
 	assert json.loads(s.scrub_body('{"user": "u", "password": "p"}')) == {"user": "u", "password": FILTERED}
-	assert s.scrub_body("user=u&password=p") == "user=u&password=%5BFiltered%5D"
+	assert s.scrub_body("user=u&password=p") == "user=u&password=[Filtered]"
 	assert s.scrub_body("just text") == "just text"
 
 

@@ -190,14 +190,14 @@ def test_identity_tags_when_service_is_created_in_initialize(collector):
 
 
 def test_max_value_length_is_applied(collector):
-	configure({"sentry": {"data_source_name": collector.dsn, "max_value_length": "50"}})
+	configure({"sentry": {"data_source_name": collector.dsn, "max_value_length": "300"}})
 
 	async def body(app):
-		L.error("x" * 500)
+		L.error("x" * 5000)
 
 	run_app(body)
 	(event,) = payloads(collector)
-	assert len(event["logentry"]["formatted"]) <= 50
+	assert len(event["logentry"]["formatted"]) <= 300
 
 
 def test_sample_rate_zero_sends_no_errors(collector):

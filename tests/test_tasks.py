@@ -398,7 +398,8 @@ def test_tasks_created_in_a_transaction_get_spans(collector):
 	(txn,) = payloads(collector, type="transaction")
 	(span,) = txn["spans"]
 	assert span["op"] == "function" and span["description"].endswith("load_rows")
-	assert span["status"] == "ok"
+	# sentry-sdk 2.27 (the oldest supported) sends a span's status as its tag "status"; newer ones as "status".
+	assert span.get("status", span.get("tags", {}).get("status")) == "ok"
 
 
 def test_task_spans_can_be_switched_off(collector):

@@ -235,7 +235,7 @@ def test_handler_exception_gives_one_event_with_scrubbed_request_and_a_failed_tr
 	request = event["request"]
 	assert request["method"] == "GET"
 	assert request["url"].endswith("/orders/42")
-	assert request["query_string"] == "page=3&access_token=%5BFiltered%5D"
+	assert request["query_string"] == "page=3&access_token=[Filtered]"
 	sent = {k.lower(): v for k, v in request["headers"].items()}
 	assert sent["accept"] == "application/json"
 	for secret in ("authorization", "cookie", "x-api-key", "x-forwarded-for"):
@@ -450,7 +450,8 @@ def test_outgoing_requests_get_a_span_and_trace_headers(collector):
 	caller, callee = txns["GET /call"], txns["GET /echo"]
 	(span,) = [s for s in caller["spans"] if s["op"] == "http.client"]
 	assert span["description"].startswith("GET http://127.0.0.1:")
-	assert span["status"] == "ok"
+	# sentry-sdk 2.27 (the oldest supported) sends a span's status as its tag "status"; newer ones as "status".
+	assert span.get("status", span.get("tags", {}).get("status")) == "ok"
 	trace_id, span_id, sampled = received["sentry-trace"].split("-")
 	assert (trace_id, span_id, sampled) == (trace(caller)["trace_id"], span["span_id"], "1")
 	assert trace(callee)["trace_id"] == trace_id and trace(callee)["parent_span_id"] == span_id

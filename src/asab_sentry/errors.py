@@ -1,5 +1,8 @@
 """The one exception type this package raises at start-up."""
 
+#: Longest rendering of a bad value in the message (the message stays one readable line).
+MAX_VALUE_SHOWN = 120
+
 
 class SentryConfigError(SystemExit):
 	"""
@@ -28,7 +31,10 @@ class SentryConfigError(SystemExit):
 		if value is None:
 			message = "{} is not set: {}".format(name, allowed)
 		else:
-			message = "{} = {!r}: {}".format(name, value, allowed)
+			shown = repr(value)
+			if len(shown) > MAX_VALUE_SHOWN:
+				shown = shown[: MAX_VALUE_SHOWN - 4] + "...'"
+			message = "{} = {}: {}".format(name, shown, allowed)
 		super().__init__(message)
 
 	def __str__(self) -> str:

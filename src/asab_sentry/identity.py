@@ -12,7 +12,7 @@ import os
 import re
 import typing
 
-from .settings import valid_release
+from .settings import repair_text, valid_release
 
 L = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class Identity:
 	tags: dict[str, str]
 	manifest: dict[str, typing.Any]
 	manifest_path: str | None
+	#: Environment variables whose value was not valid text (lone surrogates) and was repaired.
+	repaired_variables: tuple[str, ...] = ()
 
 
 def find_manifest(configured: str | None) -> str | None:
@@ -101,17 +103,26 @@ def build_identity(
 			L.warning("Manifest version {!r} does not make a valid Sentry release; using {!r}.".format(version, fixed))
 			release = fixed
 
+	repaired = []
 	tags = {"appclass": app_class}
 	for variable, tag in IDENTITY_VARIABLES.items():
 		value = environ.get(variable, "").strip()
 		if value:
-			tags[tag] = value.replace("\n", " ")[:_MAX_TAG_VALUE]
+			fixed = repair_text(value)
+			if fixed != value:
+				repaired.append(variable)
+			tags[tag] = fixed.replace("\n", " ")[:_MAX_TAG_VALUE]
+	server_name = configured_server_name or host_name or None
+	if server_name is not None and repair_text(server_name) != server_name:
+		server_name = repair_text(server_name)
+		repaired.append("ASAB_HOSTNAME (host name)")
 
 	return Identity(
 		app_class=app_class,
 		release=release,
-		server_name=configured_server_name or host_name or None,
+		server_name=server_name,
 		tags=tags,
 		manifest=manifest,
 		manifest_path=manifest_path if manifest else None,
+		repaired_variables=tuple(repaired),
 	)

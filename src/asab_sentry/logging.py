@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextvars
 import datetime
 import logging
-import sys
 import typing
 
 import sentry_sdk
 import sentry_sdk.utils
 
-from . import _sdk, speed
+from . import _sdk, capture, limits, notices, speed
 from .breadcrumbs import LogBreadcrumb
+
+L = logging.getLogger(__name__)
 
 #: Set while a record is logged that this package has already reported in a structured way
 #: (e.g. asab's loop exception handler logging an exception we captured), so it is not captured twice.
@@ -73,6 +74,26 @@ def record_data(record: logging.LogRecord) -> dict:
 	return data
 
 
+def formatted_message(record: logging.LogRecord, report: bool = True) -> str:
+	"""
+	The record's message as logging formats it; when that fails (``L.error("%s %s", 1)``, a message object
+	whose ``str()`` raises), the unformatted template, and one line on the ``asab_sentry`` logger saying so.
+	"""
+	try:
+		return record.getMessage()
+	except Exception as e:
+		if report:
+			notices.say(
+				"log format " + notices.safe_repr(record.name, 60),
+				"A log record of logger {} could not be formatted ({}: {}); sent with its unformatted message.".format(
+					notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
+				),
+				logging.WARNING,
+				L,
+			)
+		return record.msg if type(record.msg) is str else notices.safe_str(record.msg)
+
+
 def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
 	"""The breadcrumb of a log record (``message`` is ``record.getMessage()``)."""
 	return {
@@ -81,7 +102,7 @@ def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
 		"category": record.name,
 		"message": message,
 		"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
-		"data": record_data(record),
+		"data": limits.Bag(record_data(record)),
 	}
 
 
@@ -142,9 +163,19 @@ class SentryLogHandler(logging.Handler):
 				return True
 			builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
 			try:
-				_sdk.append_breadcrumb(LogBreadcrumb(record, record.getMessage(), builder), self._max_breadcrumbs)
-			except Exception:
-				sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+				_sdk.append_breadcrumb(
+					LogBreadcrumb(record, formatted_message(record, report=False), builder),
+					self._max_breadcrumbs,
+				)
+			except Exception as e:
+				notices.say(
+					"log record",
+					"A log record of logger {} was not kept as a breadcrumb: {}: {}".format(
+						notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
+					),
+					logging.ERROR,
+					L,
+				)
 			return True
 		self.emit(record)
 		return True
@@ -168,9 +199,16 @@ class SentryLogHandler(logging.Handler):
 				self._capture(record)
 			if self.BreadcrumbsLevel is not None and record.levelno >= self.BreadcrumbsLevel:
 				self._breadcrumb(record)
-		except Exception:
-			# Never raise into the application's logging call.
-			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+		except Exception as e:
+			# Never raise into the application's logging call; never lose silently either.
+			notices.say(
+				"log record",
+				"A log record of logger {} was not sent to Sentry: {}: {}".format(
+					notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
+				),
+				logging.ERROR,
+				L,
+			)
 
 	def _capture(self, record: logging.LogRecord) -> None:
 		client = sentry_sdk.get_client()
@@ -184,8 +222,13 @@ class SentryLogHandler(logging.Handler):
 			hint["log_record"] = record
 		else:
 			event = {}
+			if record.stack_info or record.exc_info:
+				# stack_info=True, or L.exception() outside an except block: the stack of the logging call.
+				stack = capture.current_stack()
+				if stack is not None:
+					event["threads"] = {"values": [{"stacktrace": stack, "crashed": False, "current": True}]}
 
-		message = record.msg if isinstance(record.msg, str) else repr(record.msg)
+		message = record.msg if type(record.msg) is str else notices.safe_str(record.msg)
 		params = record.args
 		event["level"] = sentry_level(record.levelno)
 		event["logger"] = record.name
@@ -193,20 +236,21 @@ class SentryLogHandler(logging.Handler):
 			event["logentry"] = {
 				"message": message,
 				"params": list(params) if isinstance(params, tuple) else (params or []),
-				"formatted": record.getMessage(),
+				"formatted": formatted_message(record),
 			}
 		extra = record_data(record)
 		if extra:
-			event["extra"] = extra
+			event["extra"] = limits.Bag(extra)
 		sentry_sdk.capture_event(event, hint=hint)
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
+		message = formatted_message(record, report=False)
 		# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
 		builder = access_log_breadcrumb if record.name == ACCESS_LOG else breadcrumb_from_record
 		if self.LazyBreadcrumbs:
-			_sdk.append_breadcrumb(LogBreadcrumb(record, record.getMessage(), builder), self._max_breadcrumbs)
+			_sdk.append_breadcrumb(LogBreadcrumb(record, message, builder), self._max_breadcrumbs)
 		else:
-			sentry_sdk.add_breadcrumb(builder(record, record.getMessage()), hint={"log_record": record})
+			sentry_sdk.add_breadcrumb(builder(record, message), hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:

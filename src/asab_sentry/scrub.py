@@ -199,24 +199,29 @@ class Scrubber:
 
 	def scrub_query(self, query: str) -> str:
 		"""
-		A query string (``a=1&token=x``) with the values of secret parameters filtered.
+		A query string (``a=1&token=x``) with the values of secret parameters filtered; the rest of the text is
+		kept as it was.
 
 		>>> Scrubber().scrub_query("page=2&access_token=abc")
-		'page=2&access_token=%5BFiltered%5D'
+		'page=2&access_token=[Filtered]'
 		"""
 		if "=" not in query:
 			return query
-		pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-		if not any(self.is_secret(k) for k, _ in pairs):
-			return query
-		return urllib.parse.urlencode([(k, FILTERED if self.is_secret(k) else v) for k, v in pairs])
+		parts = query.split("&")
+		changed = False
+		for index, part in enumerate(parts):
+			name, separator, value = part.partition("=")
+			if separator and value != FILTERED and self.is_secret(urllib.parse.unquote_plus(name)):
+				parts[index] = name + separator + FILTERED
+				changed = True
+		return "&".join(parts) if changed else query
 
 	def scrub_url(self, url: str) -> str:
 		"""
 		A URL with a password in it (``https://user:pass@host``) and secret query parameters filtered.
 
 		>>> Scrubber().scrub_url("https://bob:hunter2@db.example/x?token=1&page=2")
-		'https://bob:[Filtered]@db.example/x?token=%5BFiltered%5D&page=2'
+		'https://bob:[Filtered]@db.example/x?token=[Filtered]&page=2'
 		"""
 		url = _URL_USERINFO.sub(lambda m: "{}:{}@".format(m.group(1), FILTERED), url)
 		base, question, query = url.partition("?")
@@ -264,7 +269,7 @@ class Scrubber:
 		parameters, and secret keys in a body given as a mapping, as JSON text or as a form-encoded string.
 
 		>>> Scrubber().scrub_request({"headers": {"Cookie": "s=1"}, "query_string": "token=a", "data": '{"password": "p"}'})
-		{'headers': {'Cookie': '[Filtered]'}, 'query_string': 'token=%5BFiltered%5D', 'data': '{"password": "[Filtered]"}'}
+		{'headers': {'Cookie': '[Filtered]'}, 'query_string': 'token=[Filtered]', 'data': '{"password": "[Filtered]"}'}
 		"""
 		result = dict(request)
 		for name in ("headers", "env"):
@@ -316,11 +321,29 @@ class Scrubber:
 
 	# Whole events
 
-	def scrub_event(self, event: dict[str, typing.Any]) -> dict[str, typing.Any]:
+	def _scrub_context(self, name: str, value: typing.Any) -> typing.Any:
+		if not isinstance(value, dict):
+			return value
+		if self.is_secret(name):
+			# A context must stay an object: every value of a secret-named one is filtered, its keys kept.
+			return {k: v if k == "type" or v is None else FILTERED for k, v in value.items()}
+		return self.scrub(value)
+
+	def scrub_breadcrumb(self, crumb: typing.Any) -> typing.Any:
+		"""A serialized breadcrumb with its data scrubbed: ``crumb`` itself when nothing changed, else a copy."""
+		if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
+			data = self.scrub(crumb["data"])
+			if data is not crumb["data"]:
+				return dict(crumb, data=data)
+		return crumb
+
+	def scrub_event(self, event: dict[str, typing.Any], breadcrumbs: bool = True) -> dict[str, typing.Any]:
 		"""
 		Filter secrets everywhere data enters a serialized event: ``extra`` (``sys.argv`` included),
-		``contexts``, breadcrumb data, frame local variables, ``request``, ``user``, ``tags`` and span data.
-		Modifies and returns ``event``.
+		``contexts``, breadcrumb data (unless ``breadcrumbs`` is False: the caller does them with
+		`scrub_breadcrumb`), frame local variables, ``request``, ``user``, ``tags`` and span data.
+		Modifies and returns ``event``; a breadcrumb is replaced by a copy, never modified (serialized
+		breadcrumbs may be shared by several events, see breadcrumbs.py).
 		"""
 		extra = event.get("extra")
 		if isinstance(extra, dict):
@@ -332,9 +355,7 @@ class Scrubber:
 			event["extra"] = extra
 		contexts = event.get("contexts")
 		if isinstance(contexts, dict):
-			event["contexts"] = {
-				name: self.scrub(value) if isinstance(value, dict) else value for name, value in contexts.items()
-			}
+			event["contexts"] = {name: self._scrub_context(name, value) for name, value in contexts.items()}
 		for name in ("user",):
 			if isinstance(event.get(name), dict):
 				event[name] = self.scrub(event[name])
@@ -343,12 +364,11 @@ class Scrubber:
 			event["tags"] = {k: FILTERED if self.is_secret(k) and v else v for k, v in tags.items()}
 		if isinstance(event.get("request"), dict):
 			event["request"] = self.scrub_request(event["request"])
-		breadcrumbs = event.get("breadcrumbs")
-		values = breadcrumbs.get("values") if isinstance(breadcrumbs, dict) else breadcrumbs
+		crumbs = event.get("breadcrumbs") if breadcrumbs else None
+		values = crumbs.get("values") if isinstance(crumbs, dict) else crumbs
 		if isinstance(values, list):
-			for crumb in values:
-				if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
-					crumb["data"] = self.scrub(crumb["data"])
+			for index, crumb in enumerate(values):
+				values[index] = self.scrub_breadcrumb(crumb)
 		for frame in iter_frames(event):
 			if isinstance(frame.get("vars"), dict):
 				frame["vars"] = self.scrub(frame["vars"])

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import sys
@@ -24,11 +25,13 @@ from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 from sentry_sdk.scrubber import EventScrubber
 
-from . import _sdk, breadcrumbs, speed, tasks
+from . import _sdk, breadcrumbs, limits, notices, scrub, speed, tasks
+from . import capture as capture_module
 from . import identity as identity_module
 from . import logging as sentry_logging
 from . import settings as settings_module
 from . import tags as tags_module
+from . import tracing as tracing_module
 from . import web as web_module
 from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
 from .delivery.spotlight import SpotlightTransport
@@ -127,6 +130,13 @@ class SentryService(asab.Service):
 
 		for option in self.Settings.unknown_options:
 			L.warning("Unknown option {} is ignored.".format(option), extra={sentry_logging.NO_EVENT: True})
+		for variable in self.Settings.repaired_variables + self.Identity.repaired_variables:
+			L.warning(
+				"Environment variable {} is not valid UTF-8 text; its invalid bytes are sent as U+FFFD.".format(
+					variable
+				),
+				extra={sentry_logging.NO_EVENT: True},
+			)
 
 		self._init_sdk(transport, send_to_dsn=not testing)
 
@@ -154,12 +164,21 @@ class SentryService(asab.Service):
 
 	def _init_sdk(self, transport: typing.Any, send_to_dsn: bool) -> None:
 		s = self.Settings
+		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
+		# (Log breadcrumbs serialized once are put back into the event first, see breadcrumbs.py.)
+		final_pass = limits.FinalPass(
+			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if speed.ENABLED else None
+		)
+		limits.install(final_pass)
+		capture_module.install()
 		if transport is None and send_to_dsn and s.dsn is not None:
 			previous = delivery_transport(sentry_sdk.get_client().transport)
 			if previous is not None:  # replaced by the new client: release its outbox (the files stay)
 				previous.kill()
 			transport = _delivery_transport(s)
 		sentry_sdk.init(
+			before_send=final_pass,
+			before_send_transaction=final_pass,
 			dsn=s.dsn if send_to_dsn else None,
 			environment=s.environment,
 			release=self.Identity.release,
@@ -178,7 +197,6 @@ class SentryService(asab.Service):
 			default_integrations=False,
 			auto_enabling_integrations=False,
 			integrations=_integrations(),
-			before_send=breadcrumbs.restore if speed.ENABLED else None,
 			# [sentry] send_default_pii is ours (sentry-sdk's option is deprecated): its scrubber must keep the
 			# user's IP address then.
 			event_scrubber=EventScrubber(send_default_pii=True) if s.send_default_pii else None,
@@ -249,10 +267,13 @@ class SentryService(asab.Service):
 		Args:
 			error: the exception; when None, the one being handled (``sys.exc_info()``).
 			scope_kwargs: data for this event only, as sentry-sdk takes it: ``tags`` (validated like `set_tag`),
-				``extras``, ``contexts``, ``fingerprint``, ``level``, ``user``; or ``scope``.
+				``extras``, ``contexts``, ``fingerprint``, ``level``, ``user``; or ``scope``. A bad or unknown
+				one is left out with one line on the ``asab_sentry`` logger; the event is sent.
 
 		Returns:
 			The event id, or None when nothing was sent (no exception, filtered or sampled out).
+
+		Never raises.
 
 		Example:
 			```python
@@ -263,15 +284,29 @@ class SentryService(asab.Service):
 			```
 		"""
 		try:
+			kwargs = _checked_scope_kwargs("capture_exception", scope_kwargs)
 			if error is None and sys.exc_info()[1] is None:
 				L.warning(
 					"capture_exception() called with no exception and none being handled; nothing sent.",
 					extra={sentry_logging.NO_EVENT: True},
 				)
 				return None
-			return sentry_sdk.capture_exception(error, **_checked_scope_kwargs(scope_kwargs))
-		except Exception:
-			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+			if error is not None and not isinstance(error, BaseException):
+				notices.say(
+					"capture_exception argument",
+					"capture_exception() needs an exception, got {}; sent as a message instead.".format(
+						type(error).__name__
+					),
+					logging.ERROR,
+					L,
+				)
+				kwargs.setdefault("level", "error")
+				if "scope" in kwargs:
+					kwargs = {"scope": kwargs["scope"]}
+				return sentry_sdk.capture_message(notices.safe_str(error), **kwargs)
+			return sentry_sdk.capture_exception(error, **kwargs)
+		except Exception as e:
+			_failed("capture_exception", e)
 			return None
 
 	def capture_message(self, message: str, level: str | None = None, **scope_kwargs: typing.Any) -> str | None:
@@ -279,13 +314,15 @@ class SentryService(asab.Service):
 		Send a text message to Sentry as an event.
 
 		Args:
-			message: the text; messages with the same text are grouped into one issue.
+			message: the text; messages with the same text are grouped into one issue. Not a string: its ``str()``.
 			level: ``fatal``, ``error``, ``warning``, ``info`` (default) or ``debug``
 				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``).
 			scope_kwargs: data for this event only, as in `capture_exception`.
 
 		Returns:
 			The event id, or None when nothing was sent.
+
+		Never raises.
 
 		Example:
 			```python
@@ -294,19 +331,23 @@ class SentryService(asab.Service):
 			```
 		"""
 		try:
+			kwargs = _checked_scope_kwargs("capture_message", scope_kwargs)
 			sentry_level = "info"
 			if level is not None:
-				sentry_level = MESSAGE_LEVELS.get(str(level).lower(), "")
+				sentry_level = _level(level) or ""
 				if not sentry_level:
-					L.error(
-						"capture_message(level={!r}) is not a Sentry level (allowed: fatal, error, warning, info, debug); "
-						"sent as 'info'.".format(level),
-						extra={sentry_logging.NO_EVENT: True},
+					notices.say(
+						"capture_message level",
+						"capture_message(level={}) is not a Sentry level (allowed: fatal, error, warning, info, debug); "
+						"sent as 'info'.".format(notices.safe_repr(level)),
+						logging.ERROR,
+						L,
 					)
 					sentry_level = "info"
-			return sentry_sdk.capture_message(str(message), level=sentry_level, **_checked_scope_kwargs(scope_kwargs))  # type: ignore[arg-type]
-		except Exception:
-			sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+			text = message if type(message) is str else notices.safe_str(message)
+			return sentry_sdk.capture_message(text, level=sentry_level, **kwargs)  # type: ignore[arg-type]
+		except Exception as e:
+			_failed("capture_message", e)
 			return None
 
 	def set_context(self, name: str, context: dict[str, typing.Any]) -> None:
@@ -314,18 +355,21 @@ class SentryService(asab.Service):
 		Attach a named block of structured data to the following events of the current scope
 		(see `set_tag` for what the current scope is).
 
+		The data is copied at once within limits (5 levels deep, 1000 items per level, 10000 values in all,
+		strings cut at ``max_value_length``), so it cannot make later events unusable. ``trace`` is Sentry's
+		own context and cannot be set; a context that is not a mapping is refused with one line. Never raises.
+
 		Example:
 			```python
 			sentry_service.set_context("import", {"file": path, "rows": 1200})
 			```
 		"""
-		if not isinstance(context, dict):
-			L.error(
-				"Context {!r} not set: it must be a dict, not {}.".format(name, type(context).__name__),
-				extra={sentry_logging.NO_EVENT: True},
-			)
-			return
-		_current_scope().set_context(str(name), context)
+		try:
+			checked = _checked_context(name, context, "set_context")
+			if checked is not None:
+				_current_scope().set_context(*checked)
+		except Exception as e:
+			_failed("set_context", e)
 
 	def set_tag(self, key: str, value: str | int | float | bool) -> None:
 		"""
@@ -339,9 +383,9 @@ class SentryService(asab.Service):
 		- anywhere else (the application's ``__init__``, module level): the whole process, i.e. every later
 		event of every task and thread.
 
-		A key has 1–32 characters of ``a-zA-Z0-9_.:-``; a value 1–200 characters and no newline; int, float
-		and bool values are converted to str. An invalid tag is not set and one error is logged that names the
-		key and the reason; it never raises.
+		A key has 1–32 characters of ``a-zA-Z0-9_.:-``; a value 1–200 characters, not only whitespace, and no
+		newline; int, float and bool values are converted to str. An invalid tag is not set and one error is
+		logged that names the key and the reason; it never raises.
 
 		Example:
 			```python
@@ -349,11 +393,14 @@ class SentryService(asab.Service):
 			```
 		"""
 		try:
-			key, value = tags_module.validate_tag(key, value)
-		except tags_module.InvalidTag as e:
-			L.error(str(e), extra={sentry_logging.NO_EVENT: True})
-			return
-		_current_scope().set_tag(key, value)
+			try:
+				key, value = tags_module.validate_tag(key, value)
+			except tags_module.InvalidTag as e:
+				notices.say("tag " + notices.safe_repr(key, 40), str(e), logging.ERROR, L)
+				return
+			_current_scope().set_tag(key, value)
+		except Exception as e:
+			_failed("set_tag", e)
 
 	def set_tags(self, tags: typing.Mapping[str, str | int | float | bool]) -> None:
 		"""
@@ -364,14 +411,19 @@ class SentryService(asab.Service):
 			sentry_service.set_tags({"foo": "bar", "fooz": "buzz"})
 			```
 		"""
-		if not isinstance(tags, typing.Mapping):
-			L.error(
-				"set_tags() needs a dict of tags, not {}; nothing set.".format(type(tags).__name__),
-				extra={sentry_logging.NO_EVENT: True},
-			)
-			return
-		for key, value in tags.items():
-			self.set_tag(key, value)
+		try:
+			if not isinstance(tags, typing.Mapping):
+				notices.say(
+					"set_tags argument",
+					"set_tags() needs a dict of tags, not {}; nothing set.".format(type(tags).__name__),
+					logging.ERROR,
+					L,
+				)
+				return
+			for key, value in list(tags.items()):
+				self.set_tag(key, value)
+		except Exception as e:
+			_failed("set_tags", e)
 
 	# Performance monitoring
 
@@ -445,20 +497,150 @@ def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
 		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, "cannot be used: {}".format(e))
 
 
-def _checked_scope_kwargs(scope_kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
-	"""Per-event ``tags=`` are validated like `SentryService.set_tag`: invalid ones are left out and reported."""
-	tags = scope_kwargs.get("tags")
-	if not tags:
-		return scope_kwargs
-	valid = {}
-	for key, value in dict(tags).items():
-		try:
-			key, value = tags_module.validate_tag(key, value)
-		except tags_module.InvalidTag as e:
-			L.error(str(e), extra={sentry_logging.NO_EVENT: True})
+#: The per-event keyword arguments of `SentryService.capture_exception` / `capture_message`.
+SCOPE_KWARGS = ("tags", "extras", "contexts", "fingerprint", "level", "user", "scope")
+
+
+def _level(level: object) -> str | None:
+	try:
+		return MESSAGE_LEVELS.get(notices.safe_str(level).lower())
+	except Exception:
+		return None
+
+
+def _failed(method: str, error: BaseException) -> None:
+	notices.say(
+		method,
+		"{}() failed; nothing was done ({}: {}).".format(method, type(error).__name__, notices.safe_str(error)),
+		logging.ERROR,
+		L,
+	)
+
+
+def _refuse(method: str, name: str, reason: str) -> None:
+	notices.say(
+		"{} {}".format(method, name),
+		"{}({}=...) {}; the Sentry event is sent without it.".format(method, name, reason),
+		logging.ERROR,
+		L,
+	)
+
+
+def _checked_context(name: object, context: object, method: str) -> tuple[str, dict[str, typing.Any]] | None:
+	"""A context's name and bounded data, or None (and one line) when it cannot be used."""
+	text = name if type(name) is str else notices.safe_str(name)
+	if text.strip() == "" or text == "trace":
+		notices.say(
+			"{} name".format(method),
+			"{}(): a context cannot be named {} (empty, or 'trace': Sentry's own tracing context); not set.".format(
+				method, notices.safe_repr(text)
+			),
+			logging.ERROR,
+			L,
+		)
+		return None
+	if not isinstance(context, typing.Mapping):
+		notices.say(
+			"{} value".format(method),
+			"{}(): context {} not set: it must be a dict, not {}.".format(
+				method, notices.safe_repr(text), type(context).__name__
+			),
+			logging.ERROR,
+			L,
+		)
+		return None
+	data = limits.bounded(context)
+	if not isinstance(data, dict):
+		notices.say(
+			"{} value".format(method),
+			"{}(): context {} not set: {}.".format(method, notices.safe_repr(text), data),
+			logging.ERROR,
+			L,
+		)
+		return None
+	return text, data
+
+
+def _checked_scope_kwargs(method: str, scope_kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
+	"""
+	The per-event data as sentry-sdk can use it. Unknown names and unusable values are left out, each with one
+	line; ``tags`` are validated like `SentryService.set_tag`, ``contexts`` like `SentryService.set_context`.
+	"""
+	checked: dict[str, typing.Any] = {}
+	for name, value in scope_kwargs.items():
+		if value is None:
 			continue
-		valid[key] = value
-	return dict(scope_kwargs, tags=valid)
+		if name not in SCOPE_KWARGS:
+			_refuse(method, name, "is not a known argument (allowed: {})".format(", ".join(SCOPE_KWARGS)))
+			continue
+		try:
+			if name == "tags":
+				if not isinstance(value, typing.Mapping):
+					_refuse(method, name, "needs a dict of tags, not {}".format(type(value).__name__))
+					continue
+				valid = {}
+				for key, tag_value in list(value.items()):
+					try:
+						key, tag_value = tags_module.validate_tag(key, tag_value)
+					except tags_module.InvalidTag as e:
+						notices.say("tag " + notices.safe_repr(key, 40), str(e), logging.ERROR, L)
+						continue
+					valid[key] = tag_value
+				checked[name] = valid
+			elif name in ("extras", "user"):
+				if not isinstance(value, typing.Mapping):
+					_refuse(method, name, "needs a dict, not {}".format(type(value).__name__))
+					continue
+				checked[name] = {notices.safe_str(k): v for k, v in list(value.items())}
+			elif name == "contexts":
+				if not isinstance(value, typing.Mapping):
+					_refuse(method, name, "needs a dict of contexts, not {}".format(type(value).__name__))
+					continue
+				contexts = {}
+				for context_name, context in list(value.items()):
+					one = _checked_context(context_name, context, method)
+					if one is not None:
+						contexts[one[0]] = one[1]
+				checked[name] = contexts
+			elif name == "fingerprint":
+				fingerprint = _fingerprint(value)
+				if fingerprint is None:
+					_refuse(method, name, "needs a list of strings, not {}".format(notices.safe_repr(value, 60)))
+					continue
+				checked[name] = fingerprint
+			elif name == "level":
+				level = _level(value)
+				if level is None:
+					_refuse(method, name, "is not a Sentry level (allowed: fatal, error, warning, info, debug)")
+					continue
+				checked[name] = level
+			elif name == "scope":
+				if not isinstance(value, sentry_sdk.Scope):
+					_refuse(method, name, "needs a sentry_sdk.Scope, not {}".format(type(value).__name__))
+					continue
+				checked[name] = value
+		except Exception as e:
+			_refuse(method, name, "cannot be read ({}: {})".format(type(e).__name__, notices.safe_str(e)))
+	if "scope" in checked and len(checked) > 1:
+		others = ", ".join(sorted(k for k in checked if k != "scope"))
+		_refuse(method, others, "cannot be combined with scope=")
+		checked = {"scope": checked["scope"]}
+	return checked
+
+
+def _fingerprint(value: object) -> list[str] | None:
+	"""A fingerprint as a list of strings (numbers and enum members converted), or None when it is not one."""
+	if isinstance(value, str):
+		return [str.__str__(value)]
+	if not isinstance(value, (list, tuple)) or not value:
+		return None
+	parts = []
+	for part in value:
+		if isinstance(part, (str, int, float, enum.Enum)) and not isinstance(part, bool):
+			parts.append(tracing_module.text(part, "fingerprint part"))
+		else:
+			return None
+	return parts
 
 
 def _current_scope() -> sentry_sdk.Scope:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import logging
+import math
 import re
 import typing
 
@@ -52,6 +53,7 @@ _KNOWN_OPTIONS = {
 		"shutdown_timeout",
 		"debug",
 		"spotlight",
+		"scrub_keys",
 		"send_default_pii",
 		"task_spans",
 		# delivery (issue 9)
@@ -83,7 +85,21 @@ _DURATION_UNITS = {
 	"M": 2592000.0,
 	"y": 31536000.0,
 }
-_CREDENTIALS = re.compile(r"(?<=://)[^@/]*(?=@)")
+# Everything before the last '@' except a leading scheme ("https://", "https:/", "https:") is the key part.
+_DSN_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{0,2}")
+_ASCII_DIGITS = re.compile(r"^[0-9]+$")
+_SCRUB_KEY = re.compile(r"^[A-Za-z0-9_.:-]{2,64}$")
+# Unicode White_Space: what Relay trims from environment and release names.
+_WHITESPACE = " \t\n\x0b\x0c\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: The smallest accepted ``max_value_length``: sentry-sdk applies it to every string of an event, and ids,
+#: timestamps, levels, releases (up to 200 characters) and tag values must stay whole.
+MIN_MAX_VALUE_LENGTH = 256
+
+#: The longest accepted ``shutdown_timeout`` (seconds).
+MAX_SHUTDOWN_TIMEOUT = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +124,10 @@ class Settings:
 	breadcrumbs_level: int | None
 	events_level: int | None
 	unknown_options: tuple[str, ...] = ()
+	#: More key terms to filter out of events (``[sentry] scrub_keys``), see `asab_sentry.scrub`.
+	scrub_keys: tuple[str, ...] = ()
+	#: Environment variables whose value was not valid text (lone surrogates) and was repaired.
+	repaired_variables: tuple[str, ...] = ()
 	send_default_pii: bool = False
 	task_spans: bool = True
 	web: WebSettings = dataclasses.field(default_factory=lambda: WebSettings())
@@ -119,15 +139,34 @@ class Settings:
 	outbox_max_size: int = 100 * 1024 * 1024
 	outbox_max_age: float = 7 * 86400.0
 
+	def __repr__(self) -> str:
+		# The DSN's key must not appear in logs, tracebacks or the local variables sent to Sentry.
+		fields = []
+		for field in dataclasses.fields(self):
+			value = getattr(self, field.name)
+			if field.name == "dsn" and isinstance(value, str):
+				value = mask_dsn(value)
+			fields.append("{}={!r}".format(field.name, value))
+		return "{}({})".format(type(self).__name__, ", ".join(fields))
+
 
 def mask_dsn(dsn: str) -> str:
 	"""
 	Hide the credentials of a DSN so that it can be shown in a message.
 
+	Everything before the last ``@`` except the scheme is hidden, also in a malformed DSN.
+
 	>>> mask_dsn("https://abc123@o1.ingest.sentry.io/42")
 	'https://***@o1.ingest.sentry.io/42'
+	>>> mask_dsn("abc123@o1.ingest.sentry.io/42")
+	'***@o1.ingest.sentry.io/42'
 	"""
-	return _CREDENTIALS.sub("***", dsn)
+	if "@" not in dsn:
+		return dsn
+	userinfo, _, host = dsn.rpartition("@")
+	scheme = _DSN_SCHEME.match(userinfo)
+	prefix = scheme.group(0) if scheme is not None else ""
+	return "{}***@{}".format(prefix, host)
 
 
 def strip_inline_comment(value: str) -> str:
@@ -160,14 +199,21 @@ def parse_rate(section: str, option: str, value: str) -> float:
 	return rate
 
 
-def parse_duration(section: str, option: str, value: str) -> float:
-	"""Parse ASAB's duration syntax (``500ms``, ``5s``, ``2m``, ``1h``, a bare number of seconds)."""
+def parse_duration(section: str, option: str, value: str, maximum: float | None = None) -> float:
+	"""
+	Parse ASAB's duration syntax (``500ms``, ``5s``, ``2m``, ``1h``, a bare number of seconds) into seconds;
+	refuse values that are not finite or exceed ``maximum`` seconds.
+	"""
+	allowed = "expected a duration such as 5s, 500ms, 2m or a number of seconds"
+	if maximum is not None:
+		allowed += " (at most {:g}s)".format(maximum)
 	match = _DURATION.match(value.strip())
 	if match is None:
-		raise SentryConfigError(
-			section, option, value, "expected a duration such as 5s, 500ms, 2m or a number of seconds"
-		)
-	return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+		raise SentryConfigError(section, option, value, allowed)
+	seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+	if not math.isfinite(seconds) or (maximum is not None and seconds > maximum):
+		raise SentryConfigError(section, option, value, allowed)
+	return seconds
 
 
 def parse_level(section: str, option: str, value: str) -> int | None:
@@ -177,15 +223,30 @@ def parse_level(section: str, option: str, value: str) -> int | None:
 	return level
 
 
-def parse_positive_int(section: str, option: str, value: str) -> int:
-	allowed = "expected a whole number greater than 0"
-	try:
-		number = int(value)
-	except ValueError:
+def parse_positive_int(section: str, option: str, value: str, minimum: int = 1) -> int:
+	"""A whole number of ASCII digits, at least ``minimum``."""
+	allowed = "expected a whole number of at least {}".format(minimum)
+	text = value.strip()
+	if _ASCII_DIGITS.fullmatch(text) is None or len(text) > 18:
 		raise SentryConfigError(section, option, value, allowed)
-	if number <= 0:
+	number = int(text)
+	if number < minimum:
 		raise SentryConfigError(section, option, value, allowed)
 	return number
+
+
+def parse_scrub_keys(section: str, option: str, value: str) -> tuple[str, ...]:
+	"""Key terms separated by commas or spaces, each 2–64 characters of letters, digits, ``_.:-``."""
+	keys = tuple(k for k in re.split(r"[\s,]+", value.strip()) if k)
+	for key in keys:
+		if _SCRUB_KEY.match(key) is None:
+			raise SentryConfigError(
+				section,
+				option,
+				value,
+				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-'",
+			)
+	return keys
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgG]?)(i?[bB])?$")
@@ -200,7 +261,8 @@ def parse_size(section: str, option: str, value: str) -> int:
 	16777216
 	"""
 	match = _SIZE.match(value.strip())
-	size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]) if match else 0
+	number = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else 0.0
+	size = int(number) if math.isfinite(number) else 0  # (a 400-digit number is inf)
 	if size <= 0:
 		raise SentryConfigError(section, option, value, "expected a size greater than 0 such as 16MB, 512kB or 1048576")
 	return size
@@ -236,6 +298,7 @@ class _Reader:
 	def __init__(self, config: configparser.ConfigParser, environ: typing.Mapping[str, str]):
 		self.Config = config
 		self.Environ = environ
+		self.Repaired: list[str] = []
 
 	def config(self, section: str, option: str) -> str | None:
 		if not self.Config.has_section(section) or not self.Config.has_option(section, option):
@@ -251,8 +314,23 @@ class _Reader:
 		for name in names:
 			value = self.Environ.get(name, "").strip()
 			if value != "":
-				return value
+				repaired = repair_text(value)
+				if repaired != value and name not in self.Repaired:
+					self.Repaired.append(name)
+				return repaired
 		return None
+
+
+def repair_text(value: str) -> str:
+	"""
+	Replace lone surrogates (bytes of an environment variable that are not UTF-8) with U+FFFD.
+
+	>>> repair_text("prod\udce9")
+	'prod\ufffd'
+	"""
+	if value.isascii() or _SURROGATE.search(value) is None:
+		return value
+	return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def load_settings(
@@ -312,16 +390,21 @@ def load_settings(
 		environment = "production"
 	elif not valid_environment(environment):
 		raise SentryConfigError(
-			*environment_source, environment, "expected at most 64 characters, no slash or newline, and not 'None'"
+			*environment_source,
+			environment,
+			"expected 1 to 64 bytes of text without control characters, '/' or '\\', and not 'none', '.' or '..'",
 		)
+	environment = environment.strip(_WHITESPACE)
 
 	release, release_source = _first(r, ((SECTION, "release"), ("environment", "SENTRY_RELEASE")))
 	if release is not None and not valid_release(release):
 		raise SentryConfigError(
 			*release_source,
 			release,
-			"expected at most 200 characters, no slash, tab or newline, and not '.', '..', ' ' or 'latest'",
+			"expected 1 to 200 bytes of text without control characters, '/' or '\\', and not 'latest', '.' or '..'",
 		)
+	if release is not None:
+		release = release.strip(_WHITESPACE)
 
 	unknown = tuple(
 		"[{}] {}".format(section, name)
@@ -338,14 +421,18 @@ def load_settings(
 		traces_sample_rate=option("traces_sample_rate", parse_rate, 0.0),
 		sample_rate=option("sample_rate", parse_rate, 1.0),
 		server_name=r.config(SECTION, "server_name"),
-		max_value_length=option("max_value_length", parse_positive_int, 8192),
+		max_value_length=option(
+			"max_value_length", lambda *a: parse_positive_int(*a, minimum=MIN_MAX_VALUE_LENGTH), 8192
+		),
 		include_local_variables=option("include_local_variables", parse_bool, True),
-		shutdown_timeout=option("shutdown_timeout", parse_duration, 10.0),
+		shutdown_timeout=option("shutdown_timeout", lambda *a: parse_duration(*a, maximum=MAX_SHUTDOWN_TIMEOUT), 10.0),
 		debug=option("debug", parse_bool, False),
 		spotlight=spotlight,
 		breadcrumbs_level=_level(r, "breadcrumbs", logging.INFO),
 		events_level=_level(r, "events", logging.ERROR),
 		unknown_options=unknown,
+		scrub_keys=option("scrub_keys", parse_scrub_keys, ()),
+		repaired_variables=tuple(r.Repaired),
 		send_default_pii=option("send_default_pii", parse_bool, False),
 		task_spans=option("task_spans", parse_bool, True),
 		web=_web_settings(r),
@@ -391,19 +478,35 @@ def _first(r: _Reader, sources: tuple[tuple[str, str], ...]) -> tuple[str | None
 	return None, sources[0]
 
 
+def _valid_name(value: str, max_bytes: int, reserved: tuple[str, ...]) -> bool:
+	value = value.strip(_WHITESPACE)
+	try:
+		size = len(value.encode("utf-8"))
+	except UnicodeEncodeError:  # lone surrogates
+		return False
+	return (
+		0 < size <= max_bytes
+		and _ASCII_CONTROL.search(value) is None
+		and "/" not in value
+		and "\\" not in value
+		and value.lower() not in reserved
+	)
+
+
 def valid_environment(value: str) -> bool:
-	"""Sentry's (Relay's) rules for an environment name."""
-	return 0 < len(value) <= 64 and "/" not in value and "\n" not in value and "\r" not in value and value != "None"
+	"""
+	Sentry's (Relay's) rules for an environment name: after trimming whitespace 1–64 bytes of UTF-8, no ASCII
+	control character, no ``/`` or ``\\``, and not ``none`` (any case), ``.`` or ``..``.
+	"""
+	return _valid_name(value, 64, ("none", ".", ".."))
 
 
 def valid_release(value: str) -> bool:
-	"""Sentry's (Relay's) rules for a release name."""
-	return (
-		0 < len(value) <= 200
-		and value.strip() != ""
-		and not any(c in value for c in "/\n\r\t")
-		and value not in (".", "..", "latest")
-	)
+	"""
+	Sentry's (Relay's) rules for a release name: after trimming whitespace 1–200 bytes of UTF-8, no ASCII
+	control character, no ``/`` or ``\\``, and not ``latest`` (any case), ``.`` or ``..``.
+	"""
+	return _valid_name(value, 200, ("latest", ".", ".."))
 
 
 def _level(r: _Reader, name: str, default: int) -> int | None:

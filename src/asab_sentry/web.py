@@ -54,7 +54,7 @@ import sentry_sdk.scope
 import sentry_sdk.tracing
 import sentry_sdk.utils
 
-from . import _sdk, scrub
+from . import _sdk, limits, scrub
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -481,7 +481,9 @@ class WebInstrumentation:
 			if options.get(key):
 				event[key] = options[key]
 		self._add_request(event, state)
-		scrub.active().scrub_event(event)  # the same secret rules as every other event (span data, tags, ...)
+		# What sentry-sdk's before_send_transaction does for other transactions: the same secret rules as every
+		# other event (span data, tags, ...), valid text, within Sentry's size limits.
+		event = limits.finalize(event)
 		payload = _json_payload(event)
 		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
 		envelope = sentry_sdk.envelope.Envelope(headers=headers)

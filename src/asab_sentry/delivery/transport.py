@@ -508,6 +508,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._forget(parcel)
 			text = response.body[:200].decode("utf-8", "replace").strip()
 			self._done(parcel)
+			if parcel.quantities == []:  # our own client report: no user envelope was lost
+				return
 			self.Losses.dropped(
 				"rejected_{}".format(status), 1, parcel.quantities or (), detail=" ({})".format(text) if text else ""
 			)
