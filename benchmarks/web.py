@@ -95,6 +95,7 @@ app.run()
 print("SENT", sent[0], flush=True)
 delivery = getattr(getattr(app, "Sentry", None), "Delivery", None)
 if delivery is not None:  # ours: what the delivery dropped, by reason
+	delivery.kill()  # as at exit: what was not delivered within shutdown_timeout counts as dropped (shutdown)
 	drops = {k: v for k, v in delivery.Losses.Counters.items() if k.startswith("dropped_")}
 	print("DROPS", " ".join("{}={}".format(k[len("dropped_"):], v) for k, v in sorted(drops.items())), flush=True)
 """
