@@ -503,3 +503,48 @@ def test_otel_log_items_of_older_sentry_sdk(store):
 	)
 	assert log["attributes"] == {"order_id": 7, "sentry.release": "svc@4", "ratio": 0.5}
 	assert log["release"] == "svc@4"
+
+
+def test_a_batch_is_one_transaction_and_a_refused_envelope_leaves_the_others(tmp_path):
+	class Refusing(Store):
+		"""Refuses one envelope after some of its rows were written (as content found bad late would be)."""
+
+		def _insert(self, row, *args):
+			if row.title == "refused":
+				raise EnvelopeError("refused")
+			return super()._insert(row, *args)
+
+	store = Refusing(str(tmp_path / "b.sqlite"))
+	with store.batch():
+		(first,) = store.add(envelope(("event", {"message": "one"})), "1")
+		with pytest.raises(EnvelopeError):
+			store.add(envelope(("event", {"message": "written"}), ("event", {"message": "refused"})), "1")
+		(second,) = store.add(envelope(("event", {"message": "two"})), "1")
+		# Nothing is visible to another connection before the batch commits.
+		other = sqlite3.connect(store.Path)
+		assert other.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+		other.close()
+	assert [store.get(first)["title"], store.get(second)["title"]] == ["one", "two"]
+	assert store.count() == 2 and sorted(i["title"] for i in store.issues()) == ["one", "two"]
+
+
+def test_the_collector_stores_every_envelope_through_store_add():
+	"""Ingest calls `Store.add` for each envelope (batched in one transaction), so a wrapper of `add` sees them all."""
+	import sentry_sdk
+
+	from asab_sentry.collector.server import start_in_thread
+
+	seen = []
+
+	class Recording(Store):
+		def add(self, envelope, project, received=None):
+			seen.append([item.type for item in envelope.items])
+			return super().add(envelope, project, received)
+
+	with start_in_thread(Recording(":memory:")) as running:
+		sentry_sdk.init(dsn=running.dsn, default_integrations=False)
+		for n in range(5):
+			sentry_sdk.capture_message("message {}".format(n))
+		sentry_sdk.flush(timeout=10)
+		assert running.Collector.Store.count() == 5
+	assert seen == [["event"]] * 5

@@ -318,3 +318,14 @@ def test_retried_until_too_old_then_dropped_and_counted(server):
 	sentry_sdk.capture_message("fresh")
 	server.wait_events(1)
 	assert messages(server) == ["fresh"]
+
+
+def test_a_rejected_client_report_is_not_counted_as_a_lost_envelope(server):
+	"""Dropped counters count the service's envelopes; our own client report refused by Sentry is not one."""
+	server.Status = 413
+	transport = start(server)
+	transport.record_lost_event("sample_rate", data_category="error")
+	transport.flush(5)
+	assert wait_for(lambda: len(server.Requests) == 1)
+	transport.flush(5)
+	assert not any(name.startswith("dropped_") for name in transport.Losses.Counters)

@@ -141,6 +141,18 @@ class SentryLogHandler(logging.Handler):
 		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
+		try:
+			return self._handle(record)
+		except Exception as e:  # a record of an odd shape (a non-str name, a non-int level) never raises into the app
+			notices.say(
+				"log record shape",
+				"A log record could not be handled by Sentry's log handler: {}: {}".format(
+					type(e).__name__, notices.safe_str(e)
+				),
+			)
+			return False
+
+	def _handle(self, record: logging.LogRecord) -> bool:
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
 		levelno = record.levelno
 		if not self._enabled or levelno < self.level:

@@ -261,23 +261,24 @@ class BatchWriter:
 				self._write(batch)
 
 	def _write(self, batch: list) -> None:
-		prepared, outcomes, stored = [], [], []
-		for envelope, project, received, future, loop in batch:
-			try:
-				prepared.append(self.Store.prepare(envelope, project, received))
-				stored.append((future, loop))
-			except Exception as e:  # EnvelopeError: content that cannot be stored (400)
-				if not isinstance(e, EnvelopeError):
-					L.exception("Cannot store an envelope")
-				outcomes.append((future, loop, e, None))
-		if prepared:
-			try:
-				results = self.Store.add_prepared(prepared)
-			except Exception as e:
-				L.exception("Cannot store {} envelopes".format(len(prepared)))
-				outcomes.extend((future, loop, e, None) for future, loop in stored)
-			else:
-				outcomes.extend((future, loop, None, ids) for (future, loop), ids in zip(stored, results, strict=True))
+		# Each envelope goes through `Store.add` (normalization, grouping, rows) inside one transaction: one
+		# commit per batch, and every request is answered only after that commit.
+		outcomes = []
+		try:
+			with self.Store.batch():
+				for envelope, project, received, future, loop in batch:
+					try:
+						ids = self.Store.add(envelope, project, received)
+					except Exception as e:  # EnvelopeError: content that cannot be stored (400)
+						if not isinstance(e, EnvelopeError):
+							L.exception("Cannot store an envelope")
+						outcomes.append((future, loop, e, None))
+					else:
+						outcomes.append((future, loop, None, ids))
+		except Exception as e:
+			L.exception("Cannot store {} envelopes".format(len(batch)))
+			refused = {id(future): error for future, _, error, ids in outcomes if ids is None}
+			outcomes = [(future, loop, refused.get(id(future), e), None) for *_, future, loop in batch]
 		# One wake-up of each event loop per batch, not one per envelope.
 		by_loop: dict[typing.Any, list] = {}
 		for future, loop, error, ids in outcomes:

@@ -22,6 +22,7 @@ WAL journal: a row committed before the HTTP answer survives a ``kill -9`` of th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -302,7 +303,8 @@ class Store:
 		self.MaxAge = max_age
 		self.MaxCount = max_count
 		self.Normalizer = normalizer or Normalizer()
-		self._lock = threading.Lock()
+		self._lock = threading.RLock()
+		self._batch = 0  # > 0 inside `batch()`: one transaction, a savepoint per envelope
 		self._db = self._open(path)
 		self._inserts = 0
 
@@ -360,25 +362,61 @@ class Store:
 		return (envelope, project, time.time() if received is None else received, rows)
 
 	def add_prepared(self, prepared: list[typing.Any]) -> list[list[int]]:
-		"""Store envelopes made ready by `prepare` in one transaction; return each one's row ids."""
+		"""
+		Store envelopes made ready by `prepare` in one transaction; return each one's row ids. Inside `batch()`
+		they join the batch's transaction (all or none of them), committed when the batch ends.
+		"""
 		result = []
 		with self._lock:
-			self._db.execute("BEGIN")
+			begin, commit, rollback = (
+				("SAVEPOINT envelope", "RELEASE envelope", "ROLLBACK TO envelope")
+				if self._batch
+				else ("BEGIN", "COMMIT", "ROLLBACK")
+			)
+			self._db.execute(begin)
 			try:
 				pending: dict[str, dict] = {}
 				for envelope, project, received, rows in prepared:
 					header = _json(envelope.headers)
 					result.append([self._insert(row, project, received, header, pending) for row in rows])
 				self._update_issues(pending)
+				self._db.execute(commit)
+			except BaseException:
+				self._db.execute(rollback)
+				if self._batch:
+					self._db.execute("RELEASE envelope")
+				raise
+			self._inserts += len(prepared)
+			if self._inserts >= 100 and not self._batch:
+				self._inserts = 0
+				self._apply_retention_locked()
+		return result
+
+	@contextlib.contextmanager
+	def batch(self) -> typing.Iterator[None]:
+		"""
+		Group the `add` calls made inside into one transaction with one commit at the end (the collector's
+		writer thread stores each batch of received envelopes this way). An envelope whose `add` raises is left
+		out and the others stay; an error of the commit itself raises here and stores none of them.
+		"""
+		with self._lock:
+			self._db.execute("BEGIN")
+			self._batch += 1
+			try:
+				yield
+			except BaseException:
+				self._batch -= 1
+				self._db.execute("ROLLBACK")
+				raise
+			self._batch -= 1
+			try:
 				self._db.execute("COMMIT")
 			except BaseException:
 				self._db.execute("ROLLBACK")
 				raise
-			self._inserts += len(prepared)
 			if self._inserts >= 100:
 				self._inserts = 0
 				self._apply_retention_locked()
-		return result
 
 	def _process(self, item: Item, envelope: Envelope) -> _Row:
 		trace_header = _trace_header(envelope)
