@@ -8,7 +8,7 @@ Benchmarks: measured, never asserted. One command, one table:
 	.venv/bin/python benchmarks/run.py collector    # envelopes per second into the local collector (collector.py)
 
 Three set-ups of the same work, each in its own fresh process (so nothing one of them patches leaks into
-another): ``plain`` logging in a process that never imports sentry-sdk; ``sdk``, sentry-sdk set up by asab's
+another): ``plain`` logging in an asab application that never imports sentry-sdk; ``sdk``, sentry-sdk set up by asab's
 built-in ``asab.sentry.SentryService`` exactly as it sets it up (its own code runs); ``ours``,
 ``asab_sentry.SentryService``. Hot paths use a no-op transport; the storm uses a real HTTP endpoint on
 127.0.0.1 (a separate process).
@@ -81,13 +81,15 @@ def null_transport():
 
 def setup(kind: str, traces_sample_rate: float = 0.0, dsn: str | None = None):
 	"""Return the service object the application would call (None for plain)."""
+	import asab
+
 	if kind == "plain":
+		# An asab application without Sentry: asab's own logging (struct_data) is part of every set-up's call.
+		asab.Application(args=[])
 		quiet_root_logging()
 		assert "sentry_sdk" not in sys.modules
 		return None
 	import warnings
-
-	import asab
 
 	warnings.simplefilter("ignore", DeprecationWarning)  # asab.sentry's span() warns on every call
 	asab.Config.read_dict(

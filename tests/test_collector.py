@@ -366,6 +366,26 @@ def test_collector_command_is_loopback_only_by_default(tmp_path):
 	assert b"Collector listening" in out
 
 
+def test_collector_command_says_malformed_requests_in_one_line(tmp_path):
+	"""aiohttp's parser errors (400 to the client) are one warning on the console, not a traceback each."""
+	process, port, _ = start_collector_process(tmp_path)
+	try:
+		for head in (
+			b"Content-Length: -5\r\n",
+			b"Transfer-Encoding: chunked\r\n",
+			b"X-Big: " + b"a" * 100000 + b"\r\n",
+		):
+			with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+				s.sendall(b"POST /api/1/envelope/ HTTP/1.1\r\nHost: x\r\n" + head + b"\r\nzz\r\n\r\n")
+				assert s.recv(100).startswith(b"HTTP/1.0 400"), head[:20]
+	finally:
+		process.send_signal(signal.SIGINT)
+		out, _ = process.communicate(timeout=30)
+	out = out.decode()
+	assert "Traceback" not in out, out
+	assert out.count("Malformed request from 127.0.0.1") == 3, out
+
+
 def test_collector_configured_by_an_asab_config_file(tmp_path, referee):
 	port = free_port()
 	config = tmp_path / "collector.conf"

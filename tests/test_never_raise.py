@@ -54,7 +54,7 @@ def svc(sentry_capture):
 
 
 def asab_sentry_lines(caplog):
-	return [r.getMessage() for r in caplog.records if r.name.startswith("asab_sentry")]
+	return [r.getMessage() for r in caplog.records if str(r.name).startswith("asab_sentry")]
 
 
 def test_transaction_with_non_str_op_and_name(svc, sentry_capture):
@@ -209,3 +209,12 @@ def test_breadcrumb_that_cannot_be_formatted_is_kept_raw(isolated, sentry_captur
 	isolated.error("then an error")
 	event = sentry_capture.find(message="then an error")
 	assert "crumb %s %s" in [c["message"] for c in event["breadcrumbs"]["values"]]
+
+
+def test_log_records_of_odd_shapes_never_raise(svc, sentry_capture, caplog):
+	"""Records rebuilt by logging.makeLogRecord (e.g. from a socket handler) can carry a non-str name."""
+	caplog.set_level(logging.WARNING)
+	logging.getLogger().handle(logging.makeLogRecord({"name": 5, "msg": "odd name", "levelno": 40}))
+	assert any("could not be handled by Sentry's log handler" in line for line in asab_sentry_lines(caplog))
+	L.error("after the odd records")
+	assert sentry_capture.find(message="after the odd records")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -261,3 +262,90 @@ def test_cli_outbox_flush_refuses_an_outbox_in_use(server, tmp_path, capsys):
 	err = capsys.readouterr().err
 	assert "in use by another process (pid {}); stop it first".format(os.getpid()) in err
 	assert len(outbox_files(tmp_path)) == 1
+
+
+def test_cli_outbox_leaves_a_directory_that_is_not_an_outbox_alone(server, tmp_path, capsys):
+	"""A mistyped path (the service's data directory instead of its outbox): no chmod, no .lock, no rmtree."""
+	from asab_sentry import cli
+
+	data = tmp_path / "data"
+	(data / "corrupt").mkdir(parents=True)
+	(data / "corrupt" / "precious.txt").write_text("keep me")
+	(data / "notes.txt").write_text("keep me too")
+	data.chmod(0o755)
+	assert cli.main(["outbox", "purge", str(data)]) == 1
+	assert cli.main(["outbox", "flush", "--dsn", server.dsn, str(data)]) == 1
+	assert "{} is not an outbox".format(data) in capsys.readouterr().err
+	assert (data / "corrupt" / "precious.txt").read_text() == "keep me"
+	assert sorted(os.listdir(data)) == ["corrupt", "notes.txt"]
+	assert stat.S_IMODE(data.stat().st_mode) == 0o755
+
+
+def test_service_refuses_an_outbox_directory_holding_other_files(tmp_path):
+	"""[sentry] outbox = a data directory by mistake: start-up stops with one line; the directory is untouched."""
+	import asab
+
+	import asab_sentry
+	from asab_sentry import SentryConfigError
+
+	data = tmp_path / "data"
+	data.mkdir()
+	(data / ".tmp-notes").write_text("keep me")
+	data.chmod(0o755)
+	asab.Config.read_dict({"sentry": {"data_source_name": "http://k@127.0.0.1:9/1", "outbox": str(data)}})
+	with pytest.raises(SentryConfigError) as info:
+		asab_sentry.SentryService(asab.Application(args=[]))
+	assert "[sentry] outbox = '{}'".format(data) in str(info.value) and "never an outbox" in str(info.value)
+	assert os.listdir(data) == [".tmp-notes"] and stat.S_IMODE(data.stat().st_mode) == 0o755
+	# An empty directory, or one that is already an outbox, is taken.
+	empty = tmp_path / "empty"
+	empty.mkdir()
+	asab.Config.read_dict({"sentry": {"outbox": str(empty)}})
+	asab_sentry.SentryService(asab.Application(args=[]), "SentryService2")
+	assert stat.S_IMODE(empty.stat().st_mode) == 0o700
+
+
+DISK_FULL_CHILD = r"""
+import logging, os, resource, sys
+import asab, asab_sentry
+asab.Config.read_dict({"sentry": {"data_source_name": sys.argv[1], "outbox": sys.argv[2], "shutdown_timeout": "1s"}})
+class App(asab.Application):
+	def __init__(self):
+		super().__init__(args=[])
+		self.S = asab_sentry.SentryService(self)
+	async def main(self):
+		logging.getLogger("x").error("fits %s", "x")  # compresses to far under the limit
+		resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))  # a full disk (Python ignores SIGXFSZ)
+		for i in range(5):
+			logging.getLogger("x").error("big %d %s", i, os.urandom(20000).hex())  # gzip: ~10 kB, over it
+		self.stop()
+App().run()
+"""
+
+
+def test_outbox_disk_full_says_once_leaves_no_partial_files_and_counts_what_exit_drops(server, tmp_path):
+	"""
+	A disk full (a file-size limit): one warning, not one per envelope; the part-written temporary files are
+	removed; the exit says how many envelopes could not be kept in the outbox and are dropped.
+	"""
+	outbox = tmp_path / "outbox"
+	server.down()
+	child = subprocess.run(
+		[sys.executable, "-c", DISK_FULL_CHILD, server.dsn, str(outbox)],
+		capture_output=True,
+		text=True,
+		timeout=120,
+		cwd=REPO,
+	)
+	warnings = [line for line in child.stderr.splitlines() if "asab_sentry" in line]
+	assert child.returncode == 0, warnings
+	assert sum("Cannot write to the outbox" in line for line in warnings) == 1, warnings
+	assert [n for n in os.listdir(outbox) if n.startswith(".tmp-")] == []
+	said = re.search(
+		r"(\d+) envelope\(s\) not delivered to Sentry at 127.0.0.1 within shutdown_timeout=1s: (\d+) kept in the "
+		r"outbox (.+), sent at the next start; (\d+) dropped \(the outbox could not take them\)\.",
+		child.stderr,
+	)
+	assert said is not None, warnings
+	total, kept, where, dropped = int(said[1]), int(said[2]), said[3], int(said[4])
+	assert where == str(outbox) and kept == len(outbox_files(outbox)) and dropped >= 1 and total == kept + dropped

@@ -207,3 +207,38 @@ class Counting:
 	def __repr__(self):
 		Counting.calls += 1
 		return "<counting>"
+
+
+def test_breadcrumbs_shared_by_events_of_several_threads_are_complete_and_scrubbed(sentry_capture):
+	"""Events prepared at once in several threads build the same pending breadcrumbs only once, completely."""
+	import sys
+	import threading
+
+	svc = sentry_capture.application().get_service("asab.SentryService")
+	logging.getLogger().setLevel(logging.INFO)
+	previous = sys.getswitchinterval()
+	sys.setswitchinterval(1e-6)  # switch threads as often as possible
+	try:
+		for round_ in range(5):
+			for n in range(100):
+				L.info("pending %d", n, extra={"password": "secret", "n": n})
+			start = threading.Barrier(4)
+
+			def send(name, start):
+				start.wait()
+				svc.capture_message(name)
+
+			threads = [threading.Thread(target=send, args=("r{}t{}".format(round_, t), start)) for t in range(4)]
+			for thread in threads:
+				thread.start()
+			for thread in threads:
+				thread.join()
+	finally:
+		sys.setswitchinterval(previous)
+	assert len(sentry_capture.events) == 20
+	for event in sentry_capture.events:
+		crumbs = event["breadcrumbs"]["values"]
+		assert len(crumbs) == 100
+		for crumb in crumbs:
+			assert crumb["message"].startswith("pending ") and crumb["type"] == "log"
+			assert crumb["data"]["password"] == "[Filtered]"

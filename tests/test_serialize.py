@@ -28,6 +28,13 @@ class Mapping(dict):
 	pass
 
 
+class RendersItself(dict):
+	"""Like asab_sentry.limits.Bag: sentry-sdk takes what __sentry_repr__ returns, unwalked."""
+
+	def __sentry_repr__(self):
+		return {"rendered": len(self), "object": object}
+
+
 LEAVES = [
 	lambda r: "",
 	lambda r: "short",
@@ -50,13 +57,14 @@ LEAVES = [
 	lambda r: Number.ONE,
 	lambda r: Described("x"),
 	lambda r: Mapping(a=1, b="two"),
+	lambda r: RendersItself(a=1),
 ]
 
 
 def value(r: random.Random, depth: int):
 	if depth <= 0 or r.random() < 0.45:
 		# Mostly plain leaves (the fast path), sometimes one only sentry-sdk's serializer handles.
-		return r.choice(LEAVES if r.random() < 0.1 else LEAVES[:9] + LEAVES[11:13] + LEAVES[16:19] + LEAVES[20:])(r)
+		return r.choice(LEAVES if r.random() < 0.1 else LEAVES[:9] + LEAVES[11:13] + LEAVES[16:20] + LEAVES[20:])(r)
 	shape = r.choice(("dict", "list", "tuple", "annotated"))
 	# Wide nodes (over sentry-sdk's breadth of 10) only near the leaves, so that events stay small.
 	width = r.choice((0, 1, 2, 11) if depth <= 2 else (0, 1, 2))

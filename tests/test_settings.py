@@ -66,6 +66,13 @@ def test_malformed_dsn_masks_the_key():
 	assert "[sentry] data_source_name = 'https://***@/no-project'" in message
 
 
+@pytest.mark.parametrize("dsn", ["http://k@h\u0151st/1", "http://k\u00e9y@host/1", "http://k\x01@host/1"])
+def test_dsn_not_printable_ascii(dsn):
+	"""The sender writes the host and the key into HTTP headers: such a DSN killed every sender thread."""
+	message = error("[sentry]\ndata_source_name={}\n".format(dsn))
+	assert message.startswith("[sentry] data_source_name = 'http://***@") and "printable ASCII only" in message
+
+
 def test_malformed_dsn_in_variable():
 	message = error("[sentry]\n", {"SENTRY_DSN": "not a dsn"})
 	assert message.startswith("environment variable SENTRY_DSN = 'not a dsn'")
@@ -336,3 +343,46 @@ def test_outbox_in_use_is_one_clear_line(tmp_path):
 	assert str(info.value).startswith(
 		"[sentry] outbox = '{}': the directory is in use by another process".format(tmp_path)
 	)
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_unusable_ca_file_is_one_clear_line_at_start(tmp_path, monkeypatch, content, capsys):
+	"""SSL_CERT_FILE that cannot be loaded: it killed every sender thread (a traceback each), nothing was sent."""
+	import asab
+
+	import asab_sentry
+	from asab_sentry import cli
+
+	path = tmp_path / "ca.pem"
+	if content is not None:
+		path.write_text(content)
+	monkeypatch.setenv("SSL_CERT_FILE", str(path))
+	asab.Config.read_dict({"sentry": {"data_source_name": "https://k@127.0.0.1:9/1", "outbox": str(tmp_path / "o")}})
+	with pytest.raises(SentryConfigError) as info:
+		asab_sentry.SentryService(asab.Application(args=[]))
+	assert str(info.value).startswith("environment variable SSL_CERT_FILE = '{}': cannot be used: ".format(path))
+	assert not (tmp_path / "o").exists()  # checked before the outbox is created and locked
+
+	(tmp_path / "box").mkdir()
+	(tmp_path / "box" / ".lock").write_text("")
+	assert cli.main(["outbox", "flush", "--dsn", "https://k@127.0.0.1:9/1", str(tmp_path / "box")]) == 2
+	assert "environment variable SSL_CERT_FILE = '{}': cannot be used: ".format(path) in capsys.readouterr().err
+
+
+def test_malformed_proxy_is_one_clear_line_at_start_with_its_password_masked(monkeypatch):
+	"""A proxy URL urllib3 cannot use failed in every sender thread; now start-up says so once, password masked."""
+	import asab
+
+	import asab_sentry
+
+	monkeypatch.setenv("https_proxy", "bogus://user:hunter2@proxy.example:3128")
+	monkeypatch.delenv("no_proxy", raising=False)
+	monkeypatch.delenv("NO_PROXY", raising=False)
+	asab.Config.read_dict({"sentry": {"data_source_name": "https://k@sentry.example/1"}})
+	with pytest.raises(SentryConfigError) as info:
+		asab_sentry.SentryService(asab.Application(args=[]))
+	message = str(info.value)
+	assert message.startswith(
+		"environment variable https_proxy = 'bogus://user:***@proxy.example:3128': cannot be used"
+	)
+	assert "hunter2" not in message and "\n" not in message

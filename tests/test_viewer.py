@@ -105,6 +105,10 @@ def test_show_error(storage, capsys):
 	assert "-- Breadcrumbs" in out and 'looking up {"order": 5}' in out
 	assert "-- Contexts" in out and '"id": 5' in out
 	assert "release:     App@v1" in out
+	# Relay moved server_name into the tags; the header still shows it
+	stored = Store(storage).get(ids(storage)["event"])["payload"]
+	assert "server_name" not in stored and dict(stored["tags"])["server_name"]
+	assert "server_name: {}\n".format(dict(stored["tags"])["server_name"]) in out
 	assert all(len(line) <= 80 for line in out.splitlines()), max(out.splitlines(), key=len)
 
 

@@ -21,6 +21,7 @@ import asab.exceptions
 import asab.web
 import asab.web.rest
 import pytest
+import sentry_sdk
 
 import asab_sentry
 from asab_sentry.web import PropagationTargets
@@ -294,6 +295,35 @@ def test_failed_status_codes_decide_which_responses_are_errors(collector):
 	assert events["GET /key"]["exception"]["values"][-1]["type"] == "KeyError"
 	assert events["GET /missing"]["exception"]["values"][-1]["type"] == "HTTPNotFound"
 	assert events["GET /busy"]["logentry"]["formatted"] == "GET /busy responded with status 503"
+
+
+def test_events_of_a_request_carry_its_own_scope_and_only_its_own(collector):
+	"""
+	The event of a returned failed status, as those of exceptions, is captured in the request's own scope: it
+	carries what the handler set (tag, breadcrumb); a later request of the same connection does not.
+	"""
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def busy_tagged(request):
+		request.app["app"].SentryService.set_tag("step", "busy")
+		sentry_sdk.add_breadcrumb(message="looked at the queue")
+		return aiohttp.web.Response(status=503)
+
+	async def crash_later(request):
+		raise RuntimeError("later")
+
+	# One keep-alive connection: both requests run in the same connection task.
+	serve(
+		[("GET", "/busy", busy_tagged), ("GET", "/later", crash_later)],
+		lambda s, base, app: get_all(s, base, ["/busy", "/later"]),
+	)
+	events = {e["transaction"]: e for e in payloads(collector, count=2)}
+	busy, later = events["GET /busy"], events["GET /later"]
+	assert busy["logentry"]["formatted"] == "GET /busy responded with status 503"
+	assert busy["tags"]["step"] == "busy"
+	assert "looked at the queue" in [c.get("message") for c in busy["breadcrumbs"]["values"]]
+	assert "step" not in later.get("tags", {})
+	assert "looked at the queue" not in [c.get("message") for c in later.get("breadcrumbs", {}).get("values", [])]
 
 
 def test_plain_http_exceptions(collector):

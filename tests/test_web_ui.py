@@ -92,6 +92,9 @@ def test_event_page_exception_frames_locals_breadcrumbs_tags_contexts(shop_data)
 	assert "<h3>runtime</h3>" in html  # contexts
 	assert "Issue</dt>" in html and "3 events" in html
 	assert "shop@1.4.2" in html
+	# Relay moves server_name into the tags; the page's facts still name the server
+	server = dict(shop_data.Collector.Store.get(item_id(shop_data, type="event", text="KeyError"))["payload"]["tags"])
+	assert "<dt>Server</dt><dd>{}</dd>".format(server["server_name"]) in html
 
 
 def test_every_text_from_events_is_escaped(shop_data):
@@ -189,6 +192,26 @@ def test_odd_stored_content_never_500(tmp_path):
 			assert status == 200, item
 		for path in ("/", "/events", "/events/999999", "/events/x", "/events/-1", "/events/99999999999999999999999"):
 			assert fetch(running.url + path)[0] in (200, 404), path
+
+
+def test_items_kept_as_sent_with_lone_surrogates_never_500(tmp_path):
+	"""Item types the collector keeps as sent (not normalized) may carry lone surrogates; their page shows U+FFFD."""
+	payload = b'{"release":"\\ud800","environment":"e\\udcff","body":"b\\ud800","status":"ok"}'
+	with start_in_thread(Store(str(tmp_path / "odd.sqlite")), CollectorSettings()) as running:
+		for kind in ("span", "log", "check_in", "session", "client_report", "weird"):
+			envelope = b'{}\n{"type":"%s"}\n' % kind.encode() + payload + b"\n"
+			assert fetch(running.url + "/api/1/envelope/", "POST", AUTH, envelope)[0] == 200, kind
+		items = running.Collector.Store.list(limit=100)
+		assert items
+		for item in items:
+			status, _, html = fetch(running.url + "/events/{}".format(item["id"]))
+			assert status == 200, item
+			assert "\ufffd" in html.decode("utf-8"), item
+			status, _, raw = fetch(running.url + "/events/{}/raw".format(item["id"]))
+			assert status == 200, item
+			assert json.loads(raw)["payload"]["release"] == "\ufffd", item
+		for path in ("/", "/events", "/logs", "/checkins", "/traces"):
+			assert fetch(running.url + path)[0] == 200, path
 
 
 def test_clear_same_origin_only(tmp_path, referee):

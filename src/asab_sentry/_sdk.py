@@ -6,6 +6,7 @@ The only module that touches sentry-sdk internals (private names). Each use is p
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import os
 import threading
@@ -117,6 +118,16 @@ class own_isolation_scope:
 
 	def __exit__(self, *exc_info: typing.Any) -> None:
 		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]
+
+
+def fork_isolation_scope() -> contextvars.Token:
+	"""`own_isolation_scope` without the context manager (a hot path): returns the token for the restore."""
+	return sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+
+
+def restore_isolation_scope(token: contextvars.Token) -> None:
+	"""End the fork `fork_isolation_scope` started."""
+	sentry_sdk.scope._isolation_scope.reset(token)  # type: ignore[attr-defined]
 
 
 def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:

@@ -18,6 +18,7 @@ goes the ordinary way.
 from __future__ import annotations
 
 import logging
+import threading
 import typing
 
 import sentry_sdk
@@ -25,6 +26,9 @@ import sentry_sdk
 from . import _sdk
 
 _STASH = "asab_sentry_breadcrumbs"
+
+# Held while a breadcrumb is built or scrubbed and serialized (at event time, never while logging).
+_building = threading.RLock()
 
 
 class LogBreadcrumb(dict):
@@ -47,10 +51,13 @@ class LogBreadcrumb(dict):
 		self._serialized: tuple[typing.Any, dict, dict | None] | None = None
 
 	def build(self) -> LogBreadcrumb:
-		record = self._record
-		if record is not None:
-			self._record = None
-			dict.update(self, self._builder(record, self._message))
+		if self._record is not None:
+			# Events are prepared in any thread: the dict is complete before anyone can see the record gone.
+			with _building:
+				record = self._record
+				if record is not None:
+					dict.update(self, self._builder(record, self._message))
+					self._record = None
 		return self
 
 	def serialized(self, options: dict) -> tuple[dict, dict | None]:
@@ -58,12 +65,13 @@ class LogBreadcrumb(dict):
 		cached = self._serialized
 		if cached is not None and cached[0] is options:
 			return cached[1], cached[2]
-		self.build()
-		scrubber = options.get("event_scrubber")
-		if scrubber:
-			scrubber.scrub_breadcrumbs({"breadcrumbs": {"values": [self]}})
-		value, meta = _sdk.serialize_breadcrumb(self, options)
-		self._serialized = (options, value, meta)
+		with _building:
+			self.build()
+			scrubber = options.get("event_scrubber")
+			if scrubber:
+				scrubber.scrub_breadcrumbs({"breadcrumbs": {"values": [self]}})
+			value, meta = _sdk.serialize_breadcrumb(self, options)
+			self._serialized = (options, value, meta)
 		return value, meta
 
 	def __getitem__(self, key):

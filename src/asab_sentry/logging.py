@@ -141,6 +141,18 @@ class SentryLogHandler(logging.Handler):
 		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
 
 	def handle(self, record: logging.LogRecord) -> bool:
+		try:
+			return self._handle(record)
+		except Exception as e:  # a record of an odd shape (a non-str name, a non-int level) never raises into the app
+			notices.say(
+				"log record shape",
+				"A log record could not be handled by Sentry's log handler: {}: {}".format(
+					type(e).__name__, notices.safe_str(e)
+				),
+			)
+			return False
+
+	def _handle(self, record: logging.LogRecord) -> bool:
 		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
 		levelno = record.levelno
 		if not self._enabled or levelno < self.level:
@@ -154,15 +166,17 @@ class SentryLogHandler(logging.Handler):
 			and (events is None or levelno < events)
 			and breadcrumbs is not None
 			and levelno >= breadcrumbs
-			and record.name != ACCESS_LOG
 			and (self.Claims is None or (record.exc_info is None and not isinstance(record.msg, BaseException)))
 		):
-			# A breadcrumb and nothing else (most records): the shortest path, what `emit` would do.
-			if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
+			# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
+			# shortest path, what `emit` would do.
+			name = record.name
+			if name.startswith(_IGNORED_LOGGERS) or suppressed.get():
 				return True
+			builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
 			try:
 				_sdk.append_breadcrumb(
-					LogBreadcrumb(record, formatted_message(record, report=False), breadcrumb_from_record),
+					LogBreadcrumb(record, formatted_message(record, report=False), builder),
 					self._max_breadcrumbs,
 				)
 			except Exception as e:

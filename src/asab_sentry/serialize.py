@@ -117,6 +117,10 @@ class _Walk:
 			if isinstance(value, float) and value - value != 0.0:
 				raise _Unsupported
 			return value
+		# A type that renders itself for Sentry (e.g. `asab_sentry.limits.Bag`): its result as it is, like sentry-sdk.
+		sentry_repr = getattr(kind, "__sentry_repr__", None)
+		if callable(sentry_repr):
+			return sentry_repr(value)
 		if isinstance(value, str) and getattr(kind, "__sentry_repr__", None) is None:
 			if self.max_length is not None and len(value) * 4 > self.max_length:
 				raise _Unsupported

@@ -34,6 +34,7 @@ from . import tags as tags_module
 from . import tracing as tracing_module
 from . import web as web_module
 from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
+from .delivery.http import CertificatesError
 from .delivery.spotlight import SpotlightTransport
 from .errors import SentryConfigError
 from .tracing import Measure
@@ -493,6 +494,8 @@ def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
 				" (pid {})".format(e.Holder) if e.Holder else ""
 			),
 		)
+	except CertificatesError as e:
+		raise SentryConfigError("environment", e.Variable, e.Path, str(e))
 	except OSError as e:
 		raise SentryConfigError(settings_module.SECTION, "outbox", s.outbox, "cannot be used: {}".format(e))
 

@@ -269,6 +269,16 @@ def parse_size(section: str, option: str, value: str) -> int:
 
 
 def parse_dsn(section: str, option: str, value: str) -> str:
+	if re.search(
+		r"[^\x21-\x7e]", value
+	):  # the sender writes the host and key into HTTP headers: a non-ASCII one killed it
+		raise SentryConfigError(
+			section,
+			option,
+			mask_dsn(value),
+			"expected a DSN such as https://<public key>@<host>/<project id> (printable ASCII only: "
+			"an international host name in its xn-- form)",
+		)
 	try:
 		sentry_sdk.utils.Dsn(value)
 	except Exception as e:

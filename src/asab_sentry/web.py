@@ -340,6 +340,8 @@ class WebInstrumentation:
 		ignored = self._ignored
 		failed = self.FailedStatusCodes
 		tracing = self.Tracing
+		finish = self._finish
+		fork_scope, restore_scope = _sdk.fork_isolation_scope, _sdk.restore_isolation_scope
 
 		@aiohttp.web.middleware
 		async def asab_sentry_middleware(request, handler):
@@ -355,10 +357,23 @@ class WebInstrumentation:
 			try:
 				if tracing:
 					return await self._traced(request, handler, state)
+				# Tracing off (every request): _handle inlined, one coroutine less per request.
 				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
 				# written after this, in the connection's scope: later requests of the connection show it.)
-				with _sdk.own_isolation_scope():
-					return await self._handle(request, handler, state, HTTPException, failed)
+				scope_token = fork_scope()
+				try:
+					response = await handler(request)
+					if response.status in failed:  # reported in the request's scope, as the exceptions are
+						finish(state, response.status, None, failed)
+					return response
+				except HTTPException as e:
+					finish(state, e.status, e if e.status in failed else None, failed)
+					raise
+				except Exception as e:
+					finish(state, 500, e, failed)
+					raise
+				finally:
+					restore_scope(scope_token)
 			finally:
 				current.reset(token)
 

@@ -27,6 +27,7 @@ import logging
 import socket
 import typing
 
+import aiohttp.http_exceptions
 import aiohttp.web
 import asab
 import asab.web
@@ -139,6 +140,23 @@ def _apply_overrides(overrides: dict[str, typing.Any]) -> None:
 		asab.Config.read_dict({SECTION: values})
 
 
+class _MalformedRequests(logging.Filter):
+	"""
+	aiohttp logs each request it cannot parse (a negative Content-Length, a bad chunk, a header line too long)
+	with a traceback; the client already got its 400, so the console gets one line without it.
+	"""
+
+	def filter(self, record: logging.LogRecord) -> bool:
+		error = record.exc_info[1] if record.exc_info else None
+		if isinstance(error, aiohttp.http_exceptions.HttpProcessingError):
+			record.msg = "Malformed request from %s: %s"
+			record.args = (record.args[0] if isinstance(record.args, tuple) and record.args else "?", error.message)
+			record.exc_info = None
+			record.exc_text = None
+			record.levelno, record.levelname = logging.WARNING, "WARNING"
+		return True
+
+
 class CollectorApplication(asab.Application):
 	"""
 	A Sentry-compatible ingest endpoint with SQLite storage and a JSON API, for development and tests.
@@ -195,6 +213,9 @@ class CollectorApplication(asab.Application):
 			auto_decompress=False,
 			keepalive_timeout=settings.idle_timeout,
 		)
+		server_log = logging.getLogger("aiohttp.server")
+		if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
+			server_log.addFilter(_MalformedRequests())
 		self.PubSub.subscribe("WebContainer.started!", self._on_started)
 		self.PubSub.subscribe("Application.tick/60!", self._on_tick)
 		self.PubSub.subscribe("Application.tick!", self._on_second)

@@ -528,7 +528,13 @@ def _header(item: dict, event: dict, width: int) -> list[Line]:
 		*[Line(_cut(text, width)) for text in _event_time(item, event)],
 		Line(_cut("release:     {}".format(event.get("release") or "-"), width)),
 		Line(_cut("environment: {}".format(event.get("environment") or "-"), width)),
-		Line(_cut("server_name: {}".format(event.get("server_name") or "-"), width)),
+		# Relay's normalizer moves server_name into the tags, as Sentry does
+		Line(
+			_cut(
+				"server_name: {}".format(event.get("server_name") or payload.tags(event).get("server_name") or "-"),
+				width,
+			)
+		),
 	]
 	if event.get("logger"):
 		lines.append(Line(_cut("logger:      {}".format(event["logger"]), width)))

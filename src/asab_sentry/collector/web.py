@@ -40,6 +40,7 @@ import aiohttp.web
 
 from .. import payload as payloads
 from .live import LiveStream
+from .normalize import clean_text
 from .viewer import parse_time
 
 try:
@@ -401,7 +402,8 @@ class WebUI:
 			loop = asyncio.get_running_loop()
 			status, html = await loop.run_in_executor(None, self._build_and_render, build, request)
 			return aiohttp.web.Response(
-				text=html,
+				# item types kept as sent (span, log, session, ...) may hold lone surrogates: UTF-8 cannot encode them
+				text=clean_text(html),
 				status=status,
 				content_type="text/html",
 				charset="utf-8",
@@ -581,7 +583,9 @@ class WebUI:
 		if item is None:
 			return aiohttp.web.json_response({"detail": "no such item"}, status=404)
 		return aiohttp.web.Response(
-			text=_pretty(item), content_type="application/json", headers={"X-Content-Type-Options": "nosniff"}
+			text=clean_text(_pretty(item)),
+			content_type="application/json",
+			headers={"X-Content-Type-Options": "nosniff"},
 		)
 
 	async def clear(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -604,9 +608,12 @@ class WebUI:
 
 
 def _facts(event: dict) -> list[tuple[str, str]]:
-	facts = [
+	# Relay's normalizer moves server_name into the tags, as Sentry does
+	server = event.get("server_name") or payloads.tags(event).get("server_name")
+	facts = [("Server", _text(server))] if server else []
+	facts += [
 		(label, _text(event.get(key)))
-		for label, key in (("Server", "server_name"), ("Logger", "logger"), ("Platform", "platform"))
+		for label, key in (("Logger", "logger"), ("Platform", "platform"))
 		if event.get(key)
 	]
 	sdk = _dict(event.get("sdk"))

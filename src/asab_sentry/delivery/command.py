@@ -67,9 +67,30 @@ def _status(args: argparse.Namespace) -> int:
 	return 0
 
 
+def _not_an_outbox(directory: str) -> bool:
+	"""
+	True (and one line said) when `directory` was never an outbox: no ``.lock`` and no envelope file.
+	Opening it would chmod it to 0700, create ``.lock`` and (purge) delete its ``corrupt/``: a mistyped path
+	(the service's data directory instead of its outbox) must not be touched.
+	"""
+	if os.path.exists(os.path.join(directory, outbox_module.LOCK_NAME)):
+		return False
+	if any(name.endswith(outbox_module.SUFFIX) for name in os.listdir(directory)):
+		return False
+	print(
+		"{} is not an outbox (no {} and no *{} file); nothing done".format(
+			os.path.abspath(directory), outbox_module.LOCK_NAME, outbox_module.SUFFIX
+		),
+		file=sys.stderr,
+	)
+	return True
+
+
 def _open(directory: str) -> outbox_module.Outbox | None:
 	if not os.path.isdir(directory):
 		raise FileNotFoundError("No outbox directory {}".format(os.path.abspath(directory)))
+	if _not_an_outbox(directory):
+		return None
 	try:
 		return outbox_module.Outbox(directory, max_size=1 << 62, max_age=float("inf"))
 	except outbox_module.OutboxLocked as e:
@@ -103,6 +124,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _flush(args: argparse.Namespace) -> int:
 	from ..settings import mask_dsn, parse_dsn
+	from .http import CertificatesError
 	from .transport import DeliveryOptions, DeliveryTransport
 
 	dsn = args.dsn or os.environ.get("SENTRY_DSN", "").strip()
@@ -112,6 +134,8 @@ def _flush(args: argparse.Namespace) -> int:
 	dsn = parse_dsn("option", "--dsn", dsn) if args.dsn else parse_dsn("environment", "SENTRY_DSN", dsn)
 	if not os.path.isdir(args.directory):
 		raise FileNotFoundError("No outbox directory {}".format(os.path.abspath(args.directory)))
+	if _not_an_outbox(args.directory):
+		return 1
 	options = DeliveryOptions(
 		outbox=args.directory,
 		outbox_max_size=1 << 62,
@@ -125,6 +149,9 @@ def _flush(args: argparse.Namespace) -> int:
 	except outbox_module.OutboxLocked as e:
 		print(str(e).replace("each process needs its own outbox directory", "stop it first"), file=sys.stderr)
 		return 1
+	except CertificatesError as e:
+		print("environment variable {} = {!r}: {}".format(e.Variable, e.Path, e), file=sys.stderr)
+		return 2
 	total = transport.pending()
 	bar = _progress(total, "to {}".format(mask_dsn(dsn)))
 	deadline = time.monotonic() + args.timeout

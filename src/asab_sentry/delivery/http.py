@@ -174,10 +174,52 @@ class ProxyConnection:
 		self._pool.clear()
 
 
+class CertificatesError(Exception):
+	"""
+	What the environment names for connecting cannot be used: the CA certificates (``SSL_CERT_FILE``,
+	``REQUESTS_CA_BUNDLE``) or the proxy (``https_proxy``, ``http_proxy``; its password is masked in `Path`).
+	"""
+
+	def __init__(self, variable: str, path: str, error: Exception):
+		self.Variable = variable
+		self.Path = path
+		super().__init__("cannot be used: {}".format(error))
+
+
+def _mask_password(url: str) -> str:
+	try:
+		parts = urllib.parse.urlsplit(url)
+		if parts.password is None:
+			return url
+		netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+		return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+	except ValueError:
+		return "<unparsable proxy URL>"
+
+
 def connection_factory(url: str, timeout: float) -> typing.Callable[[], Connection | ProxyConnection]:
-	"""Makes one connection per sender: direct, or through the proxy the environment names for this host."""
+	"""
+	Makes one connection per sender: direct, or through the proxy the environment names for this host.
+
+	Raises:
+		CertificatesError: HTTPS, and the CA file of ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` cannot be loaded
+			(checked here, once: in a sender thread it killed every sender and nothing was ever sent).
+	"""
 	parts = urllib.parse.urlsplit(url)
 	proxy = urllib.request.getproxies().get(parts.scheme)
 	if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+		try:  # a malformed proxy URL fails here, once, not in every sender thread
+			ProxyConnection(url, proxy, timeout).close()
+		except Exception as e:
+			names = ("{}_proxy".format(parts.scheme), "{}_PROXY".format(parts.scheme.upper()))
+			variable = next((n for n in names if os.environ.get(n)), names[0])
+			raise CertificatesError(variable, _mask_password(proxy), e)
 		return lambda: ProxyConnection(url, proxy, timeout)
-	return lambda: Connection(url, timeout)
+	if parts.scheme != "https":
+		return lambda: Connection(url, timeout)
+	try:
+		context = _default_context()
+	except (OSError, ValueError) as e:
+		variable = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "REQUESTS_CA_BUNDLE"
+		raise CertificatesError(variable, os.environ.get(variable, ""), e)
+	return lambda: Connection(url, timeout, context)

@@ -45,6 +45,23 @@ class OutboxLocked(Exception):
 		)
 
 
+class NotAnOutbox(OSError):
+	"""The directory exists with other files in it and was never an outbox: it is not taken over (chmod, lock)."""
+
+
+def is_foreign(directory: str) -> bool:
+	"""
+	True when `directory` exists, is not empty, and was never an outbox (no ``.lock`` and no envelope file):
+	opening it would chmod it to 0700, lock it and move files aside, so a mistyped path (a data directory) is
+	refused instead.
+	"""
+	try:
+		names = os.listdir(directory)
+	except (FileNotFoundError, NotADirectoryError):
+		return False
+	return bool(names) and LOCK_NAME not in names and not any(name.endswith(SUFFIX) for name in names)
+
+
 class CorruptEnvelope(Exception):
 	"""An outbox file is not a complete, readable envelope."""
 
@@ -99,6 +116,11 @@ class Outbox:
 		self._size = 0
 		self._sequence = itertools.count()
 		self._lock_fd: int | None = None
+		if is_foreign(self.Directory):
+			raise NotAnOutbox(
+				"{} holds other files and was never an outbox (no {}, no *{} file): give an empty or new "
+				"directory".format(self.Directory, LOCK_NAME, SUFFIX)
+			)
 		os.makedirs(self.Directory, mode=0o700, exist_ok=True)
 		os.chmod(self.Directory, 0o700)
 		self._acquire()
@@ -165,12 +187,16 @@ class Outbox:
 		tmp = os.path.join(self.Directory, ".tmp-" + name)
 		fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 		try:
-			view = memoryview(body)
-			while view:
-				view = view[os.write(fd, view) :]
-		finally:
-			os.close(fd)
-		os.rename(tmp, path)
+			try:
+				view = memoryview(body)
+				while view:
+					view = view[os.write(fd, view) :]
+			finally:
+				os.close(fd)
+			os.rename(tmp, path)
+		except OSError:
+			_unlink(tmp)  # a disk full: the part written would only take space (and be "corrupt" at the next start)
+			raise
 		entry = OutboxFile(path, len(body), created / 1e9)
 		evicted = []
 		with self._lock:

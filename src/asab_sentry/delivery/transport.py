@@ -145,6 +145,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._send_client_reports = bool((options or {}).get("send_client_reports", True))
 		self.Losses = Losses(where="Sentry at {}".format(self.parsed_dsn.host))
 		self.RateLimits = RateLimits()
+		self._connect = connection_factory(self._url, o.request_timeout)  # before the outbox is locked: may raise
 		self.Outbox = (
 			outbox_module.Outbox(o.outbox, o.outbox_max_size, o.outbox_max_age) if o.outbox is not None else None
 		)
@@ -162,9 +163,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._failures = 0
 		self._shutdown_deadline: float | None = None
 		self._exit_warned = False
+		self._outbox_error_said: float | None = None
 		self._last_report = time.monotonic()
 		self._drain_next = time.monotonic() + random.uniform(0.0, o.drain_start_jitter)
-		self._connect = connection_factory(self._url, o.request_timeout)
 
 		if self.Outbox is not None:
 			self._load_outbox()
@@ -222,8 +223,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self.flush(timeout)
 		with self._cond:
 			pending = self._undelivered(list(self._incoming), list(self._ready), self._inflight)
+			memory_only = self._memory_only(list(self._incoming), list(self._ready)) if self.Outbox else 0
 		if pending and not self._exit_warned:
-			self._say_undelivered(pending)
+			self._say_undelivered(pending, memory_only)
 		return pending
 
 	@staticmethod
@@ -232,9 +234,21 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		n = inflight + sum(1 for e in incoming if describe(e)[0])
 		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
 
-	def _say_undelivered(self, n: int) -> None:
+	@staticmethod
+	def _memory_only(incoming: list[Envelope], ready: list[Parcel]) -> int:
+		"""Of `_undelivered`, those with no outbox file (its write failed): lost at exit even with an outbox."""
+		n = sum(1 for e in incoming if describe(e)[0])
+		return n + sum(1 for p in ready if p.path is None and not p.evicted and p.quantities != [])
+
+	def _say_undelivered(self, n: int, memory_only: int = 0) -> None:
 		self._exit_warned = True
-		if self.Outbox is not None:
+		if self.Outbox is not None and memory_only:
+			where = (
+				"{} kept in the outbox {}, sent at the next start; {} dropped (the outbox could not take them)".format(
+					n - memory_only, self.Outbox.Directory, memory_only
+				)
+			)
+		elif self.Outbox is not None:
 			where = "kept in the outbox {}, sent at the next start".format(self.Outbox.Directory)
 		else:
 			where = "dropped (no [sentry] outbox)"
@@ -259,11 +273,14 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			inflight = self._inflight
 			self._cond.notify_all()
 		undelivered = self._undelivered(incoming, left, inflight)
+		memory_only = self._memory_only(incoming, left) if self.Outbox is not None else 0
 		if undelivered:
 			if self.Outbox is None:
 				self.Losses.count("dropped_shutdown", undelivered)
+			elif memory_only:
+				self.Losses.count("dropped_shutdown", memory_only)
 			if not self._exit_warned:
-				self._say_undelivered(undelivered)
+				self._say_undelivered(undelivered, memory_only)
 		self.Losses.say_pending()
 		if self.Outbox is not None:
 			self.Outbox.close()
@@ -314,7 +331,13 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		except OSError as e:
 			# The disk failed us: keep the envelope in memory rather than lose it.
 			self.Losses.count("outbox_errors")
-			L.warning("Cannot write to the outbox {}: {}".format(self.Outbox.Directory, e), extra={NO_EVENT: True})
+			now = time.monotonic()
+			if self._outbox_error_said is None or now - self._outbox_error_said >= 60.0:  # a disk full: once a minute
+				self._outbox_error_said = now
+				L.warning(
+					"Cannot write to the outbox {}: {}; kept in memory only".format(self.Outbox.Directory, e),
+					extra={NO_EVENT: True},
+				)
 			self._incoming.append(envelope)
 			self._wake()
 			return
@@ -348,7 +371,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	# Senders
 
 	def _run(self) -> None:
-		connection = self._connect()
+		try:
+			connection = self._connect()
+		except Exception:  # checked when the transport was made; a sender that cannot connect must not vanish
+			L.exception("A Sentry sender cannot make its connection; it stops", extra={NO_EVENT: True})
+			return
 		try:
 			self._send_loop(connection)
 		finally:
