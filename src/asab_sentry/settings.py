@@ -335,8 +335,8 @@ def repair_text(value: str) -> str:
 	"""
 	Replace lone surrogates (bytes of an environment variable that are not UTF-8) with U+FFFD.
 
-	>>> repair_text("prod\udce9")
-	'prod\ufffd'
+	>>> repair_text("prod\\udce9")
+	'prod\\ufffd'
 	"""
 	if value.isascii() or _SURROGATE.search(value) is None:
 		return value
