@@ -183,6 +183,21 @@ def test_queue_full_drops_new_envelopes_counts_and_warns_once(server, caplog):
 	)
 
 
+def test_the_memory_bound_holds_while_every_sender_waits_on_a_silent_endpoint(server):
+	"""Endpoint accepts and never answers: what capture hands over is still prepared at once and the byte bound
+	applies (before, envelopes piled up unserialized, several times their compressed size, up to 10,000)."""
+	server.Delay = 30.0  # longer than the test: every request in flight waits
+	transport = start(server, queue_max_size=20_000, max_concurrent_requests=1, request_timeout=30.0)
+	sentry_sdk.capture_message("first")
+	assert wait_for(lambda: transport.pending() == 1 and not transport._incoming)  # the one sender is waiting
+	time.sleep(0.3)
+	for i in range(300):
+		sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
+	assert wait_for(lambda: transport.Losses.Counters["captured"] == 301, timeout=20), transport.Losses.Counters
+	assert transport.Losses.Counters["dropped_queue_full"] > 0
+	assert transport.QueuedBytes <= 20_000 and not transport._incoming
+
+
 def test_rejected_warnings_at_most_once_a_minute_per_reason():
 	clock = [1000.0]
 	losses = losses_module.Losses(clock=lambda: clock[0])

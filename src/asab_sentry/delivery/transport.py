@@ -6,8 +6,9 @@ How an envelope travels:
 1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
    O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
    that what capture accepted survives the process.
-2. One of ``max_concurrent_requests`` sender threads serializes and gzips it into a `Parcel` and puts it on
-   the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped: ``queue_full``).
+2. A preparing thread (or a sender with nothing to send) serializes and gzips it into a `Parcel` and puts it
+   on the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped:
+   ``queue_full``). It keeps doing so while every sender waits on the network, so the bound holds in an outage.
 3. A sender takes the oldest parcel that may go (no rate limit on its categories, no back-off running) and
    POSTs it over a kept-alive connection.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
@@ -173,6 +174,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			threading.Thread(target=self._run, name="asab-sentry-delivery-{}".format(i), daemon=True)
 			for i in range(o.max_concurrent_requests)
 		]
+		self._threads.append(threading.Thread(target=self._prepare_loop, name="asab-sentry-prepare", daemon=True))
 		for thread in self._threads:
 			thread.start()
 
@@ -464,6 +466,24 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		if parcel.path is not None and self.Outbox is not None:
 			self._by_path.pop(parcel.path, None)
 			self.Outbox.remove(parcel.path)
+
+	def _prepare_loop(self) -> None:
+		# Senders prepare envelopes when they are free; this thread does it while every sender waits on the
+		# network (an endpoint that never answers), so what was handed over is serialized and compressed at
+		# once and the memory bound (queue_max_size, compressed bytes) holds, instead of envelopes piling up
+		# unserialized (several times their compressed size) up to MAX_INCOMING.
+		while True:
+			with self._cond:
+				while not self._incoming and not self._stopping:
+					self._cond.wait(IDLE_POLL)
+				if self._stopping:
+					return
+				envelope = self._incoming.popleft()
+				self._preparing += 1
+			try:
+				self._prepare(envelope)
+			except Exception:  # never let this thread die: the hand-over deque would only grow
+				L.exception("Preparing an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
 
 	def _prepare(self, envelope: Envelope) -> None:
 		full = False
