@@ -344,3 +344,13 @@ def test_a_rejected_client_report_is_not_counted_as_a_lost_envelope(server):
 	assert wait_for(lambda: len(server.Requests) == 1)
 	transport.flush(5)
 	assert not any(name.startswith("dropped_") for name in transport.Losses.Counters)
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 4000, 70_000, 1_000_000])
+def test_bodies_are_standard_gzip_of_every_size(size):
+	import gzip
+
+	from asab_sentry.delivery.transport import gzip_body
+
+	data = os.urandom(size // 2) + b"abc" * (size // 6)
+	assert gzip.decompress(gzip_body(data, 6)) == data

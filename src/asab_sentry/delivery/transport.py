@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import gzip
 import logging
 import random
 import threading
 import time
 import typing
+import zlib
 
 import sentry_sdk.transport
 from sentry_sdk.consts import VERSION as SDK_VERSION
@@ -51,6 +51,19 @@ MAX_INCOMING = 10_000
 
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
+
+
+def gzip_body(data: bytes, level: int) -> bytes:
+	"""
+	``data`` as a gzip member (RFC 1952, what ``Content-Encoding: gzip`` and the outbox files hold).
+
+	The deflate window is sized to the data (512 B to 32 KiB): setting up zlib's full 32 KiB window costs more
+	than compressing a typical envelope of a few kB (about 45 µs against 9 µs here), and a window larger than
+	the data compresses it no better. Any gzip reader accepts every window size.
+	"""
+	bits = min(15, max(9, len(data).bit_length()))
+	compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + bits, 8 if bits > 12 else 4)
+	return compressor.compress(data) + compressor.flush()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,7 +340,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	def _capture_to_outbox(self, envelope: Envelope) -> None:
 		assert self.Outbox is not None
 		try:
-			body = gzip.compress(envelope.serialize(), self.Options.compress_level, mtime=0)
+			body = gzip_body(envelope.serialize(), self.Options.compress_level)
 			categories, quantities = describe(envelope)
 			entry, evicted = self.Outbox.write(body)
 		except OSError as e:
@@ -488,7 +501,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	def _prepare(self, envelope: Envelope) -> None:
 		full = False
 		try:
-			body = gzip.compress(envelope.serialize(), self.Options.compress_level, mtime=0)
+			body = gzip_body(envelope.serialize(), self.Options.compress_level)
 			categories, quantities = describe(envelope)
 			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
 			with self._cond:
