@@ -8,6 +8,18 @@ from __future__ import annotations
 import typing
 
 
+def as_dict(value: typing.Any) -> dict:
+	"""``value`` when it is a JSON object, else an empty dict (stored content may have any shape)."""
+	return value if isinstance(value, dict) else {}
+
+
+def as_list(value: typing.Any) -> list:
+	"""The list of a protocol field sent either as a list or as ``{"values": [...]}``, else an empty list."""
+	if isinstance(value, dict):
+		value = value.get("values")
+	return value if isinstance(value, list) else []
+
+
 def tags(event: dict) -> dict[str, str]:
 	"""The event's tags as a dict (Sentry sends an object or a list of pairs)."""
 	value = event.get("tags")

@@ -24,6 +24,8 @@ import urllib.parse
 import urllib.request
 
 from .. import payload
+from ..payload import as_dict as _dict
+from ..payload import as_list as _list
 from . import store as store_module
 from .store import Store
 
@@ -75,16 +77,6 @@ def terminal_width() -> int:
 
 
 # Reading stored values defensively: the collector accepts what the protocol allows (and clients send more).
-
-
-def _dict(value: typing.Any) -> dict:
-	return value if isinstance(value, dict) else {}
-
-
-def _list(value: typing.Any) -> list:
-	if isinstance(value, dict):
-		value = value.get("values")
-	return value if isinstance(value, list) else []
 
 
 def _number(value: typing.Any) -> float | None:

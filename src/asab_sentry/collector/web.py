@@ -39,6 +39,8 @@ import typing
 import aiohttp.web
 
 from .. import payload as payloads
+from ..payload import as_dict as _dict
+from ..payload import as_list as _list
 from .live import LiveStream
 from .normalize import clean_text
 from .viewer import parse_time
@@ -60,16 +62,6 @@ SORTS = {"last_seen": "last seen", "first_seen": "first seen", "count": "most ev
 
 
 # Reading stored values defensively: clients send what the protocol allows, and more.
-
-
-def _dict(value: typing.Any) -> dict:
-	return value if isinstance(value, dict) else {}
-
-
-def _list(value: typing.Any) -> list:
-	if isinstance(value, dict):
-		value = value.get("values")
-	return value if isinstance(value, list) else []
 
 
 def _seconds(value: typing.Any) -> float | None:
