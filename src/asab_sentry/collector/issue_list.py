@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import typing
-import urllib.parse
 
 from .viewer import _LEVEL_STYLES, WIDTH, Line, _cells, _cut, _pad, clean
 
@@ -60,16 +59,4 @@ def read_issues(source: typing.Any, **filters: typing.Any) -> list[dict[str, typ
 	Issues from a viewer ``Source``: its storage file (`Store.issues`) or its collector's API.
 	Filters: those of `Store.issues`.
 	"""
-	if getattr(source, "Store", None) is not None:
-		return source.Store.issues(**filters)
-	query: dict[str, typing.Any] = {}
-	for key, value in filters.items():
-		if value is None:
-			continue
-		if key == "tag":
-			query["tag"] = "{}:{}".format(*value)
-		elif key == "text":
-			query["q"] = value
-		else:
-			query[key] = value
-	return source._get("/api/0/issues?" + urllib.parse.urlencode(query))["issues"]
+	return source.issues(**filters)

@@ -99,6 +99,25 @@ def _json(value: typing.Any) -> str:
 		return repr(value)
 
 
+def _api_query(filters: dict[str, typing.Any]) -> str:
+	"""The JSON API's query string for `Store.list` / `Store.issues` keyword filters (None: not given)."""
+	query: dict[str, typing.Any] = {}
+	for key, value in filters.items():
+		if value is None:
+			continue
+		if key == "tag":
+			query["tag"] = "{}:{}".format(*value)
+		elif key == "text":
+			query["q"] = value
+		elif key == "after_id":
+			query["after"] = value
+		elif key == "newest_first":
+			query["order"] = "desc" if value else "asc"
+		else:
+			query[key] = value
+	return urllib.parse.urlencode(query)
+
+
 class Source:
 	"""Items from a storage file, or from a running collector's JSON API (``url``)."""
 
@@ -115,23 +134,16 @@ class Source:
 			self.Store = Store(storage)
 
 	def list(self, **filters: typing.Any) -> list[dict[str, typing.Any]]:
+		"""Item summaries; filters: those of `Store.list`."""
 		if self.Store is not None:
 			return self.Store.list(**filters)
-		query = {}
-		for key, value in filters.items():
-			if value is None:
-				continue
-			if key == "tag":
-				query["tag"] = "{}:{}".format(*value)
-			elif key == "text":
-				query["q"] = value
-			elif key == "after_id":
-				query["after"] = value
-			elif key == "newest_first":
-				query["order"] = "desc" if value else "asc"
-			else:
-				query[key] = value
-		return self._get("/api/0/items?" + urllib.parse.urlencode(query))["items"]
+		return self._get("/api/0/items?" + _api_query(filters))["items"]
+
+	def issues(self, **filters: typing.Any) -> list[dict[str, typing.Any]]:
+		"""Issues with their counts; filters: those of `Store.issues`."""
+		if self.Store is not None:
+			return self.Store.issues(**filters)
+		return self._get("/api/0/issues?" + _api_query(filters))["issues"]
 
 	def get(self, item_id: int) -> dict[str, typing.Any] | None:
 		if self.Store is not None:
