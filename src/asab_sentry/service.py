@@ -168,7 +168,9 @@ class SentryService(asab.Service):
 		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
 		# (Log breadcrumbs serialized once are put back into the event first, see breadcrumbs.py.)
 		final_pass = limits.FinalPass(
-			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if speed.ENABLED else None
+			scrub.configure(s.scrub_keys),
+			before=breadcrumbs.restore if speed.ENABLED else None,
+			keep_encoding=speed.ENABLED,
 		)
 		limits.install(final_pass)
 		capture_module.install()

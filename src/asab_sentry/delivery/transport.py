@@ -3,9 +3,12 @@
 
 How an envelope travels:
 
-1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
-   O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
-   that what capture accepted survives the process.
+1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque,
+   no I/O. An event or transaction that the final pass already encoded (`asab_sentry.limits.take_encoded`) is
+   appended as those bytes: serializing it costs only its headers, and what waits holds no dicts for the
+   cyclic garbage collector to walk (thousands of waiting events made its full collections stall the loop for
+   100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
+   first, so that what capture accepted survives the process.
 2. A preparing thread (or a sender with nothing to send) serializes and gzips it into a `Parcel` and puts it
    on the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped:
    ``queue_full``). It keeps doing so while every sender waits on the network, so the bound holds in an outage.
@@ -36,6 +39,7 @@ from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope, Item
 
+from .. import limits
 from ..logging import NO_EVENT
 from . import outbox as outbox_module
 from .http import Connection, ProxyConnection, connection_factory
@@ -116,6 +120,26 @@ class Parcel:
 		self.settled: bool = True  # False while a sender holds it
 
 
+class Serialized(typing.NamedTuple):
+	"""An envelope serialized when it was handed over, waiting to be compressed."""
+
+	data: bytes
+	categories: frozenset[str]
+	quantities: list[tuple[str, int]]
+
+
+def intake(envelope: Envelope) -> Envelope | Serialized:
+	"""The envelope as `Serialized` when the final pass encoded its payloads already, else as it is."""
+	if not limits.fill_encoded(envelope):
+		return envelope
+	categories, quantities = describe(envelope)
+	return Serialized(envelope.serialize(), categories, quantities)
+
+
+def _categories(entry: Envelope | Serialized) -> frozenset[str]:
+	return entry.categories if isinstance(entry, Serialized) else describe(entry)[0]
+
+
 def describe(envelope: Envelope) -> tuple[frozenset[str], list[tuple[str, int]]]:
 	"""Rate-limit categories (client reports are never limited) and client-report quantities of an envelope."""
 	categories = frozenset(item.data_category for item in envelope.items if item.data_category != "internal")
@@ -165,7 +189,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		)
 
 		self._cond = threading.Condition()
-		self._incoming: collections.deque[Envelope] = collections.deque()
+		self._incoming: collections.deque[Envelope | Serialized] = collections.deque()
 		self._ready: collections.deque[Parcel] = collections.deque()
 		self._by_path: dict[str, Parcel] = {}
 		self._queued_bytes = 0
@@ -202,7 +226,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			categories, quantities = describe(envelope)
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
-		self._incoming.append(envelope)
+		self._incoming.append(intake(envelope))
 		self._wake()
 
 	def _wake(self) -> None:
@@ -244,15 +268,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		return pending
 
 	@staticmethod
-	def _undelivered(incoming: list[Envelope], ready: list[Parcel], inflight: int) -> int:
+	def _undelivered(incoming: list[Envelope | Serialized], ready: list[Parcel], inflight: int) -> int:
 		"""Envelopes not delivered yet, our own client reports not counted."""
-		n = inflight + sum(1 for e in incoming if describe(e)[0])
+		n = inflight + sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
 
 	@staticmethod
-	def _memory_only(incoming: list[Envelope], ready: list[Parcel]) -> int:
+	def _memory_only(incoming: list[Envelope | Serialized], ready: list[Parcel]) -> int:
 		"""Of `_undelivered`, those with no outbox file (its write failed): lost at exit even with an outbox."""
-		n = sum(1 for e in incoming if describe(e)[0])
+		n = sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if p.path is None and not p.evicted and p.quantities != [])
 
 	def _say_undelivered(self, n: int, memory_only: int = 0) -> None:
@@ -340,6 +364,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	def _capture_to_outbox(self, envelope: Envelope) -> None:
 		assert self.Outbox is not None
 		try:
+			limits.fill_encoded(envelope)
 			body = gzip_body(envelope.serialize(), self.Options.compress_level)
 			categories, quantities = describe(envelope)
 			entry, evicted = self.Outbox.write(body)
@@ -498,11 +523,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			except Exception:  # never let this thread die: the hand-over deque would only grow
 				L.exception("Preparing an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
 
-	def _prepare(self, envelope: Envelope) -> None:
+	def _prepare(self, entry: Envelope | Serialized) -> None:
 		full = False
 		try:
-			body = gzip_body(envelope.serialize(), self.Options.compress_level)
-			categories, quantities = describe(envelope)
+			if isinstance(entry, Serialized):
+				data, categories, quantities = entry
+			else:
+				data = entry.serialize()
+				categories, quantities = describe(entry)
+			body = gzip_body(data, self.Options.compress_level)
 			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
 			with self._cond:
 				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
