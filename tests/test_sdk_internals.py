@@ -241,7 +241,11 @@ def test_source_cache_follows_the_file(tmp_path):
 		assert first == (["a = 1"], "b = 2", ["c = 3"])
 		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
 		path.write_text("a = 1\nchanged = 22\nc = 3\n")
+		# The file is looked at again once SOURCE_RECHECK_INTERVAL has passed, not at every frame.
+		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
+		_sdk.SOURCE_RECHECK_INTERVAL = 0.0
 		assert lines(str(path), 1, loader=loader, module="module_under_test")[1] == "changed = 22"
 	finally:
+		_sdk.SOURCE_RECHECK_INTERVAL = 1.0
 		_sdk.reset()
 	assert sentry_sdk.utils.get_lines_from_file is _sdk._sdk_get_lines_from_file

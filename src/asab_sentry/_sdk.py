@@ -10,6 +10,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 import typing
 
 import sentry_sdk
@@ -198,6 +199,26 @@ _SOURCE_CACHE_SIZE = 1024
 _source_cache: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 _source_lock = threading.Lock()
 
+#: Seconds during which a file's modification time and size, once read, are taken as current. ``os.stat``
+#: lets other threads take the interpreter lock, and getting it back cost ~100 µs per call in an error storm
+#: with the delivery's threads busy (three calls per event of three frames).
+SOURCE_RECHECK_INTERVAL = 1.0
+_file_state: dict[str, tuple[float, tuple[int, int]]] = {}
+
+
+def _file_signature(filename: str) -> tuple[int, int]:
+	"""(modification time in ns, size) of the file, read at most once per `SOURCE_RECHECK_INTERVAL`."""
+	now = time.monotonic()
+	known = _file_state.get(filename)
+	if known is not None and now - known[0] < SOURCE_RECHECK_INTERVAL:
+		return known[1]
+	stat = os.stat(filename)
+	signature = (stat.st_mtime_ns, stat.st_size)
+	if len(_file_state) >= _SOURCE_CACHE_SIZE:
+		_file_state.clear()
+	_file_state[filename] = (now, signature)
+	return signature
+
 
 def _cached_get_lines_from_file(
 	filename: str,
@@ -208,24 +229,25 @@ def _cached_get_lines_from_file(
 ) -> tuple[list, typing.Any, list]:
 	"""
 	sentry-sdk's source context of one line, remembered per file, line and module while the file's modification
-	time and size stay the same: sentry-sdk reads and decodes the whole module for every frame of every event.
+	time and size stay the same (looked at once per `SOURCE_RECHECK_INTERVAL`): sentry-sdk reads and decodes
+	the whole module for every frame of every event.
 	"""
 	try:
-		stat = os.stat(filename)
+		signature = _file_signature(filename)
 	except (OSError, ValueError, TypeError):
 		return _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
 	options = sentry_sdk.get_client().options
 	key = (filename, lineno, max_length, module, id(loader), id(options))
 	with _source_lock:
 		cached = _source_cache.get(key)
-		if cached is not None and cached[0] == (stat.st_mtime_ns, stat.st_size) and cached[1] is options:
+		if cached is not None and cached[0] == signature and cached[1] is options:
 			_source_cache.move_to_end(key)
 			pre, line, post = cached[2]
 			return list(pre), line, list(post)
 	result = _sdk_get_lines_from_file(filename, lineno, max_length, loader=loader, module=module)
 	pre, line, post = result
 	with _source_lock:
-		_source_cache[key] = ((stat.st_mtime_ns, stat.st_size), options, (tuple(pre), line, tuple(post)))
+		_source_cache[key] = (signature, options, (tuple(pre), line, tuple(post)))
 		if len(_source_cache) > _SOURCE_CACHE_SIZE:
 			_source_cache.popitem(last=False)
 	return list(pre), line, list(post)
@@ -240,3 +262,4 @@ def use_source_cache(enabled: bool) -> None:
 		sentry_sdk.utils.get_lines_from_file = _sdk_get_lines_from_file  # type: ignore[attr-defined]
 		with _source_lock:
 			_source_cache.clear()
+		_file_state.clear()

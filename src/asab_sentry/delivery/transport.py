@@ -194,6 +194,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._by_path: dict[str, Parcel] = {}
 		self._queued_bytes = 0
 		self._preparing = 0
+		self._preparer_idle = False
 		self._inflight = 0
 		self._stopping = False
 		self._killed = False
@@ -227,7 +228,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
 		self._incoming.append(intake(envelope))
-		self._wake()
+		if self._preparer_idle:  # else it is at work and takes this next: waking a thread costs the loop its turn
+			self._wake()
 
 	def _wake(self) -> None:
 		"""Wake a sender without ever waiting on the lock (a sender may hold it while it scans the queue)."""
@@ -512,8 +514,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		# unserialized (several times their compressed size) up to MAX_INCOMING.
 		while True:
 			with self._cond:
+				self._preparer_idle = True
 				while not self._incoming and not self._stopping:
 					self._cond.wait(IDLE_POLL)
+				self._preparer_idle = False
 				if self._stopping:
 					return
 				envelope = self._incoming.popleft()
@@ -525,6 +529,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 
 	def _prepare(self, entry: Envelope | Serialized) -> None:
 		full = False
+		queued = False
 		try:
 			if isinstance(entry, Serialized):
 				data, categories, quantities = entry
@@ -538,6 +543,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				if not full:
 					self._queued_bytes += parcel.size
 					self._ready.append(parcel)
+					queued = True
 			if full:
 				self.Losses.dropped("queue_full", 1, quantities)
 			if categories:
@@ -546,7 +552,12 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
 			with self._cond:
 				self._preparing -= 1
-				self._cond.notify_all()
+				if queued:
+					# One parcel: one sender (two waiters, as a flush may be the first). Waking every sender for
+					# each envelope made them all compete with the event loop for the interpreter lock.
+					self._cond.notify(2)
+				else:  # dropped or failed: what a flush waits for changed
+					self._cond.notify_all()
 
 	def _deliver(self, parcel: Parcel, connection: Connection | ProxyConnection) -> None:
 		body = parcel.body
