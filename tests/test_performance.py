@@ -318,3 +318,39 @@ def test_an_encoding_is_not_used_when_the_event_changed_after_the_final_pass():
 	event = final_pass(event, {})
 	event["contexts"]["trace"].pop("dynamic_sampling_context")
 	assert limits.take_encoded(event) is None
+
+
+def events_of(optimised: bool, story, config: dict = CONFIG) -> list[dict]:
+	previous = speed.ENABLED
+	speed.ENABLED = optimised
+	try:
+		with testing.capture_sentry(config) as capture:
+			app = capture.application()
+			logging.getLogger().setLevel(logging.INFO)
+			story(app.get_service("asab.SentryService"))
+			return [normalised(event) for event in capture.events + capture.transactions]
+	finally:
+		speed.ENABLED = previous
+
+
+def test_breadcrumbs_logged_out_of_time_order_are_ordered_as_sentry_sdk_orders_them():
+	def story(svc):
+		# Records whose creation times go back and forth, and two with the same time (the sort is stable).
+		for n, created in enumerate(CREATED):
+			record = logging.LogRecord("tests.order", logging.INFO, __file__, 1, "crumb %d", (n,), None)
+			record.created = created
+			logging.getLogger("tests.order").handle(record)
+		svc.capture_message("first")
+		L.info("later")
+		svc.capture_message("second")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	messages = [c["message"] for c in fast[0]["breadcrumbs"]["values"]]
+	in_time_order = sorted(range(len(CREATED)), key=CREATED.__getitem__)  # stable, as sentry-sdk's sort
+	assert messages == ["crumb {}".format(n) for n in in_time_order]
+	assert in_time_order != sorted(in_time_order)
+
+
+CREATED = [t + n // 7 for n, t in enumerate((1000.5, 1000.1, 1000.3, 1000.3, 999.0, 1000.2, 1000.1) * 3)]

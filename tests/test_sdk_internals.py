@@ -249,3 +249,29 @@ def test_source_cache_follows_the_file(tmp_path):
 		_sdk.SOURCE_RECHECK_INTERVAL = 1.0
 		_sdk.reset()
 	assert sentry_sdk.utils.get_lines_from_file is _sdk._sdk_get_lines_from_file
+
+
+def test_scopes_put_breadcrumbs_into_events_through_apply_breadcrumbs_to_event():
+	"""``Scope.apply_to_event`` calls ``self._apply_breadcrumbs_to_event(event, hint, options)``, which
+	`_sdk.use_breadcrumb_order` replaces (and `_sdk.reset` gives back)."""
+	import inspect
+
+	from asab_sentry.breadcrumbs import LogBreadcrumb
+
+	original = sentry_sdk.scope.Scope._apply_breadcrumbs_to_event
+	assert list(inspect.signature(original).parameters) == ["self", "event", "hint", "options"]
+	assert "self._apply_breadcrumbs_to_event(event, hint, options)" in inspect.getsource(
+		sentry_sdk.scope.Scope.apply_to_event
+	)
+	_sdk.use_breadcrumb_order(LogBreadcrumb)
+	try:
+		assert sentry_sdk.scope.Scope._apply_breadcrumbs_to_event is _sdk._apply_breadcrumbs_to_event
+		scope = sentry_sdk.Scope()
+		record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+		scope._breadcrumbs.append(LogBreadcrumb(record, "m", lambda r, m: {"timestamp": 1, "message": m}))
+		event: dict = {}
+		scope._apply_breadcrumbs_to_event(event, {}, {})
+		assert event == {"breadcrumbs": {"values": [{"timestamp": 1, "message": "m"}]}}  # not datetimes: sentry-sdk's
+	finally:
+		_sdk.reset()
+	assert sentry_sdk.scope.Scope._apply_breadcrumbs_to_event is original

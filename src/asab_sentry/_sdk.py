@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import datetime
+import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -36,6 +39,7 @@ def reset() -> None:
 	quiet_internal_logger(False)
 	use_fast_serializer(False)
 	use_source_cache(False)
+	use_breadcrumb_order(None)
 
 
 def quiet_internal_logger(quiet: bool) -> None:
@@ -263,3 +267,53 @@ def use_source_cache(enabled: bool) -> None:
 		with _source_lock:
 			_source_cache.clear()
 		_file_state.clear()
+
+
+_sdk_apply_breadcrumbs = sentry_sdk.scope.Scope._apply_breadcrumbs_to_event
+_ordered_type: type | None = None
+_TIMESTAMP = itertools.repeat("timestamp")
+
+
+def _timestamp(crumb: dict) -> typing.Any:
+	return dict.get(crumb, "timestamp")
+
+
+def _apply_breadcrumbs_to_event(
+	self: typing.Any, event: dict[str, typing.Any], hint: typing.Any, options: typing.Any
+) -> None:
+	"""
+	``Scope._apply_breadcrumbs_to_event`` when every pending breadcrumb is of the `use_breadcrumb_order` type and
+	the event has none yet: the same list, ordered as sentry-sdk orders it (a stable sort by ``timestamp``),
+	reading the timestamps at C speed instead of through the type's ``__getitem__`` twice per breadcrumb.
+	"""
+	crumbs = self._breadcrumbs
+	kind = _ordered_type
+	if kind is None or not crumbs or "breadcrumbs" in event or set(map(type, crumbs)) != {kind}:
+		return _sdk_apply_breadcrumbs(self, event, hint, options)
+	values = list(crumbs)
+	for crumb in values:
+		crumb.build()
+	keys = list(map(dict.get, values, _TIMESTAMP))
+	if set(map(type, keys)) != {datetime.datetime}:
+		return _sdk_apply_breadcrumbs(self, event, hint, options)  # sentry-sdk parses text timestamps first
+	try:
+		ordered = all(map(operator.le, keys, itertools.islice(keys, 1, None)))
+		if not ordered:
+			values.sort(key=_timestamp)
+	except TypeError:  # naive and aware datetimes: sentry-sdk's sort fails and leaves the list as it is
+		return _sdk_apply_breadcrumbs(self, event, hint, options)
+	event["breadcrumbs"] = {"values": values}
+
+
+def use_breadcrumb_order(kind: type | None) -> None:
+	"""
+	Let sentry-sdk's scopes put breadcrumbs of type ``kind`` (a dict subclass with a ``build()`` method that
+	completes it, `asab_sentry.breadcrumbs.LogBreadcrumb`) into events through `_apply_breadcrumbs_to_event`;
+	None gives back sentry-sdk's own.
+	"""
+	global _ordered_type
+	_ordered_type = kind
+	if kind is not None:
+		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _apply_breadcrumbs_to_event  # type: ignore[method-assign]
+	else:
+		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _sdk_apply_breadcrumbs  # type: ignore[method-assign]

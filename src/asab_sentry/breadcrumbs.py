@@ -144,9 +144,8 @@ def stash(event: dict, hint: dict) -> dict:
 	values = breadcrumbs.get("values")
 	if type(values) is not list or not values:
 		return event
-	for crumb in values:
-		if type(crumb) is not LogBreadcrumb:
-			return event
+	if set(map(type, values)) != {LogBreadcrumb}:
+		return event
 	del event["breadcrumbs"]
 	hint[_STASH] = values
 	return event
@@ -161,7 +160,11 @@ def restore(event: dict, hint: dict) -> dict:
 	serialized = []
 	metas = {}
 	for index, crumb in enumerate(values):
-		value, meta = crumb.serialized(options)
+		cached = crumb._serialized  # what `serialized` returns, without the call for the breadcrumbs done already
+		if cached is not None and cached[0] is options:
+			value, meta = cached[1], cached[2]
+		else:
+			value, meta = crumb.serialized(options)
 		serialized.append(value)
 		if meta:
 			metas[str(index)] = meta

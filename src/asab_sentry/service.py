@@ -211,6 +211,7 @@ class SentryService(asab.Service):
 			breadcrumbs.install()
 		_sdk.use_fast_serializer(speed.ENABLED)
 		_sdk.use_source_cache(speed.ENABLED)
+		_sdk.use_breadcrumb_order(breadcrumbs.LogBreadcrumb if speed.ENABLED else None)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
