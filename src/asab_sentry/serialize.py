@@ -80,17 +80,18 @@ class _Walk:
 			for key, item in value.items():
 				if type(key) is not str:
 					raise _Unsupported
-				path.append(key)
-				child = databag - 1 if databag is not None else self.child_databag(None) if level < 3 else None
+				child = databag - 1 if databag is not None else self.child_databag_of(key) if level < 3 else None
 				leaf = type(item)
-				# Plain leaves inline (most nodes are): the same checks as `node` makes.
+				# Plain leaves inline (most nodes are): the same checks as `node` makes; the path is only kept
+				# for what may need it (annotations, the databag depth, the span description rule).
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
 				):
 					out[key] = item
 				else:
+					path.append(key)
 					out[key] = self.node(item, child, level + 1)
-				path.pop()
+					path.pop()
 			return out
 		if kind is list or kind is tuple:
 			if databag is not None and len(value) > self.breadth:
@@ -99,16 +100,18 @@ class _Walk:
 			path = self.path
 			short = self.short
 			for index, item in enumerate(value):
-				path.append(str(index))
-				child = databag - 1 if databag is not None else self.child_databag(None) if level < 3 else None
+				child = (
+					databag - 1 if databag is not None else self.child_databag_of(str(index)) if level < 3 else None
+				)
 				leaf = type(item)
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
 				):
 					items.append(item)
 				else:
+					path.append(str(index))
 					items.append(self.node(item, child, level + 1))
-				path.pop()
+					path.pop()
 			return items
 		if kind is datetime.datetime:
 			return _format_timestamp(value)
@@ -137,17 +140,16 @@ class _Walk:
 		except UnicodeError:
 			return True
 
-	def child_databag(self, databag: int | None) -> int | None:
-		"""Remaining depth of the child being visited (``self.path`` ends with it)."""
-		if databag is not None:
-			return databag - 1
+	def child_databag_of(self, key: str) -> int | None:
+		"""Remaining depth of the child ``key`` of the node at ``self.path``, outside any databag so far."""
 		path = self.path
-		top = path[0]
-		if top == "extra" and len(path) == 1:
+		depth = len(path)
+		top = path[0] if depth else key
+		if top == "extra" and depth == 0:
 			return self.depth
-		if top == "breadcrumbs" and len(path) == 3 and path[1] == "values":
+		if top == "breadcrumbs" and depth == 2 and path[1] == "values":
 			return self.depth
-		if top == "request" and len(path) == 2 and path[1] == "data":
+		if top == "request" and depth == 1 and key == "data":
 			if self.keep_request_bodies:
 				raise _Unsupported
 			return self.depth
