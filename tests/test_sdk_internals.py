@@ -199,10 +199,37 @@ def test_use_fast_serializer_switches_and_reset_restores():
 	import sentry_sdk.client
 	import sentry_sdk.serializer
 
+	original = sentry_sdk.serializer.serialize
 	_sdk.use_fast_serializer(True)
-	assert sentry_sdk.client.serialize is not sentry_sdk.serializer.serialize
+	assert sentry_sdk.client.serialize is _sdk._serialize
+	assert sentry_sdk.serializer.serialize is _sdk._serialize
 	_sdk.reset()
-	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize
+	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize is original
+
+
+def test_frame_local_variables_are_serialized_through_the_serializer_module_attribute():
+	"""``serialize_frame`` imports ``serialize`` from ``sentry_sdk.serializer`` when it runs, with is_vars."""
+	import sentry_sdk.serializer
+
+	calls = []
+	original = sentry_sdk.serializer.serialize
+
+	def spy(value, **kwargs):
+		calls.append(sorted(kwargs))
+		return original(value, **kwargs)
+
+	sentry_sdk.serializer.serialize = spy
+	try:
+		sentry_sdk.init(transport=_NullTransport(), default_integrations=False)
+		try:
+			local = [1, "two"]  # noqa: F841
+			raise ValueError("x")
+		except ValueError as e:
+			sentry_sdk.capture_exception(e)
+	finally:
+		sentry_sdk.serializer.serialize = original
+		_sdk.reset()
+	assert ["custom_repr", "is_vars"] in calls
 
 
 def test_source_context_reads_lines_through_the_module_name_get_lines_from_file():

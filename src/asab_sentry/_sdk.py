@@ -174,8 +174,17 @@ def serialize_breadcrumb(crumb: dict[str, typing.Any], options: dict[str, typing
 _sdk_serialize = sentry_sdk.serializer.serialize
 
 
+_EVENT_ARGUMENTS = frozenset(("max_request_body_size", "max_value_length", "custom_repr"))
+_VARS_ARGUMENTS = frozenset(("is_vars", "custom_repr"))
+
+
 def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, typing.Any]:
-	if not kwargs.get("is_vars"):
+	if kwargs.get("is_vars"):
+		if kwargs.get("custom_repr") is None and _VARS_ARGUMENTS.issuperset(kwargs):
+			out = fast_serialize.serialize_vars(event)
+			if out is not None:
+				return out
+	elif _EVENT_ARGUMENTS.issuperset(kwargs):
 		out = fast_serialize.serialize_event(
 			event,
 			max_value_length=kwargs.get("max_value_length"),
@@ -189,13 +198,15 @@ def _serialize(event: dict[str, typing.Any], **kwargs: typing.Any) -> dict[str, 
 def use_fast_serializer(enabled: bool) -> None:
 	"""
 	Let the client's event serialization (``serialize`` as the client module calls it in ``_prepare_event``)
-	try `asab_sentry.serialize.serialize_event` first, or give it back sentry-sdk's serializer.
+	and the serialization of frame local variables (``serialize`` as ``sentry_sdk.serializer`` has it, which
+	``serialize_frame`` imports when it runs) try `asab_sentry.serialize` first, or give both back sentry-sdk's.
 	"""
-	current = getattr(sentry_sdk.client, "serialize", None)
-	if enabled and current is _sdk_serialize:
-		sentry_sdk.client.serialize = _serialize  # type: ignore[attr-defined]
-	elif not enabled and current is _serialize:
-		sentry_sdk.client.serialize = _sdk_serialize  # type: ignore[attr-defined]
+	for module in (sentry_sdk.client, sentry_sdk.serializer):
+		current = getattr(module, "serialize", None)
+		if enabled and current is _sdk_serialize:
+			module.serialize = _serialize  # type: ignore[attr-defined]
+		elif not enabled and current is _serialize:
+			module.serialize = _sdk_serialize  # type: ignore[attr-defined]
 
 
 _sdk_get_lines_from_file = sentry_sdk.utils.get_lines_from_file

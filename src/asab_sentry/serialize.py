@@ -13,6 +13,7 @@ sentry-sdk's serializer, so the result is always what sentry-sdk would produce.
 
 from __future__ import annotations
 
+import collections.abc
 import datetime
 import typing
 
@@ -100,9 +101,7 @@ class _Walk:
 			path = self.path
 			short = self.short
 			for index, item in enumerate(value):
-				child = (
-					databag - 1 if databag is not None else self.child_databag_of(str(index)) if level < 3 else None
-				)
+				child = databag - 1 if databag is not None else self.child_databag_of(str(index)) if level < 3 else None
 				leaf = type(item)
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
@@ -177,3 +176,79 @@ def serialize_event(
 	if walk.meta:
 		out["_meta"] = walk.meta
 	return out
+
+
+# Frame local variables: ``serialize(dict(frame.f_locals), is_vars=True)`` in sentry-sdk's ``serialize_frame``.
+
+_REPRED = frozenset((str, int, float, bool, type(None), bytes, datetime.datetime))
+
+
+def _safe_repr(value: typing.Any) -> str:
+	try:
+		return repr(value)
+	except Exception:
+		return "<broken repr>"
+
+
+def _vars_node(value: typing.Any, depth: int, breadth: int, ancestors: set[int]) -> typing.Any:
+	kind = type(value)
+	if kind is _AnnotatedValue:
+		raise _Unsupported  # sentry-sdk unwraps it, at any depth
+	if depth <= 0:
+		return _safe_repr(value)
+	if kind in _REPRED:
+		return _safe_repr(value)
+	if kind is dict or kind is list or kind is tuple:
+		if id(value) in ancestors:
+			raise _Unsupported  # sentry-sdk marks the cycle (and then forgets the ancestor): its walk decides
+		ancestors.add(id(value))
+		if kind is dict:
+			out: typing.Any = {}
+			for index, (key, item) in enumerate(value.items()):
+				if index >= breadth:
+					break
+				if type(key) is not str:
+					if type(key) is not int:
+						raise _Unsupported
+					key = str(key)
+				out[key] = _vars_node(item, depth - 1, breadth, ancestors)
+		else:
+			out = []
+			for index, item in enumerate(value):
+				if index >= breadth:
+					break
+				out.append(_vars_node(item, depth - 1, breadth, ancestors))
+		ancestors.discard(id(value))
+		return out
+	if getattr(kind, "__sentry_repr__", None) is not None:
+		raise _Unsupported
+	if isinstance(value, (collections.abc.Mapping, collections.abc.Set, collections.abc.Sequence)) or isinstance(
+		value, tuple(getattr(sentry_sdk.serializer, "sequence_types", ()))
+	):
+		if not isinstance(value, (str, bytes, bytearray, memoryview)):
+			raise _Unsupported  # walked by sentry-sdk as a mapping or sequence
+	return _safe_repr(value)
+
+
+def serialize_vars(local_vars: typing.Any) -> dict[str, typing.Any] | None:
+	"""
+	``sentry_sdk.serializer.serialize(local_vars, is_vars=True)`` (no ``max_value_length``, no ``custom_repr``:
+	how ``serialize_frame`` calls it), or None when this walk cannot vouch for the result: every leaf as its
+	``repr``, dicts, lists and tuples within sentry-sdk's databag depth and breadth. Anything else that is a
+	mapping or a sequence, a cycle, an ``AnnotatedValue``, a type with ``__sentry_repr__`` or a registered repr
+	processor: None.
+	"""
+	if type(local_vars) is not dict or sentry_sdk.serializer.global_repr_processors:
+		return None
+	try:
+		return typing.cast(
+			dict,
+			_vars_node(
+				local_vars,
+				sentry_sdk.serializer.MAX_DATABAG_DEPTH,
+				sentry_sdk.serializer.MAX_DATABAG_BREADTH,
+				set(),
+			),
+		)
+	except (_Unsupported, RecursionError):
+		return None
