@@ -23,6 +23,7 @@ import sentry_sdk.utils
 _AnnotatedValue = sentry_sdk.utils.AnnotatedValue
 _format_timestamp = sentry_sdk.utils.format_timestamp
 _MAX_DEPTH = 64  # deeper than any event sentry-sdk builds: treated as a possible cycle
+_DATABAG_ROOTS = frozenset(("extra", "breadcrumbs", "request"))
 
 
 class _Unsupported(Exception):
@@ -78,10 +79,12 @@ class _Walk:
 			out = {}
 			path = self.path
 			short = self.short
+			# Only under these top-level keys do databags start (see child_databag_of).
+			check = databag is None and level < 3 and (not path or path[0] in _DATABAG_ROOTS)
 			for key, item in value.items():
 				if type(key) is not str:
 					raise _Unsupported
-				child = databag - 1 if databag is not None else self.child_databag_of(key) if level < 3 else None
+				child = databag - 1 if databag is not None else self.child_databag_of(key) if check else None
 				leaf = type(item)
 				# Plain leaves inline (most nodes are): the same checks as `node` makes; the path is only kept
 				# for what may need it (annotations, the databag depth, the span description rule).
@@ -100,8 +103,9 @@ class _Walk:
 			items = []
 			path = self.path
 			short = self.short
+			check = databag is None and level < 3 and (not path or path[0] in _DATABAG_ROOTS)
 			for index, item in enumerate(value):
-				child = databag - 1 if databag is not None else self.child_databag_of(str(index)) if level < 3 else None
+				child = databag - 1 if databag is not None else self.child_databag_of(str(index)) if check else None
 				leaf = type(item)
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
