@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import typing
 import uuid
 import zlib
@@ -476,6 +477,7 @@ _MAX_ENCODED = 64
 #: Stands for the breadcrumbs while the rest of an event is encoded (never in any real event).
 _CRUMBS_TOKEN = "asab-sentry-breadcrumbs-{}".format(uuid.uuid4().hex)
 _CRUMBS_TOKEN_JSON = json.dumps(_CRUMBS_TOKEN).encode("ascii")
+_SECOND, _THIRD, _FOURTH, _FIFTH = (operator.itemgetter(n) for n in (1, 2, 3, 4))
 
 
 def take_encoded(event: typing.Any) -> bytes | None:
@@ -591,7 +593,7 @@ class FinalPass:
 			rest = dict(event)
 			rest["contexts"] = dict(contexts)
 			rest["contexts"]["trace"] = {k: v for k, v in trace.items() if k != _DSC}
-			extra_size = len(encode(trace[_DSC])) + len(_DSC) + (4 if len(trace) > 1 else 3)
+			extra_size = len(_encode_exact(trace[_DSC])[0]) + len(_DSC) + (4 if len(trace) > 1 else 3)
 		if not many:
 			raw, exact = _encode_exact(rest)
 			return len(raw) + extra_size, b"\\ud" in raw, raw if exact else None
@@ -600,23 +602,22 @@ class FinalPass:
 		rest["breadcrumbs"] = _CRUMBS_TOKEN
 		raw, exact = _encode_exact(rest)
 		escapes = b"\\ud" in raw
-		parts = []
 		cache = self._crumbs
-		for index, crumb in enumerate(values):  # type: ignore[arg-type]
-			known = cache.get(id(crumb))
-			if known is None or known[0] is not crumb:
-				scrubbed = scrubber.scrub_breadcrumb(crumb)
-				encoded, crumb_exact = _encode_exact(scrubbed)
-				known = (crumb, scrubbed, encoded, b"\\ud" in encoded, crumb_exact)
-				if len(cache) >= 400:
-					cache.clear()
-				cache[id(crumb)] = known
-			if known[1] is not crumb:
-				values[index] = known[1]  # type: ignore[index]
-			parts.append(known[2])
-			escapes = escapes or known[3]
-			exact = exact and known[4]
-		crumbs_json = b'{"values":[' + b",".join(parts) + b"]}"
+		# Most breadcrumbs were in the previous event: looked up at C speed, only the new ones handled one by one.
+		knowns = list(map(cache.get, map(id, values)))  # type: ignore[arg-type]
+		for index in [i for i, (k, c) in enumerate(zip(knowns, values, strict=True)) if k is None or k[0] is not c]:  # type: ignore[arg-type]
+			crumb = values[index]  # type: ignore[index]
+			scrubbed = scrubber.scrub_breadcrumb(crumb)
+			encoded, crumb_exact = _encode_exact(scrubbed)
+			known = (crumb, scrubbed, encoded, b"\\ud" in encoded, crumb_exact)
+			if len(cache) >= 400:  # the oldest half: breadcrumbs that left the scope first
+				for key in list(itertools.islice(cache, 200)):
+					cache.pop(key, None)
+			cache[id(crumb)] = knowns[index] = known
+		values[:] = map(_SECOND, knowns)  # type: ignore[index]
+		escapes = escapes or any(map(_FOURTH, knowns))
+		exact = exact and all(map(_FIFTH, knowns))
+		crumbs_json = b'{"values":[' + b",".join(map(_THIRD, knowns)) + b"]}"
 		size = len(raw) - len(_CRUMBS_TOKEN_JSON) + len(crumbs_json) + extra_size
 		at = raw.find(_CRUMBS_TOKEN_JSON)
 		if not exact or at < 0 or raw.find(_CRUMBS_TOKEN_JSON, at + 1) >= 0:
