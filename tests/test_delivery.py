@@ -381,3 +381,27 @@ def test_bodies_are_standard_gzip_of_every_size(size):
 
 	data = os.urandom(size // 2) + b"abc" * (size // 6)
 	assert gzip.decompress(gzip_body(data, 6)) == data
+
+
+def test_encoded_events_wait_as_bytes_and_those_bytes_are_bounded_too(server):
+	"""An event the final pass encoded waits for the preparing thread as its bytes (no event dicts for the
+	garbage collector to walk), and at most queue_max_size of them wait uncompressed; the rest is counted."""
+	from asab_sentry import limits
+	from asab_sentry.delivery.transport import Serialized
+
+	transport = DeliveryTransport({"dsn": server.dsn}, DeliveryOptions(queue_max_size=20_000))
+	sentry_sdk.init(
+		dsn=server.dsn,
+		transport=transport,
+		default_integrations=False,
+		before_send=limits.FinalPass(keep_encoding=True),
+	)
+	with transport._cond:  # neither the preparing thread nor a sender can take anything meanwhile
+		for i in range(100):
+			sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
+		waiting = list(transport._incoming)
+		assert waiting and all(isinstance(entry, Serialized) for entry in waiting)
+		assert sum(len(entry.data) for entry in waiting) <= 20_000
+		assert transport.Losses.Counters["dropped_queue_full"] == 100 - len(waiting)
+	assert wait_for(lambda: len(server.events()) == len(waiting))
+	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(len(waiting)))

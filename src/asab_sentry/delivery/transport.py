@@ -50,7 +50,7 @@ L = logging.getLogger("asab_sentry.delivery")
 
 MB = 1024 * 1024
 
-#: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
+#: Envelopes handed over but not yet compressed; a safety bound for a storm faster than the senders.
 MAX_INCOMING = 10_000
 
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
@@ -195,6 +195,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._queued_bytes = 0
 		self._preparing = 0
 		self._preparer_idle = False
+		self._incoming_bytes = 0
+		self._bytes_lock = threading.Lock()
 		self._inflight = 0
 		self._stopping = False
 		self._killed = False
@@ -227,7 +229,17 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			categories, quantities = describe(envelope)
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
-		self._incoming.append(intake(envelope))
+		entry = intake(envelope)
+		if isinstance(entry, Serialized):
+			# Uncompressed bytes waiting for the preparing thread: at most queue_max_size of them.
+			with self._bytes_lock:  # never held for more than an addition
+				full = self._incoming_bytes + len(entry.data) > self.Options.queue_max_size
+				if not full:
+					self._incoming_bytes += len(entry.data)
+			if full:
+				self.Losses.dropped("queue_full", 1, entry.quantities)
+				return
+		self._incoming.append(entry)
 		if self._preparer_idle:  # else it is at work and takes this next: waking a thread costs the loop its turn
 			self._wake()
 
@@ -310,6 +322,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			left = list(self._ready)
 			incoming = list(self._incoming)
 			self._incoming.clear()
+			with self._bytes_lock:
+				self._incoming_bytes = 0
 			self._ready.clear()
 			inflight = self._inflight
 			self._cond.notify_all()
@@ -533,17 +547,22 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		try:
 			if isinstance(entry, Serialized):
 				data, categories, quantities = entry
+				with self._bytes_lock:
+					self._incoming_bytes -= len(data)
 			else:
 				data = entry.serialize()
 				categories, quantities = describe(entry)
-			body = gzip_body(data, self.Options.compress_level)
-			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
-			with self._cond:
-				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
-				if not full:
-					self._queued_bytes += parcel.size
-					self._ready.append(parcel)
-					queued = True
+			# A full queue (an endpoint that does not answer): dropped without compressing it first.
+			full = self._queued_bytes >= self.Options.queue_max_size
+			if not full:
+				body = gzip_body(data, self.Options.compress_level)
+				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
+				with self._cond:
+					full = self._queued_bytes + parcel.size > self.Options.queue_max_size
+					if not full:
+						self._queued_bytes += parcel.size
+						self._ready.append(parcel)
+						queued = True
 			if full:
 				self.Losses.dropped("queue_full", 1, quantities)
 			if categories:
