@@ -6,6 +6,7 @@ import enum
 import random
 
 import sentry_sdk.serializer
+import sentry_sdk.utils
 from sentry_sdk.utils import AnnotatedValue
 
 from asab_sentry.serialize import serialize_event
@@ -186,3 +187,22 @@ def test_frame_variables_same_output_as_sentry_sdk_or_none():
 	cyclic.append(cyclic)
 	assert serialize_vars({"c": cyclic}) is None
 	assert serialize_vars({"m": Mapping(a=1)}) is None and serialize_vars({"d": Described("x")}) is None
+
+
+def test_timestamps_formatted_as_sentry_sdk_formats_them():
+	from asab_sentry.serialize import format_timestamp
+
+	r = random.Random(7)
+	zones = [datetime.timezone.utc, datetime.timezone(datetime.timedelta(hours=-5)), None]
+	for _ in range(3000):
+		value = datetime.datetime(
+			r.randint(1, 9999), r.randint(1, 12), r.randint(1, 28), r.randint(0, 23), r.randint(0, 59), r.randint(0, 59)
+		)
+		value = value.replace(microsecond=r.choice((0, 5, r.randint(0, 999_999))), tzinfo=r.choice(zones))
+		try:
+			expected = sentry_sdk.utils.format_timestamp(value)
+		except (OverflowError, ValueError):  # outside the range after the conversion to UTC
+			continue
+		assert format_timestamp(value) == expected
+	now = datetime.datetime.now(datetime.timezone.utc)
+	assert format_timestamp(now) == sentry_sdk.utils.format_timestamp(now)

@@ -585,18 +585,17 @@ class FinalPass:
 		many = type(values) is list and len(values) >= 8
 		scrubber.scrub_event(event, breadcrumbs=not many)
 		# sentry-sdk moves the trace's dynamic sampling context into the envelope header after before_send.
+		# (The size measured is the payload's: the context travels in the envelope's header, not in it.)
 		rest = event
-		extra_size = 0
 		contexts = event.get("contexts")
 		trace = contexts.get("trace") if type(contexts) is dict else None
 		if type(trace) is dict and _DSC in trace:
 			rest = dict(event)
 			rest["contexts"] = dict(contexts)
 			rest["contexts"]["trace"] = {k: v for k, v in trace.items() if k != _DSC}
-			extra_size = len(_encode_exact(trace[_DSC])[0]) + len(_DSC) + (4 if len(trace) > 1 else 3)
 		if not many:
 			raw, exact = _encode_exact(rest)
-			return len(raw) + extra_size, b"\\ud" in raw, raw if exact else None
+			return len(raw), b"\\ud" in raw, raw if exact else None
 		if rest is event:
 			rest = dict(event)
 		rest["breadcrumbs"] = _CRUMBS_TOKEN
@@ -618,7 +617,7 @@ class FinalPass:
 		escapes = escapes or any(map(_FOURTH, knowns))
 		exact = exact and all(map(_FIFTH, knowns))
 		crumbs_json = b'{"values":[' + b",".join(map(_THIRD, knowns)) + b"]}"
-		size = len(raw) - len(_CRUMBS_TOKEN_JSON) + len(crumbs_json) + extra_size
+		size = len(raw) - len(_CRUMBS_TOKEN_JSON) + len(crumbs_json)
 		at = raw.find(_CRUMBS_TOKEN_JSON)
 		if not exact or at < 0 or raw.find(_CRUMBS_TOKEN_JSON, at + 1) >= 0:
 			return size, escapes, None

@@ -22,6 +22,24 @@ import sentry_sdk.utils
 
 _AnnotatedValue = sentry_sdk.utils.AnnotatedValue
 _format_timestamp = sentry_sdk.utils.format_timestamp
+_UTC = datetime.timezone.utc
+
+
+def format_timestamp(value: datetime.datetime) -> str:
+	"""sentry-sdk's ``format_timestamp`` (RFC 3339 in UTC, microseconds), without its ``strftime`` for UTC times."""
+	if value.tzinfo is _UTC and value.year >= 1000:
+		return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+			value.year,
+			value.month,
+			value.day,
+			value.hour,
+			value.minute,
+			value.second,
+			value.microsecond,
+		)
+	return _format_timestamp(value)
+
+
 _MAX_DEPTH = 64  # deeper than any event sentry-sdk builds: treated as a possible cycle
 _DATABAG_ROOTS = frozenset(("extra", "breadcrumbs", "request"))
 
@@ -117,7 +135,7 @@ class _Walk:
 					path.pop()
 			return items
 		if kind is datetime.datetime:
-			return _format_timestamp(value)
+			return format_timestamp(value)
 		# Subclasses (e.g. sentry-sdk's own ``TransactionSource(str, Enum)``): sentry-sdk keeps the object itself.
 		if isinstance(value, (int, float)):
 			if isinstance(value, float) and value - value != 0.0:
