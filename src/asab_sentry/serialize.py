@@ -23,6 +23,7 @@ import sentry_sdk.utils
 _AnnotatedValue = sentry_sdk.utils.AnnotatedValue
 _format_timestamp = sentry_sdk.utils.format_timestamp
 _UTC = datetime.timezone.utc
+_DATETIME = datetime.datetime
 
 
 def format_timestamp(value: datetime.datetime) -> str:
@@ -110,6 +111,8 @@ class _Walk:
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
 				):
 					out[key] = item
+				elif leaf is _DATETIME and (child is None or child > 0):
+					out[key] = format_timestamp(item)
 				else:
 					path.append(key)
 					out[key] = self.node(item, child, level + 1)
