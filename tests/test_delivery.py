@@ -385,11 +385,12 @@ def test_bodies_are_standard_gzip_of_every_size(size):
 
 def test_encoded_events_wait_as_bytes_and_those_bytes_are_bounded_too(server):
 	"""An event the final pass encoded waits for the preparing thread as its bytes (no event dicts for the
-	garbage collector to walk), and at most queue_max_size of them wait uncompressed; the rest is counted."""
+	garbage collector to walk), and at most INCOMING_FACTOR x queue_max_size of them wait uncompressed; the rest
+	is counted."""
 	from asab_sentry import limits
-	from asab_sentry.delivery.transport import Serialized
+	from asab_sentry.delivery.transport import INCOMING_FACTOR, Serialized
 
-	transport = DeliveryTransport({"dsn": server.dsn}, DeliveryOptions(queue_max_size=20_000))
+	transport = DeliveryTransport({"dsn": server.dsn}, DeliveryOptions(queue_max_size=5_000))
 	sentry_sdk.init(
 		dsn=server.dsn,
 		transport=transport,
@@ -401,7 +402,7 @@ def test_encoded_events_wait_as_bytes_and_those_bytes_are_bounded_too(server):
 			sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
 		waiting = list(transport._incoming)
 		assert waiting and all(isinstance(entry, Serialized) for entry in waiting)
-		assert sum(len(entry.data) for entry in waiting) <= 20_000
+		assert sum(len(entry.data) for entry in waiting) <= INCOMING_FACTOR * 5_000
 		assert transport.Losses.Counters["dropped_queue_full"] == 100 - len(waiting)
 	assert wait_for(lambda: len(server.events()) == len(waiting))
 	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(len(waiting)))

@@ -53,6 +53,10 @@ MB = 1024 * 1024
 #: Envelopes handed over but not yet compressed; a safety bound for a storm faster than the senders.
 MAX_INCOMING = 10_000
 
+#: Uncompressed envelopes waiting for the preparing thread, in multiples of ``queue_max_size`` (compressed, they
+#: are 4-6 times smaller): room for the backlog of a preparing thread that gets little CPU in a storm.
+INCOMING_FACTOR = 4
+
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
 
@@ -231,9 +235,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			return
 		entry = intake(envelope)
 		if isinstance(entry, Serialized):
-			# Uncompressed bytes waiting for the preparing thread: at most queue_max_size of them.
+			# Uncompressed bytes waiting for the preparing thread: at most INCOMING_FACTOR x queue_max_size.
 			with self._bytes_lock:  # never held for more than an addition
-				full = self._incoming_bytes + len(entry.data) > self.Options.queue_max_size
+				full = self._incoming_bytes + len(entry.data) > INCOMING_FACTOR * self.Options.queue_max_size
 				if not full:
 					self._incoming_bytes += len(entry.data)
 			if full:
