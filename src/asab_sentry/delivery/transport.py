@@ -57,6 +57,10 @@ MAX_INCOMING = 10_000
 #: are 4-6 times smaller): room for the backlog of a preparing thread that gets little CPU in a storm.
 INCOMING_FACTOR = 4
 
+#: gzip makes an envelope at most this many times smaller (JSON events: 4-8): a queue with less room than the
+#: envelope's size divided by it is full for it.
+MAX_COMPRESSION = 16
+
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
 
@@ -235,6 +239,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			return
 		entry = intake(envelope)
 		if isinstance(entry, Serialized):
+			if self._queued_bytes + len(entry.data) // MAX_COMPRESSION > self.Options.queue_max_size:
+				# The compressed queue is full (an endpoint that does not answer): it would be dropped anyway.
+				self.Losses.dropped("queue_full", 1, entry.quantities)
+				return
 			# Uncompressed bytes waiting for the preparing thread: at most INCOMING_FACTOR x queue_max_size.
 			with self._bytes_lock:  # never held for more than an addition
 				full = self._incoming_bytes + len(entry.data) > INCOMING_FACTOR * self.Options.queue_max_size
@@ -557,7 +565,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				data = entry.serialize()
 				categories, quantities = describe(entry)
 			# A full queue (an endpoint that does not answer): dropped without compressing it first.
-			full = self._queued_bytes >= self.Options.queue_max_size
+			full = self._queued_bytes + len(data) // MAX_COMPRESSION > self.Options.queue_max_size
 			if not full:
 				body = gzip_body(data, self.Options.compress_level)
 				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
