@@ -302,20 +302,28 @@ def parse_spotlight(section: str, option: str, value: str) -> str | None:
 	if _is_http_url(url):
 		return url
 	raise SentryConfigError(
-		section, option, value, "expected true, false or an http(s)://host[:port]/path URL of a Spotlight sidecar"
+		section,
+		option,
+		mask_dsn(value),
+		"expected true, false or an http(s)://host[:port]/path URL of a Spotlight sidecar "
+		"(printable ASCII, no user:password@)",
 	)
 
 
 def _is_http_url(url: str) -> bool:
-	"""Whether ``url`` is an absolute http(s) URL with a host, a valid port (if any) and no spaces."""
-	if not re.match(r"^https?://[^\s/]+", url) or any(c.isspace() or ord(c) < 32 for c in url):
+	"""
+	Whether ``url`` is an absolute http(s) URL (scheme in any case) with a host, a valid port (if any), only
+	printable ASCII (what `urllib.request` can send: a space, DEL or ``ë`` fails every request) and no
+	``user:password@`` (Spotlight takes none; urllib would take it for the host and print it in every failure).
+	"""
+	if not re.match(r"^https?://[^/]+", url, re.IGNORECASE) or re.search(r"[^\x21-\x7e]", url):
 		return False
 	try:
 		parts = urllib.parse.urlsplit(url)
 		port = parts.port  # ValueError for a port that is not a number in 0-65535
 	except ValueError:
 		return False
-	return bool(parts.hostname) and port != 0
+	return bool(parts.hostname) and port != 0 and "@" not in parts.netloc and "\\" not in parts.netloc
 
 
 class _Reader:
