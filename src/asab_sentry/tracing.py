@@ -41,10 +41,11 @@ L = logging.getLogger(__name__)
 
 F = typing.TypeVar("F", bound=typing.Callable[..., typing.Any])
 
-# The open transactions and spans of the running task or thread, innermost last, as (Measure, span) pairs.
-# One variable for the whole module: a ContextVar per Measure would be kept by every context that ever set
-# it, so a long-lived task creating Measures (``svc.transaction(...)`` in a loop) would grow without bound.
-_open: contextvars.ContextVar[tuple[tuple[typing.Any, typing.Any], ...]] = contextvars.ContextVar(
+# The open transactions and spans of the running task or thread, innermost last, as (Measure, span, state)
+# triples (state: see `Measure._enter_span`). One variable for the whole module: a ContextVar per Measure would
+# be kept by every context that ever set it, so a long-lived task creating Measures (``svc.transaction(...)``
+# in a loop) would grow without bound.
+_open: contextvars.ContextVar[tuple[tuple[typing.Any, typing.Any, typing.Any], ...]] = contextvars.ContextVar(
 	"asab_sentry_measures", default=()
 )
 
@@ -63,9 +64,9 @@ class Measure:
 		self.Kind = kind
 		self.Op = text(op, "{}() op".format(kind))
 		self.Name = text(name, "{}() name".format(kind))
-		# Every span entered and not exited yet, whatever the task or thread: one entered in one thread and
-		# exited in another is still finished.
-		self._entered: list[sentry_sdk.tracing.Span | None] = []
+		# Every span entered and not exited yet (with its state), whatever the task or thread: one entered in
+		# one thread and exited in another is still finished.
+		self._entered: list[tuple[sentry_sdk.tracing.Span | None, typing.Any]] = []
 		self._lock = threading.Lock()
 
 	def _start(self) -> sentry_sdk.tracing.Span | None:
@@ -76,10 +77,12 @@ class Measure:
 		return sentry_sdk.start_span(op=self.Op, name=self.Name)
 
 	def __enter__(self) -> sentry_sdk.tracing.Span | None:
+		stack = _open.get()
+		state = None
 		try:
 			span = self._start()
 			if span is not None:
-				span.__enter__()
+				state = self._enter_span(span, stack)
 		except Exception as e:
 			notices.say(
 				"{} start".format(self.Kind),
@@ -88,10 +91,33 @@ class Measure:
 				L,
 			)
 			span = None
-		_open.set(_open.get() + ((self, span),))
+		# Blocks finished elsewhere (a decorated async generator left by ``break`` is closed later by the event
+		# loop in another task) would stay in this task's stack for ever: dropped here.
+		stack = tuple(entry for entry in stack if not _finished(entry))
+		_open.set(stack + ((self, span, state),))
 		with self._lock:
-			self._entered.append(span)
+			self._entered.append((span, state))
 		return span
+
+	@staticmethod
+	def _enter_span(span: sentry_sdk.tracing.Span, stack: tuple) -> typing.Any:
+		"""
+		Enter ``span`` (it becomes the scope's current span) and return what its exit needs to restore:
+		(scope, the spans current before it, nearest first). sentry-sdk's exit restores only the one before,
+		even when that one has finished in the meantime: a generator closed after its transaction ended
+		made the finished transaction current again, and every later span went into it, lost.
+		"""
+		scope = span.scope or sentry_sdk.get_current_scope()
+		before = scope.span
+		span.__enter__()
+		if scope.span is not span:
+			return None
+		outer: tuple = ()
+		for entry in reversed(stack):
+			if entry[1] is before and entry[2] is not None:
+				outer = entry[2][1]
+				break
+		return scope, (before, *outer)
 
 	def __exit__(self, exc_type, exc_value, traceback) -> None:
 		try:
@@ -114,15 +140,15 @@ class Measure:
 			index = -1
 		with self._lock:
 			if index >= 0:
-				span = stack[index][1]
+				span, state = stack[index][1], stack[index][2]
 				_open.set(stack[:index] + stack[index + 1 :])
 				for i in range(len(self._entered) - 1, -1, -1):
-					if self._entered[i] is span:
+					if self._entered[i][0] is span:
 						del self._entered[i]
 						break
 			elif self._entered:
 				# Entered in another task or thread (e.g. handed over to a worker thread): finish the latest.
-				span = self._entered.pop()
+				span, state = self._entered.pop()
 			else:
 				notices.say(
 					"{} exit".format(self.Kind),
@@ -143,7 +169,10 @@ class Measure:
 				elif isinstance(exc_value, Exception):
 					# Older sentry-sdk 2.x marks only spans, not transactions; this package guarantees both.
 					span.set_status("internal_error")
+			current = state[0].span if state is not None else None
 			span.__exit__(exc_type, exc_value, traceback)
+			if state is not None:
+				state[0].span = _current_after(span, current, state[1])
 
 	async def __aenter__(self) -> sentry_sdk.tracing.Span | None:
 		return self.__enter__()
@@ -217,6 +246,32 @@ class Measure:
 
 	def __repr__(self) -> str:
 		return "<{} {} op={!r} name={!r}>".format(type(self).__name__, self.Kind, self.Op, self.Name)
+
+
+def _finished(entry: tuple) -> bool:
+	"""Whether an entry of `_open` was exited elsewhere (its span finished, or its Measure holds no block)."""
+	measure, span = entry[0], entry[1]
+	return (span is not None and span.timestamp is not None) or not measure._entered
+
+
+def _current_after(span: typing.Any, current: typing.Any, before: tuple) -> typing.Any:
+	"""
+	The scope's current span once ``span`` has finished: ``current`` (what was current just before) when it is
+	another, unrelated span still open (a transaction started after ``span``'s own ended); otherwise the
+	nearest of ``before`` (the spans current when ``span`` started, nearest first) that is still open, or
+	none: a finished transaction never becomes current again.
+	"""
+	if (
+		current is not None
+		and current is not span
+		and current.timestamp is None
+		and current.containing_transaction is not span.containing_transaction
+	):
+		return current
+	for candidate in before:
+		if candidate is None or candidate.timestamp is None:
+			return candidate
+	return None
 
 
 def text(value: object, what: str) -> str:
