@@ -372,3 +372,45 @@ def _open_stack():
 	from asab_sentry import tracing
 
 	return tracing._open.get()
+
+
+def test_consumer_of_a_decorated_generator_keeps_its_own_current_span(svc, sentry_capture):
+	"""
+	Between its items, the generator's span (or transaction) is not the consumer's: the consumer's spans go
+	where they are written, the generator's own spans (also inside a ``with`` block across a yield) under it.
+	"""
+
+	@svc.span("db", "rows")
+	def rows():
+		with svc.span("db", "cursor"):
+			yield 1
+			with svc.span("db", "fetch"):
+				pass
+			yield 2
+
+	@svc.transaction("task", "producer")
+	async def produce():
+		for i in range(2):
+			async with svc.span("io", "produce {}".format(i)):
+				await asyncio.sleep(0)
+			yield i
+
+	async def consume():
+		async with svc.transaction("task", "consumer"):
+			async for i in produce():
+				async with svc.span("io", "consume {}".format(i)):
+					await asyncio.sleep(0)
+			for i in rows():
+				with svc.span("cpu", "use {}".format(i)):
+					pass
+
+	asyncio.run(consume())
+	consumer = named(sentry_capture, "consumer")
+	producer = named(sentry_capture, "producer")
+	assert sorted(spans(producer)) == [("io", "produce 0"), ("io", "produce 1")]
+	parents = {s["description"]: s["parent_span_id"] for s in consumer["spans"]}
+	ids = {s["description"]: s["span_id"] for s in consumer["spans"]}
+	root = consumer["contexts"]["trace"]["span_id"]
+	assert parents["consume 0"] == parents["consume 1"] == root
+	assert parents["use 1"] == parents["use 2"] == parents["rows"] == root
+	assert parents["cursor"] == ids["rows"] and parents["fetch"] == ids["cursor"]

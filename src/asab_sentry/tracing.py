@@ -13,7 +13,8 @@ One object works four ways::
 	async def load(): ...
 
 A decorated generator or async generator is measured from its first item to its end (exhaustion, ``close()``
-or ``aclose()``), not only while it is created; ``send()``/``asend()`` and ``throw()``/``athrow()`` reach it.
+or ``aclose()``), not only while it is created; ``send()``/``asend()`` and ``throw()``/``athrow()`` reach it. Its
+span is the current span only while the generator runs: between the items the consumer keeps its own.
 
 An exception inside marks the transaction or span ``internal_error`` (``cancelled`` for
 `asyncio.CancelledError`) and propagates unchanged. A span started outside any transaction does nothing.
@@ -194,14 +195,7 @@ class Measure:
 		if inspect.isasyncgenfunction(function):
 			return typing.cast(F, self._wrap_async_generator(function))
 		if inspect.isgeneratorfunction(function):
-
-			@functools.wraps(function)
-			def measured_generator(*args, **kwargs):
-				# From the first next() to exhaustion or close(): the work, not the creation of the generator.
-				with Measure(self.Kind, self.Op, self.Name):
-					return (yield from function(*args, **kwargs))
-
-			return typing.cast(F, measured_generator)
+			return typing.cast(F, self._wrap_generator(function))
 		if inspect.iscoroutinefunction(function):
 
 			@functools.wraps(function)
@@ -218,6 +212,32 @@ class Measure:
 
 		return typing.cast(F, measured)
 
+	def _wrap_generator(self, function: typing.Callable[..., typing.Any]) -> typing.Callable[..., typing.Any]:
+		kind, op, name = self.Kind, self.Op, self.Name
+
+		@functools.wraps(function)
+		def measured_generator(*args, **kwargs):
+			# From the first next() to exhaustion or close(): the work, not the creation of the generator. Each
+			# step runs with the span current; the consumer, between the steps, has its own (see _Steps).
+			inner = function(*args, **kwargs)
+			steps = _Steps(Measure(kind, op, name))
+			try:
+				value = steps.run(inner.send, None)
+				while True:
+					try:
+						received = yield value
+					except GeneratorExit:
+						steps.run(inner.close)
+						raise
+					except BaseException as e:
+						value = steps.run(inner.throw, e)
+					else:
+						value = steps.run(inner.send, received)
+			except StopIteration as stop:
+				return stop.value
+
+		return measured_generator
+
 	def _wrap_async_generator(self, function: typing.Callable[..., typing.Any]) -> typing.Callable[..., typing.Any]:
 		kind, op, name = self.Kind, self.Op, self.Name
 
@@ -226,26 +246,104 @@ class Measure:
 			# From the first __anext__() to exhaustion or aclose(), forwarding asend() and athrow() as
 			# ``yield from`` does for a generator (there is no ``yield from`` for async generators).
 			inner = function(*args, **kwargs)
-			with Measure(kind, op, name):
-				try:
-					value = await inner.__anext__()
-					while True:
-						try:
-							received = yield value
-						except GeneratorExit:
-							await inner.aclose()
-							raise
-						except BaseException as e:
-							value = await inner.athrow(e)
+			steps = _Steps(Measure(kind, op, name))
+			try:
+				value = await steps.arun(inner.__anext__)
+				while True:
+					try:
+						received = yield value
+					except GeneratorExit:
+						await steps.arun(inner.aclose)
+						raise
+					except BaseException as e:
+						value = await steps.arun(inner.athrow, e)
+					else:
+						if received is None:
+							value = await steps.arun(inner.__anext__)
 						else:
-							value = await (inner.__anext__() if received is None else inner.asend(received))
-				except StopAsyncIteration:
-					return
+							value = await steps.arun(inner.asend, received)
+			except StopAsyncIteration:
+				return
 
 		return measured_async_generator
 
 	def __repr__(self) -> str:
 		return "<{} {} op={!r} name={!r}>".format(type(self).__name__, self.Kind, self.Op, self.Name)
+
+
+class _Steps:
+	"""
+	The steps of a decorated generator: its span is entered at the first step and finished at the last (its
+	end, an exception out of it, or its close()), and is the current span only while a step runs. Between
+	the steps the consumer runs with its own current span: its spans, and a transaction it started, do not
+	go into the generator's span or transaction. (With ``with`` around ``yield from``, the suspended
+	generator's span stayed current in the consumer.) A step may run in another task or thread than the first.
+	"""
+
+	__slots__ = ("Measure", "Inside", "Scope", "Started")
+
+	def __init__(self, measure: Measure):
+		self.Measure = measure
+		self.Inside: typing.Any = None  # the current span the generator left at its last yield
+		self.Scope: typing.Any = None
+		self.Started = False
+
+	def _begin(self) -> tuple[typing.Any, typing.Any]:
+		scope = sentry_sdk.get_current_scope()
+		saved = scope.span
+		if not self.Started:
+			self.Started = True
+			self.Scope = scope
+			self.Measure.__enter__()
+		else:
+			scope.span = self.Inside
+		return scope, saved
+
+	def _end(self, scope: typing.Any, error: BaseException | None) -> None:
+		first = self.Scope if self.Scope is not scope else None
+		kept = first.span if first is not None else None
+		if error is None:
+			self.Measure.__exit__(None, None, None)
+		else:
+			self.Measure.__exit__(type(error), error, error.__traceback__)
+		if first is not None:
+			first.span = kept  # the scope of the first step belongs to another task or thread by now
+
+	def run(self, step: typing.Callable[..., typing.Any], *args: typing.Any) -> typing.Any:
+		scope, saved = self._begin()
+		try:
+			result = step(*args)
+		except StopIteration:
+			self._end(scope, None)
+			raise
+		except BaseException as e:
+			self._end(scope, e)
+			raise
+		else:
+			if not args and getattr(step, "__name__", "") == "close":
+				self._end(scope, None)
+			return result
+		finally:
+			self.Inside = scope.span
+			scope.span = saved
+
+	async def arun(self, step: typing.Callable[..., typing.Any], *args: typing.Any) -> typing.Any:
+		scope, saved = self._begin()
+		try:
+			result = await step(*args)
+		except StopAsyncIteration:
+			self._end(scope, None)
+			raise
+		except BaseException as e:
+			self._end(scope, e)
+			raise
+		else:
+			if getattr(step, "__name__", "") == "aclose":
+				self._end(scope, None)
+			return result
+		finally:
+			self.Inside = scope.span
+			scope.span = saved
 
 
 def _finished(entry: tuple) -> bool:
