@@ -246,9 +246,18 @@ class SentryService(asab.Service):
 			return
 		timeout = self.Settings.shutdown_timeout
 		delivery = delivery_transport(client.transport)
-		if delivery is not None:
+		spotlight = client.transport if isinstance(client.transport, SpotlightTransport) else None
+		if delivery is not None or spotlight is not None:
 			# Starts the one exit deadline that sentry-sdk's atexit flush shares; warns once about what is left.
-			await asyncio.get_running_loop().run_in_executor(None, delivery.shutdown, timeout)
+			# The delivery and Spotlight wait side by side: together at most shutdown_timeout.
+			loop = asyncio.get_running_loop()
+			await asyncio.gather(
+				*(
+					loop.run_in_executor(None, transport.shutdown, timeout)
+					for transport in (delivery, spotlight)
+					if transport is not None
+				)
+			)
 			return
 		flushing = asyncio.get_running_loop().run_in_executor(None, client.flush, timeout)
 		try:
