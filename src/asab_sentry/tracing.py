@@ -93,8 +93,9 @@ class Measure:
 			)
 			span = None
 		# Blocks finished elsewhere (a decorated async generator left by ``break`` is closed later by the event
-		# loop in another task) would stay in this task's stack for ever: dropped here.
-		stack = tuple(entry for entry in stack if not _finished(entry))
+		# loop in another task) would stay in this task's stack for ever: dropped once a few have gathered.
+		if len(stack) >= _PRUNE_AT:
+			stack = tuple(entry for entry in stack if not _finished(entry))
 		_open.set(stack + ((self, span, state),))
 		with self._lock:
 			self._entered.append((span, state))
@@ -113,12 +114,12 @@ class Measure:
 		span.__enter__()
 		if scope.span is not span:
 			return None
-		outer: tuple = ()
+		if before is None:
+			return scope, (None,)
 		for entry in reversed(stack):
-			if entry[1] is before and entry[2] is not None:
-				outer = entry[2][1]
-				break
-		return scope, (before, *outer)
+			if entry[1] is before:
+				return scope, (before, *entry[2][1]) if entry[2] is not None else (before,)
+		return scope, (before,)
 
 	def __exit__(self, exc_type, exc_value, traceback) -> None:
 		try:
@@ -170,10 +171,15 @@ class Measure:
 				elif isinstance(exc_value, Exception):
 					# Older sentry-sdk 2.x marks only spans, not transactions; this package guarantees both.
 					span.set_status("internal_error")
-			current = state[0].span if state is not None else None
-			span.__exit__(exc_type, exc_value, traceback)
-			if state is not None:
-				state[0].span = _current_after(span, current, state[1])
+			if state is None:
+				span.__exit__(exc_type, exc_value, traceback)
+			else:
+				scope, before = state
+				current = scope.span
+				span.__exit__(exc_type, exc_value, traceback)
+				previous = before[0]
+				if current is not span or (previous is not None and previous.timestamp is not None):
+					scope.span = _current_after(span, current, before)
 
 	async def __aenter__(self) -> sentry_sdk.tracing.Span | None:
 		return self.__enter__()
@@ -344,6 +350,10 @@ class _Steps:
 		finally:
 			self.Inside = scope.span
 			scope.span = saved
+
+
+# Entries of `_open` are checked for blocks finished elsewhere once the stack is this deep.
+_PRUNE_AT = 8
 
 
 def _finished(entry: tuple) -> bool:
