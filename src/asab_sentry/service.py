@@ -319,14 +319,15 @@ class SentryService(asab.Service):
 			_failed("capture_exception", e)
 			return None
 
-	def capture_message(self, message: str, level: str | None = None, **scope_kwargs: typing.Any) -> str | None:
+	def capture_message(self, message: str, level: str | int | None = None, **scope_kwargs: typing.Any) -> str | None:
 		"""
 		Send a text message to Sentry as an event.
 
 		Args:
 			message: the text; messages with the same text are grouped into one issue. Not a string: its ``str()``.
 			level: ``fatal``, ``error``, ``warning``, ``info`` (default) or ``debug``
-				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``).
+				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``; a logging level number such
+				as ``logging.WARNING`` or ``asab.LOG_NOTICE`` as a log record of that level).
 			scope_kwargs: data for this event only, as in `capture_exception`.
 
 		Returns:
@@ -548,6 +549,8 @@ SCOPE_KWARGS = ("tags", "extras", "contexts", "fingerprint", "level", "user", "s
 
 
 def _level(level: object) -> str | None:
+	if isinstance(level, int) and not isinstance(level, bool) and level >= 0:
+		return sentry_logging.sentry_level(level)  # logging.WARNING: sent as 'info' (with a line) before
 	try:
 		return MESSAGE_LEVELS.get(notices.safe_str(level).lower())
 	except Exception:
