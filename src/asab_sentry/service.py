@@ -400,8 +400,9 @@ class SentryService(asab.Service):
 		- anywhere else (the application's ``__init__``, module level): the whole process, i.e. every later
 		event of every task and thread.
 
-		A key has 1–32 characters of ``a-zA-Z0-9_.:-``; a value 1–200 characters, not only whitespace, and no
-		newline; int, float and bool values are converted to str. An invalid tag is not set and one error is
+		A key has 1–32 characters of ``a-zA-Z0-9_.:-`` and is none of those Sentry removes from every event
+		(``release``, ``dist``, ``environment``, ``user``, ``filename``, ``function``); a value 1–200 characters,
+		not only whitespace, and no newline; int, float and bool values are converted to str. An invalid tag is not set and one error is
 		logged that names the key and the reason; it never raises.
 
 		Example:
