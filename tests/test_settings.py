@@ -424,3 +424,10 @@ def test_spotlight_url_with_credentials_is_refused_masked():
 
 def test_spotlight_scheme_in_any_case():
 	assert settings("[sentry]\nspotlight=HTTP://127.0.0.1:9000/stream\n").spotlight == "HTTP://127.0.0.1:9000/stream"
+
+
+@pytest.mark.parametrize("keys", ["ssn, a-", "ssn, __", "ssn, .:"])
+def test_scrub_keys_with_fewer_than_two_letters_or_digits(keys):
+	"""Terms are matched without separators: 'a-' filtered every key with an 'a' in it, '__' nothing."""
+	message = error("[sentry]\nscrub_keys={}\n".format(keys), {"SENTRY_DSN": DSN})
+	assert "[sentry] scrub_keys" in message and "at least two letters or digits" in message

@@ -237,15 +237,20 @@ def parse_positive_int(section: str, option: str, value: str, minimum: int = 1) 
 
 
 def parse_scrub_keys(section: str, option: str, value: str) -> tuple[str, ...]:
-	"""Key terms separated by commas or spaces, each 2–64 characters of letters, digits, ``_.:-``."""
+	"""
+	Key terms separated by commas or spaces, each 2–64 characters of letters, digits, ``_.:-`` with at least two
+	letters or digits: terms are matched without separators, so ``a-`` would filter every key with an ``a`` in it
+	and ``__`` nothing at all.
+	"""
 	keys = tuple(k for k in re.split(r"[\s,]+", value.strip()) if k)
 	for key in keys:
-		if _SCRUB_KEY.match(key) is None:
+		if _SCRUB_KEY.match(key) is None or len(re.sub(r"[^a-zA-Z0-9]", "", key)) < 2:
 			raise SentryConfigError(
 				section,
 				option,
 				value,
-				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-'",
+				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-' "
+				"with at least two letters or digits",
 			)
 	return keys
 
