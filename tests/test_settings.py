@@ -431,3 +431,15 @@ def test_scrub_keys_with_fewer_than_two_letters_or_digits(keys):
 	"""Terms are matched without separators: 'a-' filtered every key with an 'a' in it, '__' nothing."""
 	message = error("[sentry]\nscrub_keys={}\n".format(keys), {"SENTRY_DSN": DSN})
 	assert "[sentry] scrub_keys" in message and "at least two letters or digits" in message
+
+
+def test_propagation_none_beside_other_targets_is_refused():
+	"""'none, loopback' was taken as a glob for a host named "none" plus loopback: propagation was on."""
+	message = error("[sentry]\n[sentry:web]\ntrace_propagation_targets=none, loopback\n", {"SENTRY_DSN": DSN})
+	assert "[sentry:web] trace_propagation_targets" in message and "stands alone" in message
+	assert (
+		settings(
+			"[sentry]\n[sentry:web]\ntrace_propagation_targets=none\n", {"SENTRY_DSN": DSN}
+		).web.trace_propagation_targets
+		== ()
+	)

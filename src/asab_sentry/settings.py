@@ -634,6 +634,14 @@ def parse_propagation_targets(section: str, option: str, value: str) -> tuple[st
 	if targets in (("none",), ("off",), ("false",)):
 		return ()
 	for target in targets:
+		if target in ("none", "off", "false"):
+			# Beside other entries it would be a host glob matching a host named "none": say what was meant.
+			raise SentryConfigError(
+				section,
+				option,
+				value,
+				"'{}' (propagation off) stands alone; list only the hosts to reach".format(target),
+			)
 		if target in HOST_CLASSES or target == "*":
 			continue
 		if "/" in target:
