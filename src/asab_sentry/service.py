@@ -171,7 +171,9 @@ class SentryService(asab.Service):
 		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
 		# (Log breadcrumbs serialized once are put back into the event first, see breadcrumbs.py.)
 		final_pass = limits.FinalPass(
-			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if speed.ENABLED else None
+			scrub.configure(s.scrub_keys),
+			before=breadcrumbs.restore if speed.ENABLED else None,
+			keep_encoding=speed.ENABLED,
 		)
 		limits.install(final_pass)
 		capture_module.install()
@@ -212,6 +214,7 @@ class SentryService(asab.Service):
 			breadcrumbs.install()
 		_sdk.use_fast_serializer(speed.ENABLED)
 		_sdk.use_source_cache(speed.ENABLED)
+		_sdk.use_breadcrumb_order(breadcrumbs.LogBreadcrumb if speed.ENABLED else None)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()

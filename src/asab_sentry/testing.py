@@ -80,7 +80,10 @@ def on_envelope(listener: typing.Callable[[Envelope], None]) -> typing.Callable[
 
 
 class CaptureTransport(sentry_sdk.transport.Transport):
-	"""A sentry-sdk transport that serializes each envelope as it would be sent, and keeps it."""
+	"""
+	A sentry-sdk transport that serializes each envelope as it would be sent, and keeps it. Payloads the final
+	pass encoded already are sent as those bytes, as `asab_sentry.delivery.DeliveryTransport` sends them.
+	"""
 
 	def __init__(self, capture: SentryCapture, options: dict | None = None):
 		super().__init__(options)
@@ -88,6 +91,7 @@ class CaptureTransport(sentry_sdk.transport.Transport):
 
 	def capture_envelope(self, envelope: Envelope) -> None:
 		buffer = io.BytesIO()
+		limits.fill_encoded(envelope)
 		envelope.serialize_into(buffer)
 		self.Capture._receive(Envelope.deserialize(buffer.getvalue()))
 

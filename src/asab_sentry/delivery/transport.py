@@ -3,9 +3,12 @@
 
 How an envelope travels:
 
-1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
-   O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
-   that what capture accepted survives the process.
+1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque,
+   no I/O. An event or transaction that the final pass already encoded (`asab_sentry.limits.take_encoded`) is
+   appended as those bytes: serializing it costs only its headers, and what waits holds no dicts for the
+   cyclic garbage collector to walk (thousands of waiting events made its full collections stall the loop for
+   100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
+   first, so that what capture accepted survives the process.
 2. A preparing thread (or a sender with nothing to send) serializes and gzips it into a `Parcel` and puts it
    on the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped:
    ``queue_full``). It keeps doing so while every sender waits on the network, so the bound holds in an outage.
@@ -36,6 +39,7 @@ from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope, Item
 
+from .. import limits
 from ..logging import NO_EVENT
 from . import outbox as outbox_module
 from .http import Connection, ProxyConnection, connection_factory
@@ -46,8 +50,12 @@ L = logging.getLogger("asab_sentry.delivery")
 
 MB = 1024 * 1024
 
-#: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
+#: Envelopes handed over but not yet compressed; a safety bound for a storm faster than the senders.
 MAX_INCOMING = 10_000
+
+#: Uncompressed envelopes waiting for the preparing thread, in multiples of ``queue_max_size`` (compressed, they
+#: are 4-6 times smaller): room for the backlog of a preparing thread that gets little CPU in a storm.
+INCOMING_FACTOR = 4
 
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
@@ -116,6 +124,26 @@ class Parcel:
 		self.settled: bool = True  # False while a sender holds it
 
 
+class Serialized(typing.NamedTuple):
+	"""An envelope serialized when it was handed over, waiting to be compressed."""
+
+	data: bytes
+	categories: frozenset[str]
+	quantities: list[tuple[str, int]]
+
+
+def intake(envelope: Envelope) -> Envelope | Serialized:
+	"""The envelope as `Serialized` when the final pass encoded its payloads already, else as it is."""
+	if not limits.fill_encoded(envelope):
+		return envelope
+	categories, quantities = describe(envelope)
+	return Serialized(envelope.serialize(), categories, quantities)
+
+
+def _categories(entry: Envelope | Serialized) -> frozenset[str]:
+	return entry.categories if isinstance(entry, Serialized) else describe(entry)[0]
+
+
 def describe(envelope: Envelope) -> tuple[frozenset[str], list[tuple[str, int]]]:
 	"""Rate-limit categories (client reports are never limited) and client-report quantities of an envelope."""
 	categories = frozenset(item.data_category for item in envelope.items if item.data_category != "internal")
@@ -165,11 +193,14 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		)
 
 		self._cond = threading.Condition()
-		self._incoming: collections.deque[Envelope] = collections.deque()
+		self._incoming: collections.deque[Envelope | Serialized] = collections.deque()
 		self._ready: collections.deque[Parcel] = collections.deque()
 		self._by_path: dict[str, Parcel] = {}
 		self._queued_bytes = 0
 		self._preparing = 0
+		self._preparer_idle = False
+		self._incoming_bytes = 0
+		self._bytes_lock = threading.Lock()
 		self._inflight = 0
 		self._stopping = False
 		self._killed = False
@@ -202,8 +233,19 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			categories, quantities = describe(envelope)
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
-		self._incoming.append(envelope)
-		self._wake()
+		entry = intake(envelope)
+		if isinstance(entry, Serialized):
+			# Uncompressed bytes waiting for the preparing thread: at most INCOMING_FACTOR x queue_max_size.
+			with self._bytes_lock:  # never held for more than an addition
+				full = self._incoming_bytes + len(entry.data) > INCOMING_FACTOR * self.Options.queue_max_size
+				if not full:
+					self._incoming_bytes += len(entry.data)
+			if full:
+				self.Losses.dropped("queue_full", 1, entry.quantities)
+				return
+		self._incoming.append(entry)
+		if self._preparer_idle:  # else it is at work and takes this next: waking a thread costs the loop its turn
+			self._wake()
 
 	def _wake(self) -> None:
 		"""Wake a sender without ever waiting on the lock (a sender may hold it while it scans the queue)."""
@@ -244,15 +286,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		return pending
 
 	@staticmethod
-	def _undelivered(incoming: list[Envelope], ready: list[Parcel], inflight: int) -> int:
+	def _undelivered(incoming: list[Envelope | Serialized], ready: list[Parcel], inflight: int) -> int:
 		"""Envelopes not delivered yet, our own client reports not counted."""
-		n = inflight + sum(1 for e in incoming if describe(e)[0])
+		n = inflight + sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
 
 	@staticmethod
-	def _memory_only(incoming: list[Envelope], ready: list[Parcel]) -> int:
+	def _memory_only(incoming: list[Envelope | Serialized], ready: list[Parcel]) -> int:
 		"""Of `_undelivered`, those with no outbox file (its write failed): lost at exit even with an outbox."""
-		n = sum(1 for e in incoming if describe(e)[0])
+		n = sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if p.path is None and not p.evicted and p.quantities != [])
 
 	def _say_undelivered(self, n: int, memory_only: int = 0) -> None:
@@ -284,6 +326,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			left = list(self._ready)
 			incoming = list(self._incoming)
 			self._incoming.clear()
+			with self._bytes_lock:
+				self._incoming_bytes = 0
 			self._ready.clear()
 			inflight = self._inflight
 			self._cond.notify_all()
@@ -340,6 +384,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	def _capture_to_outbox(self, envelope: Envelope) -> None:
 		assert self.Outbox is not None
 		try:
+			limits.fill_encoded(envelope)
 			body = gzip_body(envelope.serialize(), self.Options.compress_level)
 			categories, quantities = describe(envelope)
 			entry, evicted = self.Outbox.write(body)
@@ -487,8 +532,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		# unserialized (several times their compressed size) up to MAX_INCOMING.
 		while True:
 			with self._cond:
+				self._preparer_idle = True
 				while not self._incoming and not self._stopping:
 					self._cond.wait(IDLE_POLL)
+				self._preparer_idle = False
 				if self._stopping:
 					return
 				envelope = self._incoming.popleft()
@@ -498,17 +545,28 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			except Exception:  # never let this thread die: the hand-over deque would only grow
 				L.exception("Preparing an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
 
-	def _prepare(self, envelope: Envelope) -> None:
+	def _prepare(self, entry: Envelope | Serialized) -> None:
 		full = False
+		queued = False
 		try:
-			body = gzip_body(envelope.serialize(), self.Options.compress_level)
-			categories, quantities = describe(envelope)
-			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
-			with self._cond:
-				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
-				if not full:
-					self._queued_bytes += parcel.size
-					self._ready.append(parcel)
+			if isinstance(entry, Serialized):
+				data, categories, quantities = entry
+				with self._bytes_lock:
+					self._incoming_bytes -= len(data)
+			else:
+				data = entry.serialize()
+				categories, quantities = describe(entry)
+			# A full queue (an endpoint that does not answer): dropped without compressing it first.
+			full = self._queued_bytes >= self.Options.queue_max_size
+			if not full:
+				body = gzip_body(data, self.Options.compress_level)
+				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
+				with self._cond:
+					full = self._queued_bytes + parcel.size > self.Options.queue_max_size
+					if not full:
+						self._queued_bytes += parcel.size
+						self._ready.append(parcel)
+						queued = True
 			if full:
 				self.Losses.dropped("queue_full", 1, quantities)
 			if categories:
@@ -517,7 +575,12 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
 			with self._cond:
 				self._preparing -= 1
-				self._cond.notify_all()
+				if queued:
+					# One parcel: one sender (two waiters, as a flush may be the first). Waking every sender for
+					# each envelope made them all compete with the event loop for the interpreter lock.
+					self._cond.notify(2)
+				else:  # dropped or failed: what a flush waits for changed
+					self._cond.notify_all()
 
 	def _deliver(self, parcel: Parcel, connection: Connection | ProxyConnection) -> None:
 		body = parcel.body
