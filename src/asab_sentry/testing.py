@@ -44,7 +44,7 @@ import warnings
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from . import _sdk, limits, notices, payload, scrub, service, tasks, web
+from . import _sdk, levels, limits, notices, payload, scrub, service, tasks, web
 from . import logging as sentry_logging
 
 __all__ = ["CaptureTransport", "SentryCapture", "capture_sentry", "on_envelope", "sentry_capture"]
@@ -383,6 +383,7 @@ class _GlobalState:
 			del instances[cls_]
 		_sdk.reset()
 		sentry_logging.uninstall_handlers()
+		levels.restore()
 		notices.reset()
 		scrub.configure()
 		limits.uninstall()

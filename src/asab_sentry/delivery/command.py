@@ -144,7 +144,7 @@ def _flush(args: argparse.Namespace) -> int:
 		drain_start_jitter=0.0,
 		max_concurrent_requests=1,
 	)
-	# Counted before the sender starts: it may deliver the first envelope before pending() could be read.
+	# Counted before the transport starts: its senders may have sent some by the time it is asked.
 	total = outbox_module.status(args.directory)["envelopes"]
 	try:
 		transport = DeliveryTransport({"dsn": dsn, "send_client_reports": False}, options)
