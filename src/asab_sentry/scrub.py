@@ -130,6 +130,7 @@ class Scrubber:
 		self.Words = frozenset(DENYLIST_WORDS)
 		self._terms = re.compile("|".join(re.escape(t) for t in sorted(self.Terms, key=len, reverse=True)))
 		self._cache: dict[str, bool] = {}
+		self._argv: tuple[list, list] | None = None  # sys.argv as it came and scrubbed: the same in every event
 
 	def is_secret(self, key: object) -> bool:
 		"""
@@ -355,7 +356,13 @@ class Scrubber:
 			argv = extra.get("sys.argv")
 			if isinstance(argv, list):
 				extra = dict(extra)
-				extra["sys.argv"] = self.scrub_argv(argv)
+				plain = all(type(arg) is str for arg in argv)
+				known = self._argv
+				if not plain or known is None or known[0] != argv:
+					known = (list(argv), self.scrub_argv(argv))
+					if plain:
+						self._argv = known
+				extra["sys.argv"] = list(known[1])
 			event["extra"] = extra
 		contexts = event.get("contexts")
 		if isinstance(contexts, dict):
