@@ -9,9 +9,10 @@ How an envelope travels:
    cyclic garbage collector to walk (thousands of waiting events made its full collections stall the loop for
    100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
    first, so that what capture accepted survives the process.
-2. A preparing thread (or a sender with nothing to send) serializes and gzips it into a `Parcel` and puts it
-   on the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped:
-   ``queue_full``). It keeps doing so while every sender waits on the network, so the bound holds in an outage.
+2. A preparing thread (or a sender with nothing to send) serializes it (unless it is bytes already) and gzips
+   it into a `Parcel` and puts it on the ready queue, bounded in bytes (``queue_max_size``; over it the new
+   envelope is dropped: ``queue_full``, at the hand-over already when the queue has no room left). It keeps
+   doing so while every sender waits on the network, so the bound holds in an outage.
 3. A sender takes the oldest parcel that may go (no rate limit on its categories, no back-off running) and
    POSTs it over a kept-alive connection.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
