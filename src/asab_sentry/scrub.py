@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+import operator
 import re
 import typing
 import urllib.parse
@@ -182,8 +183,9 @@ class Scrubber:
 				result[key] = new_value
 			return result if changed else data
 		if isinstance(data, list):
-			items = [self.scrub(value, depth + 1) for value in data]
-			return items if any(a is not b for a, b in zip(items, data, strict=True)) else data
+			# Only containers can change (a method call each); other items are kept as they are.
+			items = [self.scrub(value, depth + 1) if isinstance(value, (dict, list)) else value for value in data]
+			return items if any(map(operator.is_not, items, data)) else data
 		return data
 
 	def _scrub_string(self, key: object, value: str) -> str:
