@@ -311,6 +311,33 @@ def test_spotlight_wraps_our_transport_and_the_exit_reaches_it(server, collector
 	assert wait_for(lambda: collector.Collector.Store.count(type="event") == 1)
 
 
+def test_spotlight_that_does_not_keep_up_is_counted_and_said_once(caplog):
+	"""Spotlight's queue is bounded; what it cannot take is counted and said in one line (Sentry unaffected)."""
+	import socket
+
+	from sentry_sdk.envelope import Envelope
+
+	from asab_sentry.delivery.spotlight import SpotlightTransport
+
+	silent = socket.socket()  # accepts connections (backlog) and never answers
+	silent.bind(("127.0.0.1", 0))
+	silent.listen(16)
+	try:
+		url = "http://127.0.0.1:{}/stream".format(silent.getsockname()[1])
+		transport = SpotlightTransport({"dsn": None}, url, None, queue_size=2, timeout=30)
+		caplog.set_level(logging.WARNING, logger="asab_sentry")
+		for i in range(10):
+			envelope = Envelope()
+			envelope.add_event({"event_id": "{:032x}".format(i), "message": "m"})
+			transport.capture_envelope(envelope)
+		assert 7 <= transport.Dropped <= 8  # one in the thread's hands (maybe), two queued
+		said = [r.getMessage() for r in caplog.records if "Spotlight" in r.getMessage()]
+		assert len(said) == 1 and url in said[0] and "not affected" in said[0]
+		transport.kill()
+	finally:
+		silent.close()
+
+
 def test_rate_limit_outlasting_the_maximum_age_drops_and_counts(server, caplog):
 	server.Status, server.Headers = 429, {"Retry-After": "30"}
 	transport = start(server, outbox_max_age=1.0)

@@ -60,6 +60,28 @@ def test_spotlight_invalid():
 	assert "[sentry] spotlight = 'maybe'" in message
 
 
+@pytest.mark.parametrize(
+	"url",
+	[
+		"http://localhost:99999/stream",
+		"http://localhost:port/stream",
+		"http://[::1/stream",
+		"http://:8969/stream",
+		"http://host/a b",
+	],
+)
+def test_spotlight_malformed_url(url):
+	message = error("[sentry]\nspotlight={}\n".format(url))
+	assert "[sentry] spotlight" in message and "http(s)://host[:port]/path" in message
+
+
+def test_spotlight_url_with_ipv6_and_https():
+	assert settings("[sentry]\nspotlight=http://[::1]:8969/stream\n").spotlight == "http://[::1]:8969/stream"
+	assert (
+		settings("[sentry]\nspotlight=https://spotlight.local/stream\n").spotlight == "https://spotlight.local/stream"
+	)
+
+
 def test_malformed_dsn_masks_the_key():
 	message = error("[sentry]\ndata_source_name=https://secretkey@/no-project\n")
 	assert "secretkey" not in message

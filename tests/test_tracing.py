@@ -121,6 +121,110 @@ def test_exception_marks_error_and_propagates(svc, sentry_capture):
 	assert (span.get("status") or span["tags"]["status"]) == "internal_error"  # older sentry-sdk: a tag
 
 
+def test_decorated_generator_is_measured_while_it_runs(svc, sentry_capture):
+	"""The transaction covers the iteration (spans of each item inside it), not only creating the generator."""
+	moments = []
+
+	@svc.transaction("task", "sync rows")
+	def rows(n):
+		for i in range(n):
+			with svc.span("db", "row {}".format(i)):
+				moments.append(time.time())
+				time.sleep(0.01)
+			received = yield i
+			if received is not None:
+				yield "got {}".format(received)
+
+	generator = rows(3)
+	assert sentry_capture.transactions == []  # created, not started
+	assert next(generator) == 0
+	assert generator.send("x") == "got x"  # send() reaches the generator
+	assert list(generator) == [1, 2]
+	txn = sentry_capture.find(type="transaction", message="sync rows")
+	assert spans(txn) == [("db", "row 0"), ("db", "row 1"), ("db", "row 2")]
+	assert encloses(txn, *moments)
+	early = rows(3)
+	next(early)
+	early.close()  # a consumer that stops early: a normal end, not an error
+	assert len(sentry_capture.transactions) == 2
+	assert sentry_capture.transactions[-1]["contexts"]["trace"].get("status") in (None, "ok")
+
+
+def test_decorated_async_generator_is_measured_while_it_runs(svc, sentry_capture):
+	moments = []
+
+	@svc.transaction("task", "async rows")
+	async def rows(n):
+		for i in range(n):
+			async with svc.span("db", "row {}".format(i)):
+				moments.append(time.time())
+				await asyncio.sleep(0.01)
+			received = yield i
+			if received is not None:
+				yield "got {}".format(received)
+
+	async def consume():
+		generator = rows(3)
+		first = await generator.__anext__()
+		answer = await generator.asend("x")  # asend() reaches the generator
+		rest = [i async for i in generator]
+		return first, answer, rest
+
+	assert asyncio.run(consume()) == (0, "got x", [1, 2])
+	txn = sentry_capture.find(type="transaction", message="async rows")
+	assert spans(txn) == [("db", "row 0"), ("db", "row 1"), ("db", "row 2")]
+	assert encloses(txn, *moments)
+	assert txn["contexts"]["trace"].get("status") in (None, "ok")
+
+
+def test_decorated_async_generator_closed_early_or_failing(svc, sentry_capture):
+	closed = []
+
+	@svc.transaction("task", "endless")
+	async def endless():
+		try:
+			i = 0
+			while True:
+				yield i
+				i += 1
+		finally:
+			closed.append(True)
+
+	@svc.transaction("task", "failing rows")
+	async def failing():
+		yield 1
+		raise KeyError("row")
+
+	@svc.transaction("task", "throw into")
+	async def catching():
+		try:
+			yield 1
+		except ValueError:
+			yield "handled"
+
+	async def consume():
+		generator = endless()
+		async for i in generator:
+			if i == 2:
+				break
+		await generator.aclose()
+		with pytest.raises(KeyError):
+			async for _ in failing():
+				pass
+		thrown = catching()
+		await thrown.__anext__()
+		assert await thrown.athrow(ValueError("v")) == "handled"  # athrow() reaches the generator
+		await thrown.aclose()
+
+	asyncio.run(consume())
+	assert closed == [True]
+	assert sentry_capture.find(type="transaction", message="endless")["contexts"]["trace"].get("status") in (None, "ok")
+	assert sentry_capture.find(type="transaction", message="failing rows")["contexts"]["trace"]["status"] == (
+		"internal_error"
+	)
+	assert len(sentry_capture.transactions) == 3
+
+
 def test_exception_in_decorated_coroutine_propagates(svc, sentry_capture):
 	@svc.transaction("task", "async failing")
 	async def fails():

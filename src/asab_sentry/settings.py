@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import typing
+import urllib.parse
 
 import sentry_sdk.utils
 
@@ -297,9 +298,24 @@ def parse_spotlight(section: str, option: str, value: str) -> str | None:
 		return None
 	if lowered in _TRUE:
 		return SPOTLIGHT_DEFAULT_URL
-	if re.match(r"^https?://[^\s/]+", value.strip()):
-		return value.strip()
-	raise SentryConfigError(section, option, value, "expected true, false or an http(s):// URL of a Spotlight sidecar")
+	url = value.strip()
+	if _is_http_url(url):
+		return url
+	raise SentryConfigError(
+		section, option, value, "expected true, false or an http(s)://host[:port]/path URL of a Spotlight sidecar"
+	)
+
+
+def _is_http_url(url: str) -> bool:
+	"""Whether ``url`` is an absolute http(s) URL with a host, a valid port (if any) and no spaces."""
+	if not re.match(r"^https?://[^\s/]+", url) or any(c.isspace() or ord(c) < 32 for c in url):
+		return False
+	try:
+		parts = urllib.parse.urlsplit(url)
+		port = parts.port  # ValueError for a port that is not a number in 0-65535
+	except ValueError:
+		return False
+	return bool(parts.hostname) and port != 0
 
 
 class _Reader:

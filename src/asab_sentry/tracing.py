@@ -12,6 +12,9 @@ One object works four ways::
 	@svc.span("db", "load rows")
 	async def load(): ...
 
+A decorated generator or async generator is measured from its first item to its end (exhaustion, ``close()``
+or ``aclose()``), not only while it is created; ``send()``/``asend()`` and ``throw()``/``athrow()`` reach it.
+
 An exception inside marks the transaction or span ``internal_error`` (``cancelled`` for
 `asyncio.CancelledError`) and propagates unchanged. A span started outside any transaction does nothing.
 Nothing here raises into the application: an op or name that is not a string is converted (an `enum.Enum`
@@ -129,6 +132,9 @@ class Measure:
 				)
 				return
 		if span is not None:
+			if isinstance(exc_value, GeneratorExit):
+				# A decorated generator closed before its end (close(), aclose(), a ``break``): a normal end.
+				exc_type = exc_value = traceback = None
 			if exc_value is not None and span.status in (None, "ok"):
 				if isinstance(exc_value, asyncio.CancelledError):
 					span.set_status("cancelled")
@@ -156,6 +162,17 @@ class Measure:
 				L,
 			)
 			return function
+		if inspect.isasyncgenfunction(function):
+			return typing.cast(F, self._wrap_async_generator(function))
+		if inspect.isgeneratorfunction(function):
+
+			@functools.wraps(function)
+			def measured_generator(*args, **kwargs):
+				# From the first next() to exhaustion or close(): the work, not the creation of the generator.
+				with Measure(self.Kind, self.Op, self.Name):
+					return (yield from function(*args, **kwargs))
+
+			return typing.cast(F, measured_generator)
 		if inspect.iscoroutinefunction(function):
 
 			@functools.wraps(function)
@@ -171,6 +188,32 @@ class Measure:
 				return function(*args, **kwargs)
 
 		return typing.cast(F, measured)
+
+	def _wrap_async_generator(self, function: typing.Callable[..., typing.Any]) -> typing.Callable[..., typing.Any]:
+		kind, op, name = self.Kind, self.Op, self.Name
+
+		@functools.wraps(function)
+		async def measured_async_generator(*args, **kwargs):
+			# From the first __anext__() to exhaustion or aclose(), forwarding asend() and athrow() as
+			# ``yield from`` does for a generator (there is no ``yield from`` for async generators).
+			inner = function(*args, **kwargs)
+			with Measure(kind, op, name):
+				try:
+					value = await inner.__anext__()
+					while True:
+						try:
+							received = yield value
+						except GeneratorExit:
+							await inner.aclose()
+							raise
+						except BaseException as e:
+							value = await inner.athrow(e)
+						else:
+							value = await (inner.__anext__() if received is None else inner.asend(received))
+				except StopAsyncIteration:
+					return
+
+		return measured_async_generator
 
 	def __repr__(self) -> str:
 		return "<{} {} op={!r} name={!r}>".format(type(self).__name__, self.Kind, self.Op, self.Name)

@@ -17,6 +17,7 @@ import urllib.request
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
+from .. import notices
 from ..logging import NO_EVENT
 
 L = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 				self._queue.put_nowait(envelope)
 			except queue.Full:
 				self.Dropped += 1
+				notices.say(
+					"spotlight queue full",
+					"Spotlight at {} is not keeping up: {} envelope(s) not shown there so far (queue of {} full); "
+					"delivery to Sentry is not affected.".format(self.Url, self.Dropped, self._queue.maxsize),
+					logging.WARNING,
+					L,
+				)
 				return
 			self._pending += 1
 
