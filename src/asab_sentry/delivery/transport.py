@@ -441,6 +441,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			connection.close()
 
 	def _send_loop(self, connection: Connection | ProxyConnection) -> None:
+		waited = False  # the last pipeline waited GATHER for its responses: new work came meanwhile, take it now
 		while True:
 			envelopes: list[Envelope] = []
 			batch: list[Parcel] = []
@@ -462,7 +463,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 						self._waiting -= 1
 				else:
 					return
-				gather = bool(batch or self._incoming) and self._gather()
+				gather = not waited and bool(batch or self._incoming) and self._gather()
+				waited = False
 				if gather:
 					self._gathering += 1
 			self._drop(drops)
@@ -489,7 +491,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 						self._pick_more(batch, drops)
 				self._drop(drops)
 				if batch:
-					self._deliver(batch, connection)
+					waited = self._deliver(batch, connection)
 			except Exception:  # never let a sender thread die: the queue would stall silently
 				L.exception("Delivery to Sentry failed unexpectedly", extra={NO_EVENT: True})
 				for parcel in batch:
@@ -623,8 +625,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._preparing -= 1
 				self._settled.notify_all()
 
-	def _deliver(self, batch: list[Parcel], connection: Connection | ProxyConnection) -> None:
-		"""Send the parcels of ``batch`` (pipelined when there are several) and settle each by its response."""
+	def _deliver(self, batch: list[Parcel], connection: Connection | ProxyConnection) -> bool:
+		"""
+		Send the parcels of ``batch`` (pipelined when there are several) and settle each by its response. True when
+		it waited `GATHER` before reading the responses (they arrive together; new envelopes gather meanwhile).
+		"""
 		bodies: list[bytes] = []
 		sending: list[Parcel] = []
 		for parcel in batch:
@@ -633,7 +638,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				bodies.append(body)
 				sending.append(parcel)
 		if not sending:
-			return
+			return False
 		if (
 			self._incoming and not self._waiting and not self._gathering and self._cond.acquire(blocking=False)
 		):  # every sender is busy: the preparing thread prepares meanwhile
@@ -641,13 +646,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._prepare_wanted.notify()
 			finally:
 				self._cond.release()
+		with self._cond:
+			wait = GATHER if len(bodies) > 1 and self._gather() else 0.0
 		try:
-			responses = connection.post_many(self._headers, bodies)
+			responses = connection.post_many(self._headers, bodies, wait)
 		except Exception as e:
 			why = "{}: {}".format(type(e).__name__, e)
 			for parcel in sending:
 				self._failed(parcel, why)
-			return
+			return False
 		for parcel, response in zip(sending, responses, strict=False):  # fewer responses: see below
 			self._settle(parcel, response)
 		unanswered = sending[len(responses) :]
@@ -656,6 +663,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# many); the rest go again at once, one per request from now on.
 			self._pipelining = False
 			self._requeue(unanswered)
+		return wait > 0
 
 	def _body(self, parcel: Parcel) -> bytes | None:
 		"""The request body of a parcel taken from the queue, or None when it got settled instead."""
