@@ -655,8 +655,14 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			for parcel in sending:
 				self._failed(parcel, why)
 			return False
+		accepted: list[Parcel] = []
 		for parcel, response in zip(sending, responses, strict=False):  # fewer responses: see below
-			self._settle(parcel, response)
+			if 200 <= response.status < 300 and "x-sentry-rate-limits" not in response.headers:
+				accepted.append(parcel)  # the usual answer: settled together below
+			else:
+				self._settle(parcel, response)
+		if accepted:
+			self._accepted(accepted)
 		unanswered = sending[len(responses) :]
 		if unanswered:
 			# The endpoint answered some and closed the connection: it does not take pipelined requests (or not as
@@ -694,6 +700,23 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._requeue([parcel])
 				return None
 		return body
+
+	def _accepted(self, parcels: list[Parcel]) -> None:
+		"""Settle parcels the endpoint accepted (2xx, no rate limits announced): one lock for all of them."""
+		if self.Outbox is not None:
+			for parcel in parcels:
+				self._forget(parcel)
+		with self._cond:
+			self._failures = 0
+			for parcel in parcels:
+				parcel.settled = True
+				self._release(parcel)
+			self._inflight -= len(parcels)
+			self._settled.notify_all()
+		sent = sum(1 for parcel in parcels if parcel.quantities)
+		if sent:
+			self.Losses.count("sent", sent)
+		self._maybe_report()
 
 	def _settle(self, parcel: Parcel, response: Response) -> None:
 		"""Act on the endpoint's response to one parcel."""
