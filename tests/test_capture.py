@@ -54,7 +54,19 @@ def test_capture_message_default_level_is_info(svc, sentry_capture):
 
 @pytest.mark.parametrize(
 	"given,sent",
-	[("warning", "warning"), ("ERROR", "error"), ("critical", "fatal"), ("notice", "info"), ("debug", "debug")],
+	[
+		("warning", "warning"),
+		("ERROR", "error"),
+		("critical", "fatal"),
+		("notice", "info"),
+		("debug", "debug"),
+		# Logging level numbers, as an ASAB developer writes them (they were sent as 'info').
+		(logging.WARNING, "warning"),
+		(logging.ERROR, "error"),
+		(logging.CRITICAL, "fatal"),
+		(25, "info"),  # asab.LOG_NOTICE
+		(logging.DEBUG, "debug"),
+	],
 )
 def test_capture_message_levels(svc, sentry_capture, given, sent):
 	svc.capture_message("leveled", level=given)

@@ -265,3 +265,38 @@ def test_rate_limit_message_has_the_right_plural(limit, words):
 			urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10)
 	assert refused.value.code == 429
 	assert "rate limit of {} 60s".format(words) in refused.value.read().decode()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_collector_on_a_port_out_of_range_exits_with_one_line(tmp_path, port):
+	"""--port 70000 said "ready" and ran listening nowhere (bind()'s OverflowError ended only a task)."""
+	out = subprocess.run(
+		[os.path.join(BIN, "asab-sentry"), "collector", "--port", port, "--storage", str(tmp_path / "c.sqlite")],
+		capture_output=True,
+		text=True,
+		timeout=60,
+		env=cli_env(),
+		cwd=tmp_path,
+	)
+	assert out.returncode != 0
+	assert out.stderr.count("\n") == 1, out.stderr
+	assert "[collector] listen" in out.stderr and "0 to 65535" in out.stderr
+
+
+@pytest.mark.parametrize("command", [["events", "list"], ["events", "issues"], ["collector", "--port", "0"]])
+def test_a_storage_file_that_is_not_a_database_is_one_line(tmp_path, command):
+	"""--storage naming another file (a typo, the wrong tab completion) ended in an sqlite3 traceback."""
+	other = tmp_path / "notes.txt"
+	other.write_text("not a database, but text that is long enough to have a header " * 4)
+	out = subprocess.run(
+		[os.path.join(BIN, "asab-sentry"), *command, "--storage", str(other)],
+		capture_output=True,
+		text=True,
+		timeout=60,
+		env=cli_env(),
+		cwd=tmp_path,
+	)
+	assert out.returncode == 1
+	assert out.stderr.count("\n") == 1, out.stderr
+	assert "notes.txt" in out.stderr and "not a storage file of the collector" in out.stderr
+	assert other.read_text().startswith("not a database")

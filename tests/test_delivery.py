@@ -381,3 +381,21 @@ def test_bodies_are_standard_gzip_of_every_size(size):
 
 	data = os.urandom(size // 2) + b"abc" * (size // 6)
 	assert gzip.decompress(gzip_body(data, 6)) == data
+
+
+def test_exit_with_spotlight_waits_once_and_says_what_spotlight_did_not_get():
+	"""
+	With Spotlight on, sentry-sdk's atexit flush waited for Spotlight a second shutdown_timeout after finalize
+	(4 s and more here), and what Spotlight never got was not said.
+	"""
+	child = EXIT_CHILD.replace(
+		'"shutdown_timeout": "2s"',
+		'"shutdown_timeout": "2s", "spotlight": "http://127.0.0.1:%d/stream" % srv.getsockname()[1]',
+	)
+	assert child != EXIT_CHILD
+	out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60, cwd=REPO)
+	(took,) = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("exit ")]
+	said = [line for line in (out.stdout + out.stderr).splitlines() if "not shown in Spotlight" in line]
+	assert len(said) == 1, out.stderr
+	assert "20 envelope(s) not shown in Spotlight" in said[0] and "shutdown_timeout=2s" in said[0]
+	assert took < 2 * 2.0  # waiting twice (finalize, then sentry-sdk's atexit) would take 4 s or more

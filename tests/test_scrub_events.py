@@ -102,6 +102,22 @@ def test_sys_argv(sentry_capture):
 	]
 
 
+def test_sys_argv_key_value_arguments(sentry_capture):
+	"""KEY=value arguments (make-style, or an env-style launcher) carried their secrets out unfiltered."""
+	sentry_capture.application()
+	sys.argv[:] = ["my_service", "DB_PASSWORD=ARGV_SECRET", "api_token=ARGV_TOKEN", "MODE=fast", "a=b.conf"]
+	L.error("with key=value argv")
+	event = sentry_capture.find(message="with key=value argv")
+	assert leaked(event, "ARGV_") == []
+	assert event["extra"]["sys.argv"] == [
+		"my_service",
+		"DB_PASSWORD=[Filtered]",
+		"api_token=[Filtered]",
+		"MODE=fast",
+		"a=b.conf",
+	]
+
+
 def test_tags_and_user(svc, sentry_capture):
 	svc.capture_message(
 		"tagged", tags={"session": "S_TAG_SESSION", "region": "eu"}, user={"id": "7", "token": "S_USER"}

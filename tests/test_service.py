@@ -311,3 +311,40 @@ def test_manifest_version_that_is_no_valid_release_is_fixed(sentry_capture, tmp_
 	app.get_service("asab.SentryService").capture_message("fixed release")
 	assert sentry_capture.find(message="fixed release")["release"] == "Application@feature-new-thing"
 	assert "does not make a valid Sentry release" in caplog.text
+
+
+@pytest.mark.parametrize("version,release", [(2, "Application@2"), (1.5, "Application@1.5")])
+def test_manifest_version_that_is_a_number(sentry_capture, tmp_path, version, release):
+	"""A JSON number as the version ("version": 2) gave no release, silently."""
+	manifest = tmp_path / "MANIFEST.json"
+	manifest.write_text(json.dumps({"version": version}))
+	sentry_capture.configure({"general": {"manifest": str(manifest)}})
+	sentry_capture.application().get_service("asab.SentryService").capture_message("numbered")
+	assert sentry_capture.find(message="numbered")["release"] == release
+
+
+def test_manifest_version_that_is_not_text_is_said(sentry_capture, tmp_path, caplog):
+	manifest = tmp_path / "MANIFEST.json"
+	manifest.write_text(json.dumps({"version": ["1", "2"]}))
+	sentry_capture.configure({"general": {"manifest": str(manifest)}})
+	with caplog.at_level(logging.WARNING, logger="asab_sentry.identity"):
+		sentry_capture.application()
+	assert "Manifest version ['1', '2'] is not text" in caplog.text
+
+
+def test_asab_sentry_keyword_names_keep_working(sentry_capture):
+	"""Code written for asab.sentry passes its keyword names; "the methods stay the same" (README, migration)."""
+	sentry_capture.configure({"sentry": {"traces_sample_rate": "1.0"}})
+	svc = sentry_capture.application().get_service("asab.SentryService")
+	svc.set_context(section_name="import", context={"rows": 3})
+	svc.set_tags(tags_dict={"foo": "bar"})
+	with svc.transaction(span_operation="task", span_name="nightly"):
+		with svc.span(operation="db", description="load"):
+			pass
+	svc.capture_message("after")
+	event = sentry_capture.find(message="after")
+	assert event["contexts"]["import"] == {"rows": 3}
+	assert event["tags"]["foo"] == "bar"
+	txn = sentry_capture.find(type="transaction", message="nightly")
+	assert txn["contexts"]["trace"]["op"] == "task"
+	assert [(s["op"], s["description"]) for s in txn["spans"]] == [("db", "load")]

@@ -68,6 +68,11 @@ def test_spotlight_invalid():
 		"http://[::1/stream",
 		"http://:8969/stream",
 		"http://host/a b",
+		"http://host/strëam",  # urllib.request cannot send a non-ASCII path: every envelope failed
+		"http://host\u200b:8969/stream",
+		"http://host:8969/stream\x7f",
+		"http://@host:8969/stream",
+		"http://host:8969\\@evil/stream",
 	],
 )
 def test_spotlight_malformed_url(url):
@@ -408,3 +413,33 @@ def test_malformed_proxy_is_one_clear_line_at_start_with_its_password_masked(mon
 		"environment variable https_proxy = 'bogus://user:***@proxy.example:3128': cannot be used"
 	)
 	assert "hunter2" not in message and "\n" not in message
+
+
+def test_spotlight_url_with_credentials_is_refused_masked():
+	# Spotlight takes no credentials; urllib took "user:s3cret@host" for the host, failed every request and
+	# printed the password in the warning.
+	message = error("[sentry]\nspotlight=http://user:s3cret@127.0.0.1:8969/stream\n")
+	assert "[sentry] spotlight" in message and "s3cret" not in message and "user:password@" in message
+
+
+def test_spotlight_scheme_in_any_case():
+	assert settings("[sentry]\nspotlight=HTTP://127.0.0.1:9000/stream\n").spotlight == "HTTP://127.0.0.1:9000/stream"
+
+
+@pytest.mark.parametrize("keys", ["ssn, a-", "ssn, __", "ssn, .:"])
+def test_scrub_keys_with_fewer_than_two_letters_or_digits(keys):
+	"""Terms are matched without separators: 'a-' filtered every key with an 'a' in it, '__' nothing."""
+	message = error("[sentry]\nscrub_keys={}\n".format(keys), {"SENTRY_DSN": DSN})
+	assert "[sentry] scrub_keys" in message and "at least two letters or digits" in message
+
+
+def test_propagation_none_beside_other_targets_is_refused():
+	"""'none, loopback' was taken as a glob for a host named "none" plus loopback: propagation was on."""
+	message = error("[sentry]\n[sentry:web]\ntrace_propagation_targets=none, loopback\n", {"SENTRY_DSN": DSN})
+	assert "[sentry:web] trace_propagation_targets" in message and "stands alone" in message
+	assert (
+		settings(
+			"[sentry]\n[sentry:web]\ntrace_propagation_targets=none\n", {"SENTRY_DSN": DSN}
+		).web.trace_propagation_targets
+		== ()
+	)

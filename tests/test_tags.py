@@ -166,3 +166,25 @@ def test_set_context(sentry_capture):
 	contexts = sentry_capture.find(message="with context")["contexts"]
 	assert contexts["import"] == {"file": "a.csv", "rows": 12}
 	assert "broken" not in contexts
+
+
+@pytest.mark.parametrize("key", ["release", "dist", "environment", "user", "filename", "function"])
+def test_keys_that_sentry_removes_are_refused_with_a_line(sentry_capture, caplog, key):
+	"""Relay removes these tags from every event: set_tag("environment", ...) was lost without a word."""
+	import json
+
+	from sentry_relay.processing import StoreNormalizer
+
+	relay = StoreNormalizer(project_id=1)
+	sent = {"event_id": "a" * 32, "message": "m", "tags": [[key, "staging"], ["kept", "yes"]]}
+	normalized = relay.normalize_event(raw_event=json.dumps(sent).encode())
+	assert [t[0] for t in normalized["tags"]] == ["kept"], "Relay keeps {!r} now: drop it from RESERVED_KEYS".format(
+		key
+	)
+
+	svc = sentry_capture.application().get_service("asab.SentryService")
+	with caplog.at_level(logging.ERROR, logger="asab_sentry"):
+		svc.set_tag(key, "staging")
+	svc.capture_message("reserved")
+	assert key not in sentry_capture.find(message="reserved")["tags"]
+	assert "Tag '{}' not set: Sentry removes tags named".format(key) in caplog.text

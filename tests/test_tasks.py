@@ -415,3 +415,25 @@ def test_task_spans_can_be_switched_off(collector):
 	run_app(body)
 	(txn,) = payloads(collector, type="transaction")
 	assert txn["spans"] == []
+
+
+def test_no_task_span_for_the_loop_closing_an_abandoned_async_generator(collector):
+	"""The loop closes an async generator left by ``break`` in a task of its own, whenever the GC finds it."""
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+
+	async def body(app):
+		async def rows():
+			for i in range(3):
+				yield i
+
+		async for _ in rows():
+			break  # abandoned: closed by the loop's finalizer (aclose() as a task) once collected
+		with app.SentryService.transaction("task", "later work"):
+			gc.collect()
+			for _ in range(10):
+				await asyncio.sleep(0)
+			await asyncio.ensure_future(asyncio.sleep(0))
+
+	run_app(body)
+	(txn,) = payloads(collector, type="transaction")
+	assert [s["description"] for s in txn["spans"]] == ["sleep"]

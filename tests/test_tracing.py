@@ -302,3 +302,117 @@ def test_interleaved_blocks_of_two_measures_close_their_own_spans(svc, sentry_ca
 	assert entered is not None and entered.timestamp is not None
 	txn = sentry_capture.find(type="transaction")
 	assert sorted(spans(txn)) == [("db", "inner"), ("db", "other")]
+
+
+def test_generator_closed_after_its_transaction_does_not_revive_it(svc, sentry_capture):
+	"""sentry-sdk's exit restores the span current at the start: here the finished transaction 'first'."""
+	import sentry_sdk
+
+	@svc.span("db", "rows")
+	def rows():
+		yield 1
+		yield 2
+
+	with svc.transaction("task", "first"):
+		kept = rows()
+		next(kept)
+	kept.close()  # after 'first' ended
+	assert sentry_sdk.get_current_span() is None
+	with svc.transaction("task", "second"):
+		with svc.span("db", "in second"):
+			pass
+	second = named(sentry_capture, "second")
+	assert spans(second) == [("db", "in second")]
+	assert sentry_sdk.get_current_span() is None
+
+
+def named(sentry_capture, name):
+	return sentry_capture.find(type="transaction", message=name)
+
+
+def test_async_generator_left_by_break_does_not_steal_the_next_transactions_spans(svc, sentry_capture):
+	"""
+	``break`` out of ``async for`` leaves the generator to the event loop, which closes it later in another task;
+	that close made the finished transaction current again in the consumer, in the middle of its next one.
+	"""
+	import gc
+
+	import sentry_sdk
+
+	@svc.span("db", "rows")
+	async def rows():
+		for i in range(5):
+			await asyncio.sleep(0)
+			yield i
+
+	async def worker():
+		sizes = []
+		for n in range(20):
+			async with svc.transaction("task", "loop {}".format(n)):
+				async for i in rows():
+					if i == 1:
+						break
+			async with svc.transaction("task", "next {}".format(n)):
+				gc.collect()  # the abandoned generator is closed by the loop's finalizer task
+				for _ in range(100):
+					await asyncio.sleep(0)
+				current = sentry_sdk.get_current_span()
+				assert current is not None and current.name == "next {}".format(n)
+				async with svc.span("db", "in next"):
+					pass
+			sizes.append(len(_open_stack()))
+		return sizes
+
+	sizes = asyncio.run(worker())
+	# Without pruning, blocks closed elsewhere pile up in the consumer's stack: 1, 2, ..., 20.
+	assert max(sizes) < 10, sizes
+	for n in range(20):
+		assert ("db", "in next") in spans(named(sentry_capture, "next {}".format(n)))
+
+
+def _open_stack():
+	from asab_sentry import tracing
+
+	return tracing._open.get()
+
+
+def test_consumer_of_a_decorated_generator_keeps_its_own_current_span(svc, sentry_capture):
+	"""
+	Between its items, the generator's span (or transaction) is not the consumer's: the consumer's spans go
+	where they are written, the generator's own spans (also inside a ``with`` block across a yield) under it.
+	"""
+
+	@svc.span("db", "rows")
+	def rows():
+		with svc.span("db", "cursor"):
+			yield 1
+			with svc.span("db", "fetch"):
+				pass
+			yield 2
+
+	@svc.transaction("task", "producer")
+	async def produce():
+		for i in range(2):
+			async with svc.span("io", "produce {}".format(i)):
+				await asyncio.sleep(0)
+			yield i
+
+	async def consume():
+		async with svc.transaction("task", "consumer"):
+			async for i in produce():
+				async with svc.span("io", "consume {}".format(i)):
+					await asyncio.sleep(0)
+			for i in rows():
+				with svc.span("cpu", "use {}".format(i)):
+					pass
+
+	asyncio.run(consume())
+	consumer = named(sentry_capture, "consumer")
+	producer = named(sentry_capture, "producer")
+	assert sorted(spans(producer)) == [("io", "produce 0"), ("io", "produce 1")]
+	parents = {s["description"]: s["parent_span_id"] for s in consumer["spans"]}
+	ids = {s["description"]: s["span_id"] for s in consumer["spans"]}
+	root = consumer["contexts"]["trace"]["span_id"]
+	assert parents["consume 0"] == parents["consume 1"] == root
+	assert parents["use 1"] == parents["use 2"] == parents["rows"] == root
+	assert parents["cursor"] == ids["rows"] and parents["fetch"] == ids["cursor"]

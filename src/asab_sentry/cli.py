@@ -194,6 +194,8 @@ def _main(argv: list[str] | None) -> int:
 	if args.command == "events" and args.view is None:
 		_subparser(parser, "events").print_help()
 		return 2
+	from .collector.store import StorageError
+
 	try:
 		if args.command == "demo":
 			return _demo(args)
@@ -207,7 +209,7 @@ def _main(argv: list[str] | None) -> int:
 	except SentryConfigError as e:
 		print(str(e), file=sys.stderr)
 		return 2
-	except FileNotFoundError as e:
+	except (FileNotFoundError, StorageError) as e:
 		print(str(e), file=sys.stderr)
 		return 1
 	except KeyboardInterrupt:

@@ -96,6 +96,10 @@ def build_identity(
 	manifest = load_manifest(manifest_path)
 	release = configured_release
 	version = manifest.get("version")
+	if isinstance(version, (int, float)) and not isinstance(version, bool):
+		version = str(version)  # "version": 2, a JSON number, gave no release at all
+	elif version is not None and not isinstance(version, str) and release is None:
+		L.warning("Manifest version {!r} is not text; no release from it.".format(version))
 	if release is None and isinstance(version, str) and version.strip():
 		release = "{}@{}".format(app_class, version.strip())
 		if not valid_release(release):

@@ -59,7 +59,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _URL_USERINFO = re.compile(r"(?<=://)([^/@\s:]*):([^/@\s]*)@")
-_ARGV_OPTION = re.compile(r"^(-{1,2}[^=\s]+)(=)(.*)$", re.DOTALL)
+_ARGV_OPTION = re.compile(r"^(-{0,2}[^=\s]+)(=)(.*)$", re.DOTALL)  # --key=value, and KEY=value (make, env style)
 
 # Deeper than this, free-form data is cut (Relay refuses JSON nested much deeper than ~128 levels).
 MAX_DEPTH = 32
@@ -235,7 +235,7 @@ class Scrubber:
 
 	def scrub_argv(self, argv: list[typing.Any]) -> list[typing.Any]:
 		"""
-		Command-line arguments with secret options filtered: ``--db-password=x`` and ``--token x``.
+		Command-line arguments with secret options filtered: ``--db-password=x``, ``--token x`` and ``DB_PASSWORD=x``.
 
 		>>> Scrubber().scrub_argv(["app.py", "--db-password=x", "--token", "y", "-v"])
 		['app.py', '--db-password=[Filtered]', '--token', '[Filtered]', '-v']

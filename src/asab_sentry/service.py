@@ -246,9 +246,18 @@ class SentryService(asab.Service):
 			return
 		timeout = self.Settings.shutdown_timeout
 		delivery = delivery_transport(client.transport)
-		if delivery is not None:
+		spotlight = client.transport if isinstance(client.transport, SpotlightTransport) else None
+		if delivery is not None or spotlight is not None:
 			# Starts the one exit deadline that sentry-sdk's atexit flush shares; warns once about what is left.
-			await asyncio.get_running_loop().run_in_executor(None, delivery.shutdown, timeout)
+			# The delivery and Spotlight wait side by side: together at most shutdown_timeout.
+			loop = asyncio.get_running_loop()
+			await asyncio.gather(
+				*(
+					loop.run_in_executor(None, transport.shutdown, timeout)
+					for transport in (delivery, spotlight)
+					if transport is not None
+				)
+			)
 			return
 		flushing = asyncio.get_running_loop().run_in_executor(None, client.flush, timeout)
 		try:
@@ -310,14 +319,15 @@ class SentryService(asab.Service):
 			_failed("capture_exception", e)
 			return None
 
-	def capture_message(self, message: str, level: str | None = None, **scope_kwargs: typing.Any) -> str | None:
+	def capture_message(self, message: str, level: str | int | None = None, **scope_kwargs: typing.Any) -> str | None:
 		"""
 		Send a text message to Sentry as an event.
 
 		Args:
 			message: the text; messages with the same text are grouped into one issue. Not a string: its ``str()``.
 			level: ``fatal``, ``error``, ``warning``, ``info`` (default) or ``debug``
-				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``).
+				(``critical`` and ``notice`` are accepted as ``fatal`` and ``info``; a logging level number such
+				as ``logging.WARNING`` or ``asab.LOG_NOTICE`` as a log record of that level).
 			scope_kwargs: data for this event only, as in `capture_exception`.
 
 		Returns:
@@ -351,10 +361,16 @@ class SentryService(asab.Service):
 			_failed("capture_message", e)
 			return None
 
-	def set_context(self, name: str, context: dict[str, typing.Any]) -> None:
+	@typing.overload
+	def set_context(self, name: str, context: dict[str, typing.Any]) -> None: ...
+	@typing.overload
+	def set_context(self, *, section_name: str, context: dict[str, typing.Any]) -> None: ...
+	def set_context(
+		self, name: typing.Any = None, context: typing.Any = None, *, section_name: typing.Any = None
+	) -> None:
 		"""
 		Attach a named block of structured data to the following events of the current scope
-		(see `set_tag` for what the current scope is).
+		(see `set_tag` for what the current scope is). ``section_name=`` is asab.sentry's name of ``name``.
 
 		The data is copied at once within limits (5 levels deep, 1000 items per level, 10000 values in all,
 		strings cut at ``max_value_length``), so it cannot make later events unusable. ``trace`` is Sentry's
@@ -366,7 +382,7 @@ class SentryService(asab.Service):
 			```
 		"""
 		try:
-			checked = _checked_context(name, context, "set_context")
+			checked = _checked_context(_either(name, section_name), context, "set_context")
 			if checked is not None:
 				_current_scope().set_context(*checked)
 		except Exception as e:
@@ -384,8 +400,9 @@ class SentryService(asab.Service):
 		- anywhere else (the application's ``__init__``, module level): the whole process, i.e. every later
 		event of every task and thread.
 
-		A key has 1–32 characters of ``a-zA-Z0-9_.:-``; a value 1–200 characters, not only whitespace, and no
-		newline; int, float and bool values are converted to str. An invalid tag is not set and one error is
+		A key has 1–32 characters of ``a-zA-Z0-9_.:-`` and is none of those Sentry removes from every event
+		(``release``, ``dist``, ``environment``, ``user``, ``filename``, ``function``); a value 1–200 characters,
+		not only whitespace, and no newline; int, float and bool values are converted to str. An invalid tag is not set and one error is
 		logged that names the key and the reason; it never raises.
 
 		Example:
@@ -403,9 +420,14 @@ class SentryService(asab.Service):
 		except Exception as e:
 			_failed("set_tag", e)
 
-	def set_tags(self, tags: typing.Mapping[str, str | int | float | bool]) -> None:
+	@typing.overload
+	def set_tags(self, tags: typing.Mapping[str, str | int | float | bool]) -> None: ...
+	@typing.overload
+	def set_tags(self, *, tags_dict: typing.Mapping[str, str | int | float | bool]) -> None: ...
+	def set_tags(self, tags: typing.Any = None, *, tags_dict: typing.Any = None) -> None:
 		"""
 		Add several tags at once (see `set_tag`): the valid ones are set, each invalid one is reported.
+		``tags_dict=`` is asab.sentry's name of ``tags``.
 
 		Example:
 			```python
@@ -413,6 +435,7 @@ class SentryService(asab.Service):
 			```
 		"""
 		try:
+			tags = _either(tags, tags_dict)
 			if not isinstance(tags, typing.Mapping):
 				notices.say(
 					"set_tags argument",
@@ -428,9 +451,21 @@ class SentryService(asab.Service):
 
 	# Performance monitoring
 
-	def transaction(self, op: str, name: str) -> Measure:
+	@typing.overload
+	def transaction(self, op: str, name: str) -> Measure: ...
+	@typing.overload
+	def transaction(self, *, span_operation: str, span_name: str) -> Measure: ...
+	def transaction(
+		self,
+		op: typing.Any = None,
+		name: typing.Any = None,
+		*,
+		span_operation: typing.Any = None,
+		span_name: typing.Any = None,
+	) -> Measure:
 		"""
-		A transaction: the measured operation, e.g. a background job or a request.
+		A transaction: the measured operation, e.g. a background job or a request. ``span_operation=`` and
+		``span_name=`` are asab.sentry's names of ``op`` and ``name``.
 
 		Use it as ``with`` / ``async with`` block or as a decorator of a sync or async function.
 		Sampled by ``[sentry] traces_sample_rate`` (default 0: nothing is sent).
@@ -445,11 +480,16 @@ class SentryService(asab.Service):
 				time.sleep(1.0)
 			```
 		"""
-		return Measure("transaction", op, name)
+		return Measure("transaction", _either(op, span_operation), _either(name, span_name))
 
-	def span(self, op: str, description: str) -> Measure:
+	@typing.overload
+	def span(self, op: str, description: str) -> Measure: ...
+	@typing.overload
+	def span(self, *, operation: str, description: str) -> Measure: ...
+	def span(self, op: typing.Any = None, description: typing.Any = None, *, operation: typing.Any = None) -> Measure:
 		"""
 		A child span of the running transaction (or span). Outside any transaction it does nothing.
+		``operation=`` is asab.sentry's name of ``op``.
 
 		Use it as ``with`` / ``async with`` block or as a decorator of a sync or async function.
 
@@ -460,7 +500,12 @@ class SentryService(asab.Service):
 					task1()
 			```
 		"""
-		return Measure("span", op, description)
+		return Measure("span", _either(op, operation), description)
+
+
+def _either(value: typing.Any, alias: typing.Any) -> typing.Any:
+	"""An argument given by its name or by asab.sentry's name for it (code written for asab.sentry keeps working)."""
+	return alias if value is None else value
 
 
 def delivery_transport(transport: typing.Any) -> DeliveryTransport | None:
@@ -505,6 +550,8 @@ SCOPE_KWARGS = ("tags", "extras", "contexts", "fingerprint", "level", "user", "s
 
 
 def _level(level: object) -> str | None:
+	if isinstance(level, int) and not isinstance(level, bool) and level >= 0:
+		return sentry_logging.sentry_level(level)  # logging.WARNING: sent as 'info' (with a line) before
 	try:
 		return MESSAGE_LEVELS.get(notices.safe_str(level).lower())
 	except Exception:

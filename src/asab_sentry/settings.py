@@ -237,15 +237,20 @@ def parse_positive_int(section: str, option: str, value: str, minimum: int = 1) 
 
 
 def parse_scrub_keys(section: str, option: str, value: str) -> tuple[str, ...]:
-	"""Key terms separated by commas or spaces, each 2–64 characters of letters, digits, ``_.:-``."""
+	"""
+	Key terms separated by commas or spaces, each 2–64 characters of letters, digits, ``_.:-`` with at least two
+	letters or digits: terms are matched without separators, so ``a-`` would filter every key with an ``a`` in it
+	and ``__`` nothing at all.
+	"""
 	keys = tuple(k for k in re.split(r"[\s,]+", value.strip()) if k)
 	for key in keys:
-		if _SCRUB_KEY.match(key) is None:
+		if _SCRUB_KEY.match(key) is None or len(re.sub(r"[^a-zA-Z0-9]", "", key)) < 2:
 			raise SentryConfigError(
 				section,
 				option,
 				value,
-				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-'",
+				"expected key names separated by commas, each 2-64 letters, digits, '_', '.', ':' or '-' "
+				"with at least two letters or digits",
 			)
 	return keys
 
@@ -302,20 +307,28 @@ def parse_spotlight(section: str, option: str, value: str) -> str | None:
 	if _is_http_url(url):
 		return url
 	raise SentryConfigError(
-		section, option, value, "expected true, false or an http(s)://host[:port]/path URL of a Spotlight sidecar"
+		section,
+		option,
+		mask_dsn(value),
+		"expected true, false or an http(s)://host[:port]/path URL of a Spotlight sidecar "
+		"(printable ASCII, no user:password@)",
 	)
 
 
 def _is_http_url(url: str) -> bool:
-	"""Whether ``url`` is an absolute http(s) URL with a host, a valid port (if any) and no spaces."""
-	if not re.match(r"^https?://[^\s/]+", url) or any(c.isspace() or ord(c) < 32 for c in url):
+	"""
+	Whether ``url`` is an absolute http(s) URL (scheme in any case) with a host, a valid port (if any), only
+	printable ASCII (what `urllib.request` can send: a space, DEL or ``ë`` fails every request) and no
+	``user:password@`` (Spotlight takes none; urllib would take it for the host and print it in every failure).
+	"""
+	if not re.match(r"^https?://[^/]+", url, re.IGNORECASE) or re.search(r"[^\x21-\x7e]", url):
 		return False
 	try:
 		parts = urllib.parse.urlsplit(url)
 		port = parts.port  # ValueError for a port that is not a number in 0-65535
 	except ValueError:
 		return False
-	return bool(parts.hostname) and port != 0
+	return bool(parts.hostname) and port != 0 and "@" not in parts.netloc and "\\" not in parts.netloc
 
 
 class _Reader:
@@ -621,6 +634,14 @@ def parse_propagation_targets(section: str, option: str, value: str) -> tuple[st
 	if targets in (("none",), ("off",), ("false",)):
 		return ()
 	for target in targets:
+		if target in ("none", "off", "false"):
+			# Beside other entries it would be a host glob matching a host named "none": say what was meant.
+			raise SentryConfigError(
+				section,
+				option,
+				value,
+				"'{}' (propagation off) stands alone; list only the hosts to reach".format(target),
+			)
 		if target in HOST_CLASSES or target == "*":
 			continue
 		if "/" in target:

@@ -1,6 +1,7 @@
 """
 Tag validation, by Sentry's rules: a key is 1–32 characters of ``a-zA-Z0-9_.:-``; a value is 1–200
-characters, not only whitespace (Relay drops it) and has no newline. ``int``, ``float`` and ``bool`` values are
+characters, not only whitespace (Relay drops it) and has no newline; keys Relay removes from every event
+(`RESERVED_KEYS`: ``release``, ``environment``, ...) are refused. ``int``, ``float`` and ``bool`` values are
 converted to ``str``; lone surrogates in a value are replaced with U+FFFD. Messages name the key safely (at
 most 60 characters of its ``repr``), whatever it is.
 """
@@ -16,6 +17,9 @@ MAX_KEY_LENGTH = 32
 MAX_VALUE_LENGTH = 200
 
 _KEY = re.compile(r"^[a-zA-Z0-9_.:\-]+$")
+
+#: Keys Sentry (Relay) removes from every event's tags, silently: they name the event's own fields.
+RESERVED_KEYS = frozenset({"release", "dist", "environment", "user", "filename", "function"})
 
 
 class InvalidTag(ValueError):
@@ -44,6 +48,11 @@ def validate_tag(key: object, value: object) -> tuple[str, str]:
 	if _KEY.fullmatch(key) is None:
 		raise InvalidTag(
 			"Tag {} not set: the key may contain only letters, digits, '_', '.', ':' and '-'".format(shown)
+		)
+	if key in RESERVED_KEYS:
+		raise InvalidTag(
+			"Tag {} not set: Sentry removes tags named release, dist, environment, user, filename or function "
+			"(the event's own fields: [sentry] release and environment set those)".format(shown)
 		)
 
 	if isinstance(value, bool):

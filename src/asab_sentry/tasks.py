@@ -123,7 +123,9 @@ class LoopHooks:
 		try:
 			if self.TaskSpans:
 				parent = sentry_sdk.get_current_span()
-				if parent is not None and parent.sampled:
+				# Not for the event loop closing an abandoned async generator (its aclose() as a task, at whatever
+				# moment the garbage collector found it): that is no work of the running transaction.
+				if parent is not None and parent.sampled and type(coro).__name__ != "async_generator_athrow":
 					span = parent.start_child(
 						op="function", name=getattr(coro, "__qualname__", None) or type(coro).__name__
 					)

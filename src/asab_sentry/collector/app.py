@@ -104,7 +104,11 @@ def _check_listen(listen: str) -> None:
 	try:
 		number = int(port)
 	except ValueError:
-		raise SentryConfigError(SECTION, "listen", listen, "expected 'ADDRESS PORT', e.g. '127.0.0.1 8999'")
+		number = -1
+	if not 0 <= number <= 65535:  # bind() of a port over 65535 raised OverflowError in a task: "ready", not listening
+		raise SentryConfigError(
+			SECTION, "listen", listen, "expected 'ADDRESS PORT' with a port from 0 to 65535, e.g. '127.0.0.1 8999'"
+		)
 	if number == 0:
 		return
 	where = "{}:{}".format(host, number)

@@ -287,6 +287,10 @@ def _records(value: typing.Any) -> list[dict]:
 	return []
 
 
+class StorageError(ValueError):
+	"""The storage path is a file that is not the collector's SQLite database; the message names it."""
+
+
 class Store:
 	"""
 	The collector's storage. Thread-safe; one connection per store object.
@@ -311,7 +315,11 @@ class Store:
 	def _open(self, path: str) -> sqlite3.Connection:
 		db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
 		db.row_factory = sqlite3.Row
-		version = db.execute("PRAGMA user_version").fetchone()[0]
+		try:
+			version = db.execute("PRAGMA user_version").fetchone()[0]
+		except sqlite3.DatabaseError as e:  # "file is not a database": another file given as the storage
+			db.close()
+			raise StorageError("{!r} is not a storage file of the collector (SQLite): {}".format(path, e)) from None
 		has_items = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
 		if has_items and version != SCHEMA_VERSION and path != ":memory:":
 			db.close()

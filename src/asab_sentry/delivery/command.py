@@ -144,6 +144,8 @@ def _flush(args: argparse.Namespace) -> int:
 		drain_start_jitter=0.0,
 		max_concurrent_requests=1,
 	)
+	# Counted before the transport starts: its senders may have sent some by the time it is asked.
+	total = outbox_module.status(args.directory)["envelopes"]
 	try:
 		transport = DeliveryTransport({"dsn": dsn, "send_client_reports": False}, options)
 	except outbox_module.OutboxLocked as e:
@@ -152,7 +154,6 @@ def _flush(args: argparse.Namespace) -> int:
 	except CertificatesError as e:
 		print("environment variable {} = {!r}: {}".format(e.Variable, e.Path, e), file=sys.stderr)
 		return 2
-	total = transport.pending()
 	bar = _progress(total, "to {}".format(mask_dsn(dsn)))
 	deadline = time.monotonic() + args.timeout
 	try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import typing
 import urllib.request
 
@@ -48,6 +49,8 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 		self._queue: queue.Queue[Envelope | None] = queue.Queue(maxsize=queue_size)
 		self._idle = threading.Condition()
 		self._pending = 0
+		# The exit's deadline (`shutdown`): later flushes (sentry-sdk's atexit hook) share it, as the delivery's do.
+		self._deadline: float | None = None
 		self._thread = threading.Thread(target=self._run, name="asab-sentry-spotlight", daemon=True)
 		self._thread.start()
 
@@ -97,8 +100,32 @@ class SpotlightTransport(sentry_sdk.transport.Transport):
 	def flush(self, timeout: float, callback: typing.Any = None) -> None:
 		if self.Upstream is not None:
 			self.Upstream.flush(timeout, callback)
+		self._wait(timeout)
+
+	def _wait(self, timeout: float) -> int:
+		"""Wait until Spotlight has every envelope, at most ``timeout`` and not past the exit's deadline."""
+		deadline = time.monotonic() + max(0.0, timeout)
+		if self._deadline is not None:
+			deadline = min(deadline, self._deadline)
 		with self._idle:
-			self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
+			self._idle.wait_for(lambda: self._pending == 0, timeout=max(0.0, deadline - time.monotonic()))
+			return self._pending
+
+	def shutdown(self, timeout: float) -> None:
+		"""
+		The exit (SentryService.finalize, beside the delivery's own shutdown): waits at most ``timeout`` for
+		Spotlight, starts the deadline later flushes share (the exit never waits twice) and says in one line how
+		many envelopes Spotlight did not get.
+		"""
+		if self._deadline is None:
+			self._deadline = time.monotonic() + max(0.0, timeout)
+		pending = self._wait(timeout)
+		if pending:
+			L.warning(
+				"{} envelope(s) not shown in Spotlight at {}: it did not take them within shutdown_timeout={:g}s "
+				"(delivery to Sentry is not affected).".format(pending, self.Url, timeout),
+				extra={NO_EVENT: True},
+			)
 
 	def kill(self) -> None:
 		if self.Upstream is not None:
