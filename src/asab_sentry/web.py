@@ -446,7 +446,6 @@ class WebInstrumentation:
 		transport = client.transport
 		if transport is None:
 			return
-		request = state.Request
 		tags, user, contexts = _sdk.scope_data()
 		span_tags, span_data = _sdk.span_tags_and_data(transaction)
 		tags.update(span_tags)
@@ -473,15 +472,10 @@ class WebInstrumentation:
 			"start_timestamp": start,
 			"timestamp": end,
 			"spans": [span.to_json() for span in _sdk.finished_child_spans(transaction)],
-			"request": {
-				"method": request.method,
-				"url": "{}://{}{}".format(request.scheme, request.host, request.path),
-			},
+			"request": {},  # method, URL, query string: _add_request
 			"platform": "python",
 			"sdk": {"name": "sentry.python", "version": sentry_sdk.VERSION},
 		}
-		if request.query_string:
-			event["request"]["query_string"] = scrub_query(request.query_string)
 		if user:
 			event["user"] = user
 		options = client.options
