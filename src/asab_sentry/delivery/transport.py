@@ -6,11 +6,13 @@ How an envelope travels:
 1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
    O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
    that what capture accepted survives the process.
-2. A preparing thread (or a sender with nothing to send) serializes and gzips it into a `Parcel` and puts it
-   on the ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped:
-   ``queue_full``). It keeps doing so while every sender waits on the network, so the bound holds in an outage.
-3. A sender takes the oldest parcel that may go (no rate limit on its categories, no back-off running) and
-   POSTs it over a kept-alive connection.
+2. A sender (woken only when every sender is idle; it waits `GATHER` for more, then takes them all) serializes
+   it, gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the ready queue, bounded in bytes
+   (``queue_max_size``; over it the new envelope is dropped: ``queue_full``). While every sender waits on the
+   network, a preparing thread does this instead, so the bound holds in an outage.
+3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
+   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
+   connection mid-pipeline gets the unanswered ones again, one per request from then on.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
    ``Retry-After``) and the parcel waits for the end of the window. Connection error, timeout, 5xx: the
    parcel goes back to the head of the queue and the whole transport backs off exponentially with jitter.
