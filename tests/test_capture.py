@@ -111,3 +111,26 @@ def test_per_event_scope_data_like_asab_sentry(svc, sentry_capture, caplog):
 	svc.capture_message("only this one", tags={"once": "yes"})
 	svc.capture_message("not tagged")
 	assert "once" not in sentry_capture.find(message="not tagged")["tags"]
+
+
+def test_event_ids_are_version_4_uuids_like_sentry_sdk_makes_and_differ_in_a_forked_child():
+	import os
+	import uuid
+
+	from asab_sentry import capture
+
+	ids = {capture.new_event_id() for _ in range(2000)}
+	assert len(ids) == 2000
+	for value in list(ids)[:200]:
+		parsed = uuid.UUID(hex=value)
+		assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+	read, write = os.pipe()
+	pid = os.fork()
+	if pid == 0:  # the child: its next id, to the parent
+		os.write(write, capture.new_event_id().encode())
+		os._exit(0)
+	os.close(write)
+	os.waitpid(pid, 0)
+	child = os.read(read, 64).decode()
+	os.close(read)
+	assert child != capture.new_event_id() and len(child) == 32

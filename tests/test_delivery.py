@@ -399,3 +399,32 @@ def test_exit_with_spotlight_waits_once_and_says_what_spotlight_did_not_get():
 	assert len(said) == 1, out.stderr
 	assert "20 envelope(s) not shown in Spotlight" in said[0] and "shutdown_timeout=2s" in said[0]
 	assert took < 2 * 2.0  # waiting twice (finalize, then sentry-sdk's atexit) would take 4 s or more
+
+
+def test_encoded_events_wait_as_bytes_and_those_bytes_are_bounded_too(server):
+	"""An event the final pass encoded waits for the preparing thread as its bytes (no event dicts for the
+	garbage collector to walk), and at most INCOMING_FACTOR x queue_max_size of them wait uncompressed; the rest
+	is counted."""
+	from asab_sentry import limits
+	from asab_sentry.delivery.transport import INCOMING_FACTOR, Serialized
+
+	transport = DeliveryTransport({"dsn": server.dsn}, DeliveryOptions(queue_max_size=5_000))
+	sentry_sdk.init(
+		dsn=server.dsn,
+		transport=transport,
+		default_integrations=False,
+		before_send=limits.FinalPass(keep_encoding=True),
+	)
+	with transport._cond:  # neither the preparing thread nor a sender can take anything meanwhile
+		for i in range(100):
+			sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
+		waiting = list(transport._incoming)
+		assert waiting and all(isinstance(entry, Serialized) for entry in waiting)
+		assert sum(len(entry.data) for entry in waiting) <= INCOMING_FACTOR * 5_000
+		dropped_at_intake = transport.Losses.Counters["dropped_queue_full"]
+		assert dropped_at_intake == 100 - len(waiting)
+	# The rest is compressed and sent, or dropped when the (compressed) queue is full: every one accounted for.
+	assert wait_for(lambda: transport.pending() == 0)
+	delivered = messages(server)
+	assert len(delivered) == 100 - transport.Losses.Counters["dropped_queue_full"] > 0
+	assert set(delivered) <= {"m{}".format(i) for i in range(len(waiting))}

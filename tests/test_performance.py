@@ -242,3 +242,115 @@ def test_breadcrumbs_shared_by_events_of_several_threads_are_complete_and_scrubb
 		for crumb in crumbs:
 			assert crumb["message"].startswith("pending ") and crumb["type"] == "log"
 			assert crumb["data"]["password"] == "[Filtered]"
+
+
+# Encoded once: the final pass's JSON of an event is what goes on the wire (asab_sentry.limits.take_encoded).
+
+
+class Checking(sentry_sdk.transport.Transport):
+	"""In front of the capture's transport: each payload must be exactly sentry-sdk's own encoding of it."""
+
+	def __init__(self, inner):
+		super().__init__()
+		self.Inner = inner
+		self.Payloads = 0
+		self.Reused = 0
+
+	def capture_envelope(self, envelope):
+		from asab_sentry import limits
+
+		expected = [sentry_sdk.utils.json_dumps(item.payload.json) for item in envelope.items]
+		reused = limits.fill_encoded(envelope)
+		assert [item.payload.get_bytes() for item in envelope.items] == expected
+		self.Payloads += len(expected)
+		self.Reused += len(expected) if reused else 0
+		self.Inner.capture_envelope(envelope)
+
+
+def test_every_event_is_sent_as_the_final_pass_encoded_it_byte_for_byte():
+	with testing.capture_sentry(CONFIG) as capture:
+		app = capture.application()
+		client = sentry_sdk.get_client()
+		checking = client.transport = Checking(client.transport)
+		logging.getLogger().setLevel(logging.INFO)
+		scenario(app.get_service("asab.SentryService"))
+		assert len(capture.events) + len(capture.transactions) == 7
+	# Errors (with 100, with fewer than 8 and with mixed breadcrumbs) and the transaction: none encoded twice.
+	assert checking.Payloads == checking.Reused == 7
+
+
+def test_an_encoding_is_not_used_when_the_event_changed_after_the_final_pass():
+	from asab_sentry import limits
+
+	def fresh():
+		return {
+			"event_id": "e" * 32,
+			"level": "error",
+			"contexts": {"trace": {"trace_id": "t" * 32, "dynamic_sampling_context": {"trace_id": "t" * 32}}},
+			"breadcrumbs": {"values": [{"message": "m{}".format(n), "password": "x"} for n in range(10)]},
+		}
+
+	final_pass = limits.FinalPass(keep_encoding=True)
+	# As sentry-sdk leaves it: the dynamic sampling context moved to the envelope's header.
+	event = final_pass(fresh(), {})
+	event["contexts"]["trace"].pop("dynamic_sampling_context")
+	assert limits.take_encoded(event) == sentry_sdk.utils.json_dumps(event)
+	assert limits.take_encoded(event) is None, "given once"
+	# The context left in the event: the encoding (without it) is not used.
+	event = final_pass(fresh(), {})
+	assert limits.take_encoded(event) is None
+	# A top-level value replaced (as sentry-sdk does when it splits gen_ai spans off), added or removed.
+	for change in (
+		lambda e: e.__setitem__("breadcrumbs", {"values": []}),
+		lambda e: e.__setitem__("spans", []),
+		lambda e: e.pop("level"),
+	):
+		event = final_pass(fresh(), {})
+		event["contexts"]["trace"].pop("dynamic_sampling_context")
+		change(event)
+		assert limits.take_encoded(event) is None
+	# Not for the switch turned off, nor for what sentry-sdk's encoder would refuse (NaN).
+	event = limits.FinalPass()(fresh(), {})
+	event["contexts"]["trace"].pop("dynamic_sampling_context")
+	assert limits.take_encoded(event) is None
+	event = fresh()
+	event["extra"] = {"ratio": float("nan")}
+	event = final_pass(event, {})
+	event["contexts"]["trace"].pop("dynamic_sampling_context")
+	assert limits.take_encoded(event) is None
+
+
+def events_of(optimised: bool, story, config: dict = CONFIG) -> list[dict]:
+	previous = speed.ENABLED
+	speed.ENABLED = optimised
+	try:
+		with testing.capture_sentry(config) as capture:
+			app = capture.application()
+			logging.getLogger().setLevel(logging.INFO)
+			story(app.get_service("asab.SentryService"))
+			return [normalised(event) for event in capture.events + capture.transactions]
+	finally:
+		speed.ENABLED = previous
+
+
+def test_breadcrumbs_logged_out_of_time_order_are_ordered_as_sentry_sdk_orders_them():
+	def story(svc):
+		# Records whose creation times go back and forth, and two with the same time (the sort is stable).
+		for n, created in enumerate(CREATED):
+			record = logging.LogRecord("tests.order", logging.INFO, __file__, 1, "crumb %d", (n,), None)
+			record.created = created
+			logging.getLogger("tests.order").handle(record)
+		svc.capture_message("first")
+		L.info("later")
+		svc.capture_message("second")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	messages = [c["message"] for c in fast[0]["breadcrumbs"]["values"]]
+	in_time_order = sorted(range(len(CREATED)), key=CREATED.__getitem__)  # stable, as sentry-sdk's sort
+	assert messages == ["crumb {}".format(n) for n in in_time_order]
+	assert in_time_order != sorted(in_time_order)
+
+
+CREATED = [t + n // 7 for n, t in enumerate((1000.5, 1000.1, 1000.3, 1000.3, 999.0, 1000.2, 1000.1) * 3)]

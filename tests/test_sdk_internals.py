@@ -199,10 +199,37 @@ def test_use_fast_serializer_switches_and_reset_restores():
 	import sentry_sdk.client
 	import sentry_sdk.serializer
 
+	original = sentry_sdk.serializer.serialize
 	_sdk.use_fast_serializer(True)
-	assert sentry_sdk.client.serialize is not sentry_sdk.serializer.serialize
+	assert sentry_sdk.client.serialize is _sdk._serialize
+	assert sentry_sdk.serializer.serialize is _sdk._serialize
 	_sdk.reset()
-	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize
+	assert sentry_sdk.client.serialize is sentry_sdk.serializer.serialize is original
+
+
+def test_frame_local_variables_are_serialized_through_the_serializer_module_attribute():
+	"""``serialize_frame`` imports ``serialize`` from ``sentry_sdk.serializer`` when it runs, with is_vars."""
+	import sentry_sdk.serializer
+
+	calls = []
+	original = sentry_sdk.serializer.serialize
+
+	def spy(value, **kwargs):
+		calls.append(sorted(kwargs))
+		return original(value, **kwargs)
+
+	sentry_sdk.serializer.serialize = spy
+	try:
+		sentry_sdk.init(transport=_NullTransport(), default_integrations=False)
+		try:
+			local = [1, "two"]  # noqa: F841
+			raise ValueError("x")
+		except ValueError as e:
+			sentry_sdk.capture_exception(e)
+	finally:
+		sentry_sdk.serializer.serialize = original
+		_sdk.reset()
+	assert ["custom_repr", "is_vars"] in calls
 
 
 def test_source_context_reads_lines_through_the_module_name_get_lines_from_file():
@@ -241,7 +268,37 @@ def test_source_cache_follows_the_file(tmp_path):
 		assert first == (["a = 1"], "b = 2", ["c = 3"])
 		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
 		path.write_text("a = 1\nchanged = 22\nc = 3\n")
+		# The file is looked at again once SOURCE_RECHECK_INTERVAL has passed, not at every frame.
+		assert lines(str(path), 1, loader=loader, module="module_under_test") == first
+		_sdk.SOURCE_RECHECK_INTERVAL = 0.0
 		assert lines(str(path), 1, loader=loader, module="module_under_test")[1] == "changed = 22"
 	finally:
+		_sdk.SOURCE_RECHECK_INTERVAL = 1.0
 		_sdk.reset()
 	assert sentry_sdk.utils.get_lines_from_file is _sdk._sdk_get_lines_from_file
+
+
+def test_scopes_put_breadcrumbs_into_events_through_apply_breadcrumbs_to_event():
+	"""``Scope.apply_to_event`` calls ``self._apply_breadcrumbs_to_event(event, hint, options)``, which
+	`_sdk.use_breadcrumb_order` replaces (and `_sdk.reset` gives back)."""
+	import inspect
+
+	from asab_sentry.breadcrumbs import LogBreadcrumb
+
+	original = sentry_sdk.scope.Scope._apply_breadcrumbs_to_event
+	assert list(inspect.signature(original).parameters) == ["self", "event", "hint", "options"]
+	assert "self._apply_breadcrumbs_to_event(event, hint, options)" in inspect.getsource(
+		sentry_sdk.scope.Scope.apply_to_event
+	)
+	_sdk.use_breadcrumb_order(LogBreadcrumb)
+	try:
+		assert sentry_sdk.scope.Scope._apply_breadcrumbs_to_event is _sdk._apply_breadcrumbs_to_event
+		scope = sentry_sdk.Scope()
+		record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+		scope._breadcrumbs.append(LogBreadcrumb(record, "m", lambda r, m: {"timestamp": 1, "message": m}))
+		event: dict = {}
+		scope._apply_breadcrumbs_to_event(event, {}, {})
+		assert event == {"breadcrumbs": {"values": [{"timestamp": 1, "message": "m"}]}}  # not datetimes: sentry-sdk's
+	finally:
+		_sdk.reset()
+	assert sentry_sdk.scope.Scope._apply_breadcrumbs_to_event is original

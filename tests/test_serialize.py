@@ -6,6 +6,7 @@ import enum
 import random
 
 import sentry_sdk.serializer
+import sentry_sdk.utils
 from sentry_sdk.utils import AnnotatedValue
 
 from asab_sentry.serialize import serialize_event
@@ -136,3 +137,72 @@ def test_cycles_step_aside():
 	a: dict = {}
 	a["self"] = a
 	assert serialize_event({"extra": {"a": [1]}, "contexts": {"c": a}}) is None
+
+
+class BrokenRepr:
+	def __repr__(self):
+		raise RuntimeError("no repr")
+
+
+VAR_LEAVES = [
+	*LEAVES,
+	lambda r: BrokenRepr(),
+	lambda r: bytearray(b"ba"),
+	lambda r: frozenset({3}),
+	lambda r: {"x": 1}.keys(),
+	lambda r: datetime.date(2026, 1, 2),
+	lambda r: 10**30,
+]
+
+
+def local_variables(r: random.Random, depth: int):
+	if depth <= 0 or r.random() < 0.4:
+		# Mostly leaves the fast walk takes, sometimes one only sentry-sdk's serializer handles.
+		return r.choice(VAR_LEAVES if r.random() < 0.03 else VAR_LEAVES[:16] + VAR_LEAVES[17:20] + VAR_LEAVES[22:])(r)
+	width = r.choice((0, 1, 3, 12) if depth <= 2 else (0, 1, 3))
+	shape = r.choice(("dict", "int keys", "list", "tuple"))
+	if shape == "dict":
+		return {"v{}".format(i): local_variables(r, depth - 1) for i in range(width)}
+	if shape == "int keys":
+		return {i: local_variables(r, depth - 1) for i in range(width)}
+	items = [local_variables(r, depth - 1) for _ in range(width)]
+	return items if shape == "list" else tuple(items)
+
+
+def test_frame_variables_same_output_as_sentry_sdk_or_none():
+	"""serialize_vars against ``serialize(..., is_vars=True)`` (how sentry-sdk's serialize_frame calls it)."""
+	from asab_sentry.serialize import serialize_vars
+
+	r = random.Random(4321)
+	fast = 0
+	for _ in range(3000):
+		frame_locals = {"v{}".format(i): local_variables(r, 7) for i in range(r.randint(0, 14))}
+		ours = serialize_vars(dict(frame_locals))
+		theirs = sentry_sdk.serializer.serialize(dict(frame_locals), is_vars=True, custom_repr=None)
+		if ours is not None:
+			fast += 1
+			assert ours == theirs
+	assert fast > 1000, fast
+	cyclic: list = [1]
+	cyclic.append(cyclic)
+	assert serialize_vars({"c": cyclic}) is None
+	assert serialize_vars({"m": Mapping(a=1)}) is None and serialize_vars({"d": Described("x")}) is None
+
+
+def test_timestamps_formatted_as_sentry_sdk_formats_them():
+	from asab_sentry.serialize import format_timestamp
+
+	r = random.Random(7)
+	zones = [datetime.timezone.utc, datetime.timezone(datetime.timedelta(hours=-5)), None]
+	for _ in range(3000):
+		value = datetime.datetime(
+			r.randint(1, 9999), r.randint(1, 12), r.randint(1, 28), r.randint(0, 23), r.randint(0, 59), r.randint(0, 59)
+		)
+		value = value.replace(microsecond=r.choice((0, 5, r.randint(0, 999_999))), tzinfo=r.choice(zones))
+		try:
+			expected = sentry_sdk.utils.format_timestamp(value)
+		except (OverflowError, ValueError):  # outside the range after the conversion to UTC
+			continue
+		assert format_timestamp(value) == expected
+	now = datetime.datetime.now(datetime.timezone.utc)
+	assert format_timestamp(now) == sentry_sdk.utils.format_timestamp(now)

@@ -82,9 +82,10 @@ CASES = {
 }
 
 
-@pytest.fixture(params=[None, breadcrumbs.restore], ids=["plain", "with-breadcrumbs-restore"])
+@pytest.fixture(params=[(None, False), (breadcrumbs.restore, True)], ids=["plain", "as-the-service-sets-it-up"])
 def final_pass(request):
-	limits.install(limits.FinalPass(scrub.configure(["ssn"]), before=request.param))
+	before, keep_encoding = request.param
+	limits.install(limits.FinalPass(scrub.configure(["ssn"]), before=before, keep_encoding=keep_encoding))
 	yield
 	limits.uninstall()
 	scrub.configure()

@@ -190,6 +190,35 @@ def test_error_events_carry_a_trace_id_with_tracing_off(collector):
 	assert len(ids) == 2 and all(len(i) == 32 for i in ids), "each request has its own trace"
 
 
+def test_malformed_sentry_trace_starts_a_trace_of_its_own(collector):
+	"""Only 32-16[-0|1] hex ids continue a trace; anything else (int(x, 16) accepted some) is ignored."""
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1.0"}})
+	bad = [
+		"4bf92f3577b34da6a3ce929d0e0e47_6-00f067aa0ba902b7-1",  # underscore: int(x, 16) takes it
+		"4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba9_2b7-1",
+		"4bf92f3577b34da6a3ce929d0e0e47 6-00f067aa0ba902b7-1",
+		"{}-{}-1".format("0" * 32, PARENT_SPAN),  # all-zero ids are invalid
+		"{}-{}-1".format(TRACE_ID[:-1] + "a", "0" * 16),
+		"{}-{}-2".format(TRACE_ID[:-1] + "b", PARENT_SPAN),  # the flag is 0 or 1
+		"{}-{}-1-x".format(TRACE_ID[:-1] + "c", PARENT_SPAN),
+	]
+	good = "{}-{}-1".format(TRACE_ID.upper(), PARENT_SPAN.upper())
+
+	async def client(session, base, app):
+		for value in bad + [good]:
+			await get_all(session, base, ["/crash"], {"sentry-trace": value})
+
+	serve([("GET", "/crash", crash)], client)
+	events = payloads(collector, type=None, count=2 * (len(bad) + 1))
+	ids = [trace(e)["trace_id"] for e in events]
+	assert all(len(i) == 32 and int(i, 16) and i == i.lower() and "_" not in i for i in ids)
+	continued = [e for e in events if trace(e)["trace_id"] == TRACE_ID]
+	assert len(continued) == 2, "only the valid (upper-case) header continues the caller's trace"
+	assert all(trace(e).get("parent_span_id") == PARENT_SPAN for e in continued)
+	others = [e for e in events if trace(e)["trace_id"] != TRACE_ID]
+	assert all(trace(e).get("parent_span_id") is None for e in others if e.get("type") == "transaction")
+
+
 def test_rate_above_zero_follows_the_callers_decision(collector):
 	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "0.000001"}})
 
@@ -295,6 +324,24 @@ def test_failed_status_codes_decide_which_responses_are_errors(collector):
 	assert events["GET /key"]["exception"]["values"][-1]["type"] == "KeyError"
 	assert events["GET /missing"]["exception"]["values"][-1]["type"] == "HTTPNotFound"
 	assert events["GET /busy"]["logentry"]["formatted"] == "GET /busy responded with status 503"
+
+
+def test_requests_aiohttp_cannot_parse_give_no_error_event(collector):
+	"""A header over aiohttp's limit is answered 400 and logged at ERROR by aiohttp.server: no event (any client
+	could make them at will); a later crash of the same service still gives its one event."""
+	configure({"sentry": {"data_source_name": collector.dsn}})
+
+	async def client(session, base, app):
+		statuses = []
+		for _ in range(3):
+			async with session.get(base + "/fine", headers={"x-big": "y" * 9000}) as response:
+				statuses.append(response.status)
+		return statuses + await get_all(session, base, ["/crash"])
+
+	app = serve([("GET", "/fine", ok), ("GET", "/crash", crash)], client)
+	assert app.Result == [400, 400, 400, 500]
+	events = payloads(collector, count=2, timeout=3.0)
+	assert [e["exception"]["values"][-1]["type"] for e in events] == ["RuntimeError"]
 
 
 def test_events_of_a_request_carry_its_own_scope_and_only_its_own(collector):

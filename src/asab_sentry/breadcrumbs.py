@@ -18,6 +18,7 @@ goes the ordinary way.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import typing
 
@@ -26,6 +27,9 @@ import sentry_sdk
 from . import _sdk
 
 _STASH = "asab_sentry_breadcrumbs"
+_SERIALIZED = operator.attrgetter("_serialized")
+_VALUE = operator.itemgetter(1)
+_META = operator.itemgetter(2)
 
 # Held while a breadcrumb is built or scrubbed and serialized (at event time, never while logging).
 _building = threading.RLock()
@@ -144,9 +148,8 @@ def stash(event: dict, hint: dict) -> dict:
 	values = breadcrumbs.get("values")
 	if type(values) is not list or not values:
 		return event
-	for crumb in values:
-		if type(crumb) is not LogBreadcrumb:
-			return event
+	if set(map(type, values)) != {LogBreadcrumb}:
+		return event
 	del event["breadcrumbs"]
 	hint[_STASH] = values
 	return event
@@ -158,13 +161,13 @@ def restore(event: dict, hint: dict) -> dict:
 	if values is None:
 		return event
 	options = sentry_sdk.get_client().options
-	serialized = []
-	metas = {}
-	for index, crumb in enumerate(values):
-		value, meta = crumb.serialized(options)
-		serialized.append(value)
-		if meta:
-			metas[str(index)] = meta
+	# What `serialized` returns, looked up at C speed; only the breadcrumbs new to events are serialized here.
+	cached = list(map(_SERIALIZED, values))
+	for index in [i for i, c in enumerate(cached) if c is None or c[0] is not options]:
+		value, meta = values[index].serialized(options)
+		cached[index] = (options, value, meta)
+	serialized = list(map(_VALUE, cached))
+	metas = {str(i): m for i, m in enumerate(map(_META, cached)) if m} if any(map(_META, cached)) else {}
 	event["breadcrumbs"] = {"values": serialized}
 	meta_root = event.get("_meta")
 	own = meta_root.get("breadcrumbs") if isinstance(meta_root, dict) else None

@@ -7,11 +7,14 @@ Faithful capture: what sentry-sdk's own integrations would send and this package
   event as a tree with every child, using sentry-sdk's own exception builder.
 - `current_stack`: the stack of the code that called a logging function, for ``stack_info=True`` and for
   ``L.exception()`` outside an ``except`` block (sentry-sdk's logging integration sends it as ``threads``).
+- `new_event_id`: an event id of the form sentry-sdk gives (``uuid.uuid4().hex``) without a system call.
 """
 
 from __future__ import annotations
 
 import builtins
+import os
+import random
 import sys
 import typing
 
@@ -98,3 +101,20 @@ def current_stack() -> dict[str, typing.Any] | None:
 
 def _is_machinery(module: str) -> bool:
 	return module in _LOGGING_MODULES or module == "asab_sentry" or module.startswith("asab_sentry.")
+
+
+_ids = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+	os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))  # a child never repeats the parent's ids
+
+_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+_VERSION_BITS = (0x4 << 76) | (0x2 << 62)
+
+
+def new_event_id() -> str:
+	"""
+	A random version-4 UUID as 32 lowercase hex digits, what sentry-sdk makes with ``uuid.uuid4().hex`` for an
+	event without an id. ``os.urandom`` (in ``uuid4``) lets other threads take the interpreter lock, which the
+	event loop then waits to get back: in an error storm, with the delivery's threads busy, about 20 µs per event.
+	"""
+	return "%032x" % (_ids.getrandbits(128) & _VERSION_MASK | _VERSION_BITS)

@@ -27,7 +27,9 @@ import itertools
 import json
 import logging
 import math
+import operator
 import typing
+import uuid
 import zlib
 
 from . import notices, scrub
@@ -75,6 +77,18 @@ def encode(event: typing.Mapping[str, typing.Any]) -> bytes:
 	any other object that JSON cannot carry its ``repr`` (only events built by hand hold such values).
 	"""
 	return json.dumps(event, default=_json_default, **_COMPACT).encode("ascii")  # type: ignore[arg-type]
+
+
+#: sentry-sdk's own encoding of a payload (``sentry_sdk.utils.json_dumps``: no NaN, no fallback for other types).
+_exact = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def _encode_exact(value: typing.Any) -> tuple[bytes, bool]:
+	"""(`encode` (value), whether it is byte for byte what sentry-sdk's ``json_dumps`` makes of it)."""
+	try:
+		return _exact(value).encode("ascii"), True
+	except (TypeError, ValueError):  # a NaN, a datetime, another object: sentry-sdk would not send it as it is
+		return encode(value), False
 
 
 def _json_default(value: typing.Any) -> typing.Any:
@@ -452,6 +466,38 @@ def fit_event(
 
 _active: list[FinalPass] = []
 
+_DSC = "dynamic_sampling_context"
+
+#: id(event) -> (event, its values, its JSON as sent, its trace context or None): the encodings the final pass
+#: made of the events it let through, for `take_encoded`. Bounded: an event sentry-sdk drops after
+#: ``before_send`` (its error sampler) never comes to take its encoding.
+_encoded: dict[int, tuple[dict, tuple, bytes, dict | None]] = {}
+_MAX_ENCODED = 64
+
+#: Stands for the breadcrumbs while the rest of an event is encoded (never in any real event).
+_CRUMBS_TOKEN = "asab-sentry-breadcrumbs-{}".format(uuid.uuid4().hex)
+_CRUMBS_TOKEN_JSON = json.dumps(_CRUMBS_TOKEN).encode("ascii")
+_SECOND, _THIRD, _FOURTH, _FIFTH = (operator.itemgetter(n) for n in (1, 2, 3, 4))
+
+
+def take_encoded(event: typing.Any) -> bytes | None:
+	"""
+	The JSON of ``event`` exactly as ``sentry_sdk.utils.json_dumps`` would encode it now, when the final pass
+	(``before_send`` / ``before_send_transaction``) already encoded it and nothing changed since but what
+	sentry-sdk's ``capture_event`` does after ``before_send``: it moves ``contexts.trace.dynamic_sampling_context``
+	into the envelope's header (the encoding is made without it). None otherwise (a changed or unknown event).
+	Each encoding is given once.
+	"""
+	known = _encoded.pop(id(event), None)
+	if known is None or known[0] is not event:
+		return None
+	_, values, raw, trace = known
+	if len(values) != len(event) or any(a is not b for a, b in zip(values, event.values(), strict=True)):
+		return None  # a top-level value replaced, added or removed (e.g. sentry-sdk's gen_ai spans split off)
+	if trace is not None and _DSC in trace:
+		return None  # the encoding left it out, sentry-sdk did not
+	return raw
+
 
 def install(final_pass: FinalPass) -> None:
 	"""Make ``final_pass`` the one `finalize` uses (the running SentryService's)."""
@@ -471,6 +517,8 @@ def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 	"""
 	final_pass = _active[0] if _active else FinalPass()
 	result = final_pass(event, {})
+	if result is not None:
+		_encoded.pop(id(result), None)  # its caller encodes it its own way
 	return result if result is not None else event
 
 
@@ -482,6 +530,8 @@ class FinalPass:
 		scrubber: the `scrub.Scrubber` to use (default: the one `scrub.configure` set up).
 		max_bytes, max_compressed: the size limits.
 		before: a ``before_send`` step run first (e.g. `breadcrumbs.restore`, which completes the event).
+		keep_encoding: keep the JSON the pass makes of each event for the transport (`take_encoded`), so that
+			an event is encoded once (asab_sentry.speed).
 	"""
 
 	def __init__(
@@ -490,12 +540,14 @@ class FinalPass:
 		max_bytes: int = MAX_EVENT_BYTES,
 		max_compressed: int = MAX_COMPRESSED_BYTES,
 		before: typing.Callable[[dict, dict], dict | None] | None = None,
+		keep_encoding: bool = False,
 	) -> None:
 		self.Scrubber = scrubber
+		self.KeepEncoding = keep_encoding
 		self.MaxBytes = max_bytes
 		self.MaxCompressed = max_compressed
 		self.Before = before
-		self._crumbs: dict[int, tuple[typing.Any, typing.Any, int, bool]] = {}
+		self._crumbs: dict[int, tuple[typing.Any, typing.Any, bytes, bool, bool]] = {}
 
 	def __call__(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None) -> typing.Any:
 		try:
@@ -518,58 +570,106 @@ class FinalPass:
 			except Exception:
 				return event
 
-	def _scrub_and_measure(self, event: dict[str, typing.Any], scrubber: scrub.Scrubber) -> tuple[int, bool]:
+	def _scrub_and_measure(
+		self, event: dict[str, typing.Any], scrubber: scrub.Scrubber
+	) -> tuple[int, bool, bytes | None]:
 		"""
-		Scrub the event; return the size of `encode` (event) and whether it has a ``\\ud`` escape. Breadcrumbs
-		that consecutive events share (breadcrumbs.py serializes each once) are scrubbed and encoded once:
-		id -> (breadcrumb, scrubbed breadcrumb, size, escapes); the reference keeps the id from being reused.
+		Scrub the event; return the size of `encode` (event), whether it has a ``\\ud`` escape, and the JSON
+		sentry-sdk will send of it (`take_encoded`; None when sentry-sdk's encoder would not take it as it is).
+		Breadcrumbs that consecutive events share (breadcrumbs.py serializes each once) are scrubbed and encoded
+		once: id -> (breadcrumb, scrubbed breadcrumb, JSON, escapes, exact); the reference keeps the id from being
+		reused.
 		"""
 		crumbs = event.get("breadcrumbs")
 		values = crumbs.get("values") if type(crumbs) is dict and len(crumbs) == 1 else None
-		if type(values) is not list or len(values) < 8:
-			scrubber.scrub_event(event)
-			raw = encode(event)
-			return len(raw), b"\\ud" in raw
-		scrubber.scrub_event(event, breadcrumbs=False)
-		rest = dict(event)
-		rest["breadcrumbs"] = {"values": []}
-		raw = encode(rest)
-		size = len(raw) + len(values) - 1
+		many = type(values) is list and len(values) >= 8
+		scrubber.scrub_event(event, breadcrumbs=not many)
+		# sentry-sdk moves the trace's dynamic sampling context into the envelope header after before_send.
+		# (The size measured is the payload's: the context travels in the envelope's header, not in it.)
+		rest = event
+		contexts = event.get("contexts")
+		trace = contexts.get("trace") if type(contexts) is dict else None
+		if type(trace) is dict and _DSC in trace:
+			rest = dict(event)
+			rest["contexts"] = dict(contexts)
+			rest["contexts"]["trace"] = {k: v for k, v in trace.items() if k != _DSC}
+		if not many:
+			raw, exact = _encode_exact(rest)
+			return len(raw), b"\\ud" in raw, raw if exact else None
+		if rest is event:
+			rest = dict(event)
+		rest["breadcrumbs"] = _CRUMBS_TOKEN
+		raw, exact = _encode_exact(rest)
 		escapes = b"\\ud" in raw
 		cache = self._crumbs
-		for index, crumb in enumerate(values):
-			known = cache.get(id(crumb))
-			if known is None or known[0] is not crumb:
-				scrubbed = scrubber.scrub_breadcrumb(crumb)
-				encoded = encode(scrubbed)
-				known = (crumb, scrubbed, len(encoded), b"\\ud" in encoded)
-				if len(cache) >= 400:
-					cache.clear()
-				cache[id(crumb)] = known
-			if known[1] is not crumb:
-				values[index] = known[1]
-			size += known[2]
-			escapes = escapes or known[3]
-		return size, escapes
+		# Most breadcrumbs were in the previous event: looked up at C speed, only the new ones handled one by one.
+		knowns = list(map(cache.get, map(id, values)))  # type: ignore[arg-type]
+		for index in [i for i, (k, c) in enumerate(zip(knowns, values, strict=True)) if k is None or k[0] is not c]:  # type: ignore[arg-type]
+			crumb = values[index]  # type: ignore[index]
+			scrubbed = scrubber.scrub_breadcrumb(crumb)
+			encoded, crumb_exact = _encode_exact(scrubbed)
+			known = (crumb, scrubbed, encoded, b"\\ud" in encoded, crumb_exact)
+			if len(cache) >= 400:  # the oldest half: breadcrumbs that left the scope first
+				for key in list(itertools.islice(cache, 200)):
+					cache.pop(key, None)
+			cache[id(crumb)] = knowns[index] = known
+		values[:] = map(_SECOND, knowns)  # type: ignore[index]
+		escapes = escapes or any(map(_FOURTH, knowns))
+		exact = exact and all(map(_FIFTH, knowns))
+		crumbs_json = b'{"values":[' + b",".join(map(_THIRD, knowns)) + b"]}"
+		size = len(raw) - len(_CRUMBS_TOKEN_JSON) + len(crumbs_json)
+		at = raw.find(_CRUMBS_TOKEN_JSON)
+		if not exact or at < 0 or raw.find(_CRUMBS_TOKEN_JSON, at + 1) >= 0:
+			return size, escapes, None
+		return size, escapes, raw[:at] + crumbs_json + raw[at + len(_CRUMBS_TOKEN_JSON) :]
 
 	def process(self, event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 		scrubber = self.Scrubber or scrub.active()
+		raw: bytes | None
 		try:
-			size, escapes = self._scrub_and_measure(event, scrubber)
+			size, escapes, raw = self._scrub_and_measure(event, scrubber)
 		except (TypeError, ValueError):  # not plain JSON data: rebuild it
 			event = typing.cast(dict, bounded(event, max_depth=64, max_breadth=100000, max_nodes=10**7))
 			scrubber.scrub_event(event)
-			size, escapes = None, True
+			size, escapes, raw = None, True, None
 		if escapes:  # a \\udXXX escape: maybe a lone surrogate
 			event = typing.cast(dict, scrub.sanitize(event))
-			size = None
-		event, trimmed = fit_event(event, self.MaxBytes, self.MaxCompressed, size)
+			size, raw = None, None
+		fitted, trimmed = fit_event(event, self.MaxBytes, self.MaxCompressed, size)
 		if trimmed:
-			original = event.get("contexts", {}).get("asab_sentry", {}).get("original_size", 0)
+			original = fitted.get("contexts", {}).get("asab_sentry", {}).get("original_size", 0)
 			notices.say(
 				"event trimmed",
 				"An event of {} bytes was over Sentry's size limit ({} bytes, {} compressed); sent without: {}.".format(
 					original, self.MaxBytes, self.MaxCompressed, ", ".join(trimmed)
 				),
 			)
-		return event
+		elif raw is not None and self.KeepEncoding:
+			_keep_encoded(fitted, raw)
+		return fitted
+
+
+def fill_encoded(envelope: typing.Any) -> bool:
+	"""
+	Give every item of a sentry-sdk ``Envelope`` whose payload the final pass encoded (`take_encoded`) those
+	bytes, so that serializing the envelope encodes nothing but its headers. True when every item's payload is
+	bytes now.
+	"""
+	complete = True
+	for item in envelope.items:
+		payload = item.payload
+		if payload.bytes is None:
+			raw = take_encoded(payload.json) if payload.json is not None else None
+			if raw is None:
+				complete = False
+			else:
+				payload.bytes = raw
+	return complete
+
+
+def _keep_encoded(event: dict[str, typing.Any], raw: bytes) -> None:
+	contexts = event.get("contexts")
+	trace = contexts.get("trace") if type(contexts) is dict else None
+	if len(_encoded) >= _MAX_ENCODED:
+		_encoded.clear()
+	_encoded[id(event)] = (event, tuple(event.values()), raw, trace if type(trace) is dict and _DSC in trace else None)

@@ -253,6 +253,8 @@ class SentryLogHandler(logging.Handler):
 		extra = record_data(record)
 		if extra:
 			event["extra"] = limits.Bag(extra)
+		if speed.ENABLED:
+			event["event_id"] = capture.new_event_id()
 		sentry_sdk.capture_event(event, hint=hint)
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:

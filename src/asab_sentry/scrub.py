@@ -164,11 +164,15 @@ class Scrubber:
 		if isinstance(data, dict):
 			changed = False
 			result = {}
+			known = self._cache  # is_secret's answers (every event has the same few keys): looked up inline
 			for key, value in data.items():
-				if value is not None and value != "" and self.is_secret(key):
+				secret = known.get(key) if type(key) is str else False
+				if secret is None:
+					secret = self.is_secret(key)
+				if secret and value is not None and value != "":
 					new_value: typing.Any = FILTERED
 				elif isinstance(value, str):
-					new_value = self._scrub_string(key, value)
+					new_value = self._scrub_string(key, value) if key in _QUERY_KEYS or key in _URL_KEYS else value
 				elif isinstance(value, (dict, list)):
 					new_value = self.scrub(value, depth + 1)
 				else:

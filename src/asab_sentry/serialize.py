@@ -13,6 +13,7 @@ sentry-sdk's serializer, so the result is always what sentry-sdk would produce.
 
 from __future__ import annotations
 
+import collections.abc
 import datetime
 import typing
 
@@ -21,7 +22,27 @@ import sentry_sdk.utils
 
 _AnnotatedValue = sentry_sdk.utils.AnnotatedValue
 _format_timestamp = sentry_sdk.utils.format_timestamp
+_UTC = datetime.timezone.utc
+_DATETIME = datetime.datetime
+
+
+def format_timestamp(value: datetime.datetime) -> str:
+	"""sentry-sdk's ``format_timestamp`` (RFC 3339 in UTC, microseconds), without its ``strftime`` for UTC times."""
+	if value.tzinfo is _UTC and value.year >= 1000:
+		return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+			value.year,
+			value.month,
+			value.day,
+			value.hour,
+			value.minute,
+			value.second,
+			value.microsecond,
+		)
+	return _format_timestamp(value)
+
+
 _MAX_DEPTH = 64  # deeper than any event sentry-sdk builds: treated as a possible cycle
+_DATABAG_ROOTS = frozenset(("extra", "breadcrumbs", "request"))
 
 
 class _Unsupported(Exception):
@@ -77,20 +98,25 @@ class _Walk:
 			out = {}
 			path = self.path
 			short = self.short
+			# Only under these top-level keys do databags start (see child_databag_of).
+			check = databag is None and level < 3 and (not path or path[0] in _DATABAG_ROOTS)
 			for key, item in value.items():
 				if type(key) is not str:
 					raise _Unsupported
-				path.append(key)
-				child = databag - 1 if databag is not None else self.child_databag(None) if level < 3 else None
+				child = databag - 1 if databag is not None else self.child_databag_of(key) if check else None
 				leaf = type(item)
-				# Plain leaves inline (most nodes are): the same checks as `node` makes.
+				# Plain leaves inline (most nodes are): the same checks as `node` makes; the path is only kept
+				# for what may need it (annotations, the databag depth, the span description rule).
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
 				):
 					out[key] = item
+				elif leaf is _DATETIME and (child is None or child > 0):
+					out[key] = format_timestamp(item)
 				else:
+					path.append(key)
 					out[key] = self.node(item, child, level + 1)
-				path.pop()
+					path.pop()
 			return out
 		if kind is list or kind is tuple:
 			if databag is not None and len(value) > self.breadth:
@@ -98,20 +124,21 @@ class _Walk:
 			items = []
 			path = self.path
 			short = self.short
+			check = databag is None and level < 3 and (not path or path[0] in _DATABAG_ROOTS)
 			for index, item in enumerate(value):
-				path.append(str(index))
-				child = databag - 1 if databag is not None else self.child_databag(None) if level < 3 else None
+				child = databag - 1 if databag is not None else self.child_databag_of(str(index)) if check else None
 				leaf = type(item)
 				if (child is None or child > 0) and (
 					(leaf is str and len(item) <= short) or leaf is int or leaf is bool or item is None
 				):
 					items.append(item)
 				else:
+					path.append(str(index))
 					items.append(self.node(item, child, level + 1))
-				path.pop()
+					path.pop()
 			return items
 		if kind is datetime.datetime:
-			return _format_timestamp(value)
+			return format_timestamp(value)
 		# Subclasses (e.g. sentry-sdk's own ``TransactionSource(str, Enum)``): sentry-sdk keeps the object itself.
 		if isinstance(value, (int, float)):
 			if isinstance(value, float) and value - value != 0.0:
@@ -137,17 +164,16 @@ class _Walk:
 		except UnicodeError:
 			return True
 
-	def child_databag(self, databag: int | None) -> int | None:
-		"""Remaining depth of the child being visited (``self.path`` ends with it)."""
-		if databag is not None:
-			return databag - 1
+	def child_databag_of(self, key: str) -> int | None:
+		"""Remaining depth of the child ``key`` of the node at ``self.path``, outside any databag so far."""
 		path = self.path
-		top = path[0]
-		if top == "extra" and len(path) == 1:
+		depth = len(path)
+		top = path[0] if depth else key
+		if top == "extra" and depth == 0:
 			return self.depth
-		if top == "breadcrumbs" and len(path) == 3 and path[1] == "values":
+		if top == "breadcrumbs" and depth == 2 and path[1] == "values":
 			return self.depth
-		if top == "request" and len(path) == 2 and path[1] == "data":
+		if top == "request" and depth == 1 and key == "data":
 			if self.keep_request_bodies:
 				raise _Unsupported
 			return self.depth
@@ -175,3 +201,79 @@ def serialize_event(
 	if walk.meta:
 		out["_meta"] = walk.meta
 	return out
+
+
+# Frame local variables: ``serialize(dict(frame.f_locals), is_vars=True)`` in sentry-sdk's ``serialize_frame``.
+
+_REPRED = frozenset((str, int, float, bool, type(None), bytes, datetime.datetime))
+
+
+def _safe_repr(value: typing.Any) -> str:
+	try:
+		return repr(value)
+	except Exception:
+		return "<broken repr>"
+
+
+def _vars_node(value: typing.Any, depth: int, breadth: int, ancestors: set[int]) -> typing.Any:
+	kind = type(value)
+	if kind is _AnnotatedValue:
+		raise _Unsupported  # sentry-sdk unwraps it, at any depth
+	if depth <= 0:
+		return _safe_repr(value)
+	if kind in _REPRED:
+		return _safe_repr(value)
+	if kind is dict or kind is list or kind is tuple:
+		if id(value) in ancestors:
+			raise _Unsupported  # sentry-sdk marks the cycle (and then forgets the ancestor): its walk decides
+		ancestors.add(id(value))
+		if kind is dict:
+			out: typing.Any = {}
+			for index, (key, item) in enumerate(value.items()):
+				if index >= breadth:
+					break
+				if type(key) is not str:
+					if type(key) is not int:
+						raise _Unsupported
+					key = str(key)
+				out[key] = _vars_node(item, depth - 1, breadth, ancestors)
+		else:
+			out = []
+			for index, item in enumerate(value):
+				if index >= breadth:
+					break
+				out.append(_vars_node(item, depth - 1, breadth, ancestors))
+		ancestors.discard(id(value))
+		return out
+	if getattr(kind, "__sentry_repr__", None) is not None:
+		raise _Unsupported
+	if isinstance(value, (collections.abc.Mapping, collections.abc.Set, collections.abc.Sequence)) or isinstance(
+		value, tuple(getattr(sentry_sdk.serializer, "sequence_types", ()))
+	):
+		if not isinstance(value, (str, bytes, bytearray, memoryview)):
+			raise _Unsupported  # walked by sentry-sdk as a mapping or sequence
+	return _safe_repr(value)
+
+
+def serialize_vars(local_vars: typing.Any) -> dict[str, typing.Any] | None:
+	"""
+	``sentry_sdk.serializer.serialize(local_vars, is_vars=True)`` (no ``max_value_length``, no ``custom_repr``:
+	how ``serialize_frame`` calls it), or None when this walk cannot vouch for the result: every leaf as its
+	``repr``, dicts, lists and tuples within sentry-sdk's databag depth and breadth. Anything else that is a
+	mapping or a sequence, a cycle, an ``AnnotatedValue``, a type with ``__sentry_repr__`` or a registered repr
+	processor: None.
+	"""
+	if type(local_vars) is not dict or sentry_sdk.serializer.global_repr_processors:
+		return None
+	try:
+		return typing.cast(
+			dict,
+			_vars_node(
+				local_vars,
+				sentry_sdk.serializer.MAX_DATABAG_DEPTH,
+				sentry_sdk.serializer.MAX_DATABAG_BREADTH,
+				set(),
+			),
+		)
+	except (_Unsupported, RecursionError):
+		return None

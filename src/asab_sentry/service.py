@@ -25,7 +25,7 @@ from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 from sentry_sdk.scrubber import EventScrubber
 
-from . import _sdk, breadcrumbs, limits, notices, scrub, speed, tasks
+from . import _sdk, breadcrumbs, levels, limits, notices, scrub, speed, tasks
 from . import capture as capture_module
 from . import identity as identity_module
 from . import logging as sentry_logging
@@ -143,6 +143,9 @@ class SentryService(asab.Service):
 
 		self.LogHandler = sentry_logging.SentryLogHandler(self.Settings.breadcrumbs_level, self.Settings.events_level)
 		sentry_logging.install_handler(self.LogHandler)
+		# ASAB's root level (NOTICE without -v) would keep INFO breadcrumbs from ever being created.
+		wanted = [level for level in (self.Settings.breadcrumbs_level, self.Settings.events_level) if level is not None]
+		levels.open_root(min(wanted) if wanted else None, keep=sentry_logging.SentryLogHandler)
 		self.LoopHooks = tasks.install(app.Loop, lambda: self.LogHandler.EventsLevel, self.Settings.task_spans)
 		self.Web: web_module.WebInstrumentation | None = None
 		self._install_web(app)
@@ -168,7 +171,9 @@ class SentryService(asab.Service):
 		# The last step before an event or transaction is sent: scrubbed, valid text, within Sentry's limits.
 		# (Log breadcrumbs serialized once are put back into the event first, see breadcrumbs.py.)
 		final_pass = limits.FinalPass(
-			scrub.configure(s.scrub_keys), before=breadcrumbs.restore if speed.ENABLED else None
+			scrub.configure(s.scrub_keys),
+			before=breadcrumbs.restore if speed.ENABLED else None,
+			keep_encoding=speed.ENABLED,
 		)
 		limits.install(final_pass)
 		capture_module.install()
@@ -209,6 +214,7 @@ class SentryService(asab.Service):
 			breadcrumbs.install()
 		_sdk.use_fast_serializer(speed.ENABLED)
 		_sdk.use_source_cache(speed.ENABLED)
+		_sdk.use_breadcrumb_order(breadcrumbs.LogBreadcrumb if speed.ENABLED else None)
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()

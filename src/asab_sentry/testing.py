@@ -44,7 +44,7 @@ import warnings
 import sentry_sdk.transport
 from sentry_sdk.envelope import Envelope
 
-from . import _sdk, limits, notices, payload, scrub, service, tasks, web
+from . import _sdk, levels, limits, notices, payload, scrub, service, tasks, web
 from . import logging as sentry_logging
 
 __all__ = ["CaptureTransport", "SentryCapture", "capture_sentry", "on_envelope", "sentry_capture"]
@@ -80,7 +80,10 @@ def on_envelope(listener: typing.Callable[[Envelope], None]) -> typing.Callable[
 
 
 class CaptureTransport(sentry_sdk.transport.Transport):
-	"""A sentry-sdk transport that serializes each envelope as it would be sent, and keeps it."""
+	"""
+	A sentry-sdk transport that serializes each envelope as it would be sent, and keeps it. Payloads the final
+	pass encoded already are sent as those bytes, as `asab_sentry.delivery.DeliveryTransport` sends them.
+	"""
 
 	def __init__(self, capture: SentryCapture, options: dict | None = None):
 		super().__init__(options)
@@ -88,6 +91,7 @@ class CaptureTransport(sentry_sdk.transport.Transport):
 
 	def capture_envelope(self, envelope: Envelope) -> None:
 		buffer = io.BytesIO()
+		limits.fill_encoded(envelope)
 		envelope.serialize_into(buffer)
 		self.Capture._receive(Envelope.deserialize(buffer.getvalue()))
 
@@ -379,6 +383,7 @@ class _GlobalState:
 			del instances[cls_]
 		_sdk.reset()
 		sentry_logging.uninstall_handlers()
+		levels.restore()
 		notices.reset()
 		scrub.configure()
 		limits.uninstall()

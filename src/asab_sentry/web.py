@@ -245,18 +245,35 @@ class RequestState:
 current: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("asab_sentry_request", default=None)
 
 
+def _client_error(exception: BaseException) -> bool:
+	"""An error aiohttp raises for a request it cannot parse (a header too long, a bad request line) with a 4xx code."""
+	module = sys.modules.get("aiohttp.http_exceptions")
+	if module is None or not isinstance(exception, module.HttpProcessingError):
+		return False
+	code = getattr(exception, "code", None)
+	return isinstance(code, int) and 400 <= code < 500
+
+
+_SENTRY_TRACE = re.compile(r"[ \t]*([0-9a-fA-F]{32})-([0-9a-fA-F]{16})(?:-([01]))?[ \t]*")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
 def _parse_sentry_trace(state: RequestState, value: str) -> None:
-	parts = value.strip().split("-")
-	if len(parts) >= 2 and len(parts[0]) == 32 and len(parts[1]) == 16:
-		try:
-			int(parts[0], 16)
-			int(parts[1], 16)
-		except ValueError:
-			return
-		state._trace_id = parts[0].lower()
-		state.ParentSpanId = parts[1].lower()
-		if len(parts) >= 3:
-			state.ParentSampled = {"1": True, "0": False}.get(parts[2])
+	"""
+	Continue the caller's trace from ``sentry-trace: <trace id>-<span id>[-<sampled>]`` (32 and 16 hex digits,
+	sampled ``1`` or ``0``). Anything else, all-zero ids included (invalid in W3C trace context, refused by
+	Relay), is ignored: the request starts a trace of its own.
+	"""
+	match = _SENTRY_TRACE.fullmatch(value)
+	if match is None:
+		return
+	trace_id, span_id, sampled = match.groups()
+	if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+		return
+	state._trace_id = trace_id.lower()
+	state.ParentSpanId = span_id.lower()
+	if sampled is not None:
+		state.ParentSampled = sampled == "1"
 
 
 def _sentry_baggage(value: str | None) -> str | None:
@@ -636,6 +653,8 @@ class WebInstrumentation:
 			return False
 		if getattr(exception, _REPORTED, False):
 			return True
+		if record.name == "aiohttp.server" and _client_error(exception):
+			return True  # a malformed request aiohttp answered with a 4xx: the client's error, not the service's
 		state = current.get()
 		if state is not None and record.name == "asab.web":
 			state.Exception = exception

@@ -3,9 +3,12 @@
 
 How an envelope travels:
 
-1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque:
-   O(1), no serialization, no I/O. With an outbox it serializes, compresses and writes the file first, so
-   that what capture accepted survives the process.
+1. ``capture_envelope`` (the capturing thread, in a service the event loop) appends the envelope to a deque,
+   no I/O. An event or transaction that the final pass already encoded (`asab_sentry.limits.take_encoded`) is
+   appended as those bytes: serializing it costs only its headers, and what waits holds no dicts for the
+   cyclic garbage collector to walk (thousands of waiting events made its full collections stall the loop for
+   100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
+   first, so that what capture accepted survives the process.
 2. A sender (woken only when every sender is idle; it waits `GATHER` for more, then takes them all) serializes
    it, gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the ready queue, bounded in bytes
    (``queue_max_size``; over it the new envelope is dropped: ``queue_full``). While every sender waits on the
@@ -38,6 +41,7 @@ from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope, Item
 
+from .. import limits
 from ..logging import NO_EVENT
 from . import outbox as outbox_module
 from .http import Connection, ProxyConnection, Response, connection_factory
@@ -48,8 +52,12 @@ L = logging.getLogger("asab_sentry.delivery")
 
 MB = 1024 * 1024
 
-#: Envelopes handed over but not yet serialized; a safety bound for a storm faster than the senders.
+#: Envelopes handed over but not yet compressed; a safety bound for a storm faster than the senders.
 MAX_INCOMING = 10_000
+
+#: Uncompressed envelopes waiting for the preparing thread, in multiples of ``queue_max_size`` (compressed, they
+#: are 4-6 times smaller): room for the backlog of a preparing thread that gets little CPU in a storm.
+INCOMING_FACTOR = 4
 
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
@@ -147,6 +155,26 @@ class Parcel:
 		self.settled: bool = True  # False while a sender holds it
 
 
+class Serialized(typing.NamedTuple):
+	"""An envelope serialized when it was handed over, waiting to be compressed."""
+
+	data: bytes
+	categories: frozenset[str]
+	quantities: list[tuple[str, int]]
+
+
+def intake(envelope: Envelope) -> Envelope | Serialized:
+	"""The envelope as `Serialized` when the final pass encoded its payloads already, else as it is."""
+	if not limits.fill_encoded(envelope):
+		return envelope
+	categories, quantities = describe(envelope)
+	return Serialized(envelope.serialize(), categories, quantities)
+
+
+def _categories(entry: Envelope | Serialized) -> frozenset[str]:
+	return entry.categories if isinstance(entry, Serialized) else describe(entry)[0]
+
+
 def describe(envelope: Envelope) -> tuple[frozenset[str], list[tuple[str, int]]]:
 	"""Rate-limit categories (client reports are never limited) and client-report quantities of an envelope."""
 	categories = frozenset(item.data_category for item in envelope.items if item.data_category != "internal")
@@ -202,11 +230,14 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._waiting = 0  # senders waiting for work
 		self._gathering = 0  # senders waiting GATHER for more work before they take it
 		self._pipelining = True  # False once the endpoint closed a connection with requests of a pipeline unanswered
-		self._incoming: collections.deque[Envelope] = collections.deque()
+		self._incoming: collections.deque[Envelope | Serialized] = collections.deque()
 		self._ready: collections.deque[Parcel] = collections.deque()
 		self._by_path: dict[str, Parcel] = {}
 		self._queued_bytes = 0
 		self._preparing = 0
+		self._preparer_idle = False
+		self._incoming_bytes = 0
+		self._bytes_lock = threading.Lock()
 		self._inflight = 0
 		self._stopping = False
 		self._killed = False
@@ -239,10 +270,21 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			categories, quantities = describe(envelope)
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
-		self._incoming.append(envelope)
+		entry = intake(envelope)
+		if isinstance(entry, Serialized):
+			# Uncompressed bytes waiting for the preparing thread: at most INCOMING_FACTOR x queue_max_size.
+			with self._bytes_lock:  # never held for more than an addition
+				full = self._incoming_bytes + len(entry.data) > INCOMING_FACTOR * self.Options.queue_max_size
+				if not full:
+					self._incoming_bytes += len(entry.data)
+			if full:
+				self.Losses.dropped("queue_full", 1, entry.quantities)
+				return
+		self._incoming.append(entry)
 		if len(self._incoming) == 1 and self._waiting >= self.Options.max_concurrent_requests:
 			# Every sender is idle: wake one. (Else a sender is at work, or was woken for an envelope before this
-			# one: it takes this one with the others when it looks at the deque again.)
+			# one: it takes this one with the others when it looks at the deque again; waking a thread costs the
+			# loop its turn.)
 			self._wake()
 
 	def _wake(self) -> None:
@@ -289,15 +331,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		return pending
 
 	@staticmethod
-	def _undelivered(incoming: list[Envelope], ready: list[Parcel], inflight: int) -> int:
+	def _undelivered(incoming: list[Envelope | Serialized], ready: list[Parcel], inflight: int) -> int:
 		"""Envelopes not delivered yet, our own client reports not counted."""
-		n = inflight + sum(1 for e in incoming if describe(e)[0])
+		n = inflight + sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if not p.evicted and p.quantities != [])
 
 	@staticmethod
-	def _memory_only(incoming: list[Envelope], ready: list[Parcel]) -> int:
+	def _memory_only(incoming: list[Envelope | Serialized], ready: list[Parcel]) -> int:
 		"""Of `_undelivered`, those with no outbox file (its write failed): lost at exit even with an outbox."""
-		n = sum(1 for e in incoming if describe(e)[0])
+		n = sum(1 for e in incoming if _categories(e))
 		return n + sum(1 for p in ready if p.path is None and not p.evicted and p.quantities != [])
 
 	def _say_undelivered(self, n: int, memory_only: int = 0) -> None:
@@ -329,6 +371,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			left = list(self._ready)
 			incoming = list(self._incoming)
 			self._incoming.clear()
+			with self._bytes_lock:
+				self._incoming_bytes = 0
 			self._ready.clear()
 			inflight = self._inflight
 			self._cond.notify_all()
@@ -386,6 +430,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 	def _capture_to_outbox(self, envelope: Envelope) -> None:
 		assert self.Outbox is not None
 		try:
+			limits.fill_encoded(envelope)
 			body = gzip_body(envelope.serialize(), self.Options.compress_level)
 			categories, quantities = describe(envelope)
 			entry, evicted = self.Outbox.write(body)
@@ -593,8 +638,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		# unserialized (several times their compressed size) up to MAX_INCOMING.
 		while True:
 			with self._cond:
+				self._preparer_idle = True
 				while (not self._incoming or self._waiting or self._gathering) and not self._stopping:
 					self._prepare_wanted.wait(IDLE_POLL)
+				self._preparer_idle = False
 				if self._stopping:
 					return
 				envelope = self._incoming.popleft()
@@ -606,17 +653,26 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			with self._cond:
 				self._cond.notify()  # a sender for the parcel
 
-	def _prepare(self, envelope: Envelope) -> None:
+	def _prepare(self, entry: Envelope | Serialized) -> None:
 		full = False
 		try:
-			body = request_body(envelope.serialize(), self.Options.compress_level)
-			categories, quantities = describe(envelope)
-			parcel = Parcel(body, None, len(body), categories, quantities, time.time())
-			with self._cond:
-				full = self._queued_bytes + parcel.size > self.Options.queue_max_size
-				if not full:
-					self._queued_bytes += parcel.size
-					self._ready.append(parcel)
+			if isinstance(entry, Serialized):
+				data, categories, quantities = entry
+				with self._bytes_lock:
+					self._incoming_bytes -= len(data)
+			else:
+				data = entry.serialize()
+				categories, quantities = describe(entry)
+			# A full queue (an endpoint that does not answer): dropped without compressing it first.
+			full = self._queued_bytes >= self.Options.queue_max_size
+			if not full:
+				body = request_body(data, self.Options.compress_level)
+				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
+				with self._cond:
+					full = self._queued_bytes + parcel.size > self.Options.queue_max_size
+					if not full:
+						self._queued_bytes += parcel.size
+						self._ready.append(parcel)
 			if full:
 				self.Losses.dropped("queue_full", 1, quantities)
 			if categories:
@@ -625,6 +681,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
 			with self._cond:
 				self._preparing -= 1
+				# Flush waits on its own condition. The senders are not woken here: a sender that prepares takes the
+				# parcels next itself, and the preparing thread wakes one after each (see _prepare_loop).
 				self._settled.notify_all()
 
 	def _deliver(self, batch: list[Parcel], connection: Connection | ProxyConnection) -> bool:
