@@ -75,6 +75,10 @@ class Hello(asab.Application):
 			transport.capture_envelope = counting
 
 	def started(self, message, container):
+		import threading
+		# The threads' native ids and names, for the CPU time per thread (/proc/<pid>/task/<tid>/stat).
+		names = " ".join("{}={}".format(t.native_id, t.name.replace(" ", "_")) for t in threading.enumerate())
+		print("THREADS", names, flush=True)
 		print("PORT", container.Addresses[0][1], flush=True)
 
 	async def hello(self, request):
@@ -118,10 +122,33 @@ def wrk(url: str, duration: float, connections: int) -> dict:
 	return result
 
 
-def cpu_seconds(pid: int) -> float:
-	with open("/proc/{}/stat".format(pid)) as f:
-		fields = f.read().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+	path = "/proc/{}/stat".format(pid) if tid is None else "/proc/{}/task/{}/stat".format(pid, tid)
+	try:
+		with open(path) as f:
+			fields = f.read().rsplit(")", 1)[1].split()
+	except FileNotFoundError:  # a thread that ended
+		return 0.0
 	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_group(name: str) -> str:
+	"""The column a thread's CPU time is shown in: the event loop, the preparing thread, the senders, others."""
+	if name == "MainThread":
+		return "loop"
+	if name == "asab-sentry-prepare":
+		return "prepare"
+	if name.startswith("asab-sentry-delivery-"):
+		return "senders"
+	return "other"
+
+
+def thread_cpu(pid: int, threads: dict[int, str]) -> dict[str, float]:
+	"""CPU seconds per thread group of the server (threads not named at start, e.g. executors: other)."""
+	out = {"loop": 0.0, "prepare": 0.0, "senders": 0.0, "other": 0.0}
+	for tid in os.listdir("/proc/{}/task".format(pid)):
+		out[thread_group(threads.get(int(tid), ""))] += cpu_seconds(pid, int(tid))
+	return out
 
 
 RECEIVER = r"""
@@ -226,13 +253,31 @@ def run_mode(mode: str, receiver: Receiver, duration: float, connections: int, e
 	)
 	try:
 		line = server.stdout.readline()
+		threads = {}
+		if line.startswith("THREADS"):
+			for item in line.split()[1:]:
+				tid, _, name = item.partition("=")
+				threads[int(tid)] = name
+			line = server.stdout.readline()
 		if not line.startswith("PORT"):
 			raise RuntimeError("{}: the server did not start".format(mode))
 		url = "http://127.0.0.1:{}/".format(int(line.split()[1]))
 		wrk(url, 1, connections)  # warm-up
 		cpu = cpu_seconds(server.pid)
+		per_thread = thread_cpu(server.pid, threads)
+		receiver_cpu = cpu_seconds(receiver.Process.pid)
+		children = os.times()
 		result = wrk(url, duration, connections)
-		result["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
+		n = max(result["requests"], 1)
+		result["cpu_us"] = (cpu_seconds(server.pid) - cpu) / n * 1e6
+		after = thread_cpu(server.pid, threads)
+		for group, seconds in after.items():
+			result["cpu_" + group] = (seconds - per_thread[group]) / n * 1e6
+		result["cpu_receiver"] = (cpu_seconds(receiver.Process.pid) - receiver_cpu) / n * 1e6
+		done = os.times()
+		result["cpu_wrk"] = (
+			(done.children_user + done.children_system - children.children_user - children.children_system) / n * 1e6
+		)
 		out, _ = server.communicate("stop\n", timeout=60)
 	finally:
 		if server.poll() is None:
@@ -313,6 +358,16 @@ def main() -> int:
 				sum(r["sent"] for r in rs) if mode != "plain" else "-",
 				sum(r["received"] for r in rs) if mode != "plain" else "-",
 			)
+		)
+	print()
+	print("CPU µs per request, by thread of the server, and of the receiver and wrk (medians)")
+	groups = ("loop", "prepare", "senders", "other", "receiver", "wrk")
+	print("{:<10} ".format("") + " ".join("{:>9}".format(g) for g in groups))
+	for mode in modes:
+		rs = results[mode]
+		print(
+			"{:<10} ".format(mode)
+			+ " ".join("{:>9.0f}".format(statistics.median(r["cpu_" + g] for r in rs)) for g in groups)
 		)
 	for mode in modes:
 		drops = [r["drops"] for r in results[mode] if r["drops"]]

@@ -45,16 +45,16 @@ import re
 import sys
 import time
 import typing
-import uuid
 from urllib.parse import quote, unquote
 
 import sentry_sdk
 import sentry_sdk.envelope
 import sentry_sdk.scope
 import sentry_sdk.tracing
+import sentry_sdk.tracing_utils
 import sentry_sdk.utils
 
-from . import _sdk, limits, scrub
+from . import _sdk, breadcrumbs, limits, scrub
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -69,6 +69,11 @@ FILTERED = "[Filtered]"
 MAX_SPANS = 1000
 
 _RUNTIME = {"name": platform.python_implementation(), "version": platform.python_version(), "build": sys.version}
+
+# Trace, span and event ids: random bits from the random module's generator (as random as uuid4's for an id that
+# only has to be unique, and no os.urandom system call, which releases the interpreter lock: on a busy loop with
+# sender threads waiting for the lock, every release can cost the loop a hand-over).
+_random_bits = random.getrandbits
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"))
 
@@ -214,13 +219,13 @@ class RequestState:
 	@property
 	def TraceId(self) -> str:
 		if self._trace_id is None:
-			self._trace_id = uuid.uuid4().hex
+			self._trace_id = "%032x" % _random_bits(128)
 		return self._trace_id
 
 	@property
 	def SpanId(self) -> str:
 		if self._span_id is None:
-			self._span_id = uuid.uuid4().hex[16:]
+			self._span_id = "%016x" % _random_bits(64)
 		return self._span_id
 
 	def route_name(self) -> str:
@@ -407,6 +412,9 @@ class WebInstrumentation:
 			# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
 			# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
 			transaction = sentry_sdk.tracing.Transaction(
+				# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded generator
+				# per request), so that what sentry-sdk propagates agrees with this module's dynamic sampling context.
+				baggage=sentry_sdk.tracing_utils.Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
 				trace_id=state.TraceId,
 				span_id=state.SpanId,
 				parent_span_id=state.ParentSpanId,
@@ -455,7 +463,6 @@ class WebInstrumentation:
 		transport = client.transport
 		if transport is None:
 			return
-		request = state.Request
 		tags, user, contexts = _sdk.scope_data()
 		span_tags, span_data = _sdk.span_tags_and_data(transaction)
 		tags.update(span_tags)
@@ -474,7 +481,7 @@ class WebInstrumentation:
 			contexts["response"] = {"status_code": status}
 		event: dict[str, typing.Any] = {
 			"type": "transaction",
-			"event_id": uuid.uuid4().hex,
+			"event_id": "%032x" % _random_bits(128),
 			"transaction": transaction.name,
 			"transaction_info": {"source": state.Source},
 			"contexts": contexts,
@@ -482,15 +489,10 @@ class WebInstrumentation:
 			"start_timestamp": start,
 			"timestamp": end,
 			"spans": [span.to_json() for span in _sdk.finished_child_spans(transaction)],
-			"request": {
-				"method": request.method,
-				"url": "{}://{}{}".format(request.scheme, request.host, request.path),
-			},
+			"request": {},  # method, URL, query string: _add_request
 			"platform": "python",
 			"sdk": {"name": "sentry.python", "version": sentry_sdk.VERSION},
 		}
-		if request.query_string:
-			event["request"]["query_string"] = scrub_query(request.query_string)
 		if user:
 			event["user"] = user
 		options = client.options
@@ -498,10 +500,7 @@ class WebInstrumentation:
 			if options.get(key):
 				event[key] = options[key]
 		self._add_request(event, state)
-		# What sentry-sdk's before_send_transaction does for other transactions: the same secret rules as every
-		# other event (span data, tags, ...), valid text, within Sentry's size limits.
-		event = limits.finalize(event)
-		payload = _json_payload(event)
+		payload = _transaction_payload(event)
 		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
 		envelope = sentry_sdk.envelope.Envelope(headers=headers)
 		envelope.add_item(
@@ -728,6 +727,41 @@ class WebInstrumentation:
 		if state.ParentSpanId is not None:
 			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
 		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
+
+
+def _transaction_payload(event: dict) -> bytes:
+	"""
+	What sentry-sdk's ``before_send_transaction`` does for other transactions (`limits.finalize`: the same secret
+	rules as every other event, valid text, within Sentry's size limits), then the JSON: in one encoding when the
+	final pass would change nothing but the secrets, as for almost every request's transaction.
+
+	The final pass scrubs the event, encodes it to measure it, and changes nothing else when it is within the
+	compressed-size limit (then nothing is compressed to measure it either) and holds no lone surrogate; here the
+	event is scrubbed by the same rules (`scrub.active`, ``[sentry] scrub_keys`` included) and encoded once:
+	when that encoding holds no lone surrogate (UTF-8 cannot encode it), no NaN or infinity, no object JSON cannot
+	carry, and is small enough that even with every character escaped it would be within the limit, it is what the
+	final pass followed by `_json_payload` would give. Otherwise both run as before.
+	"""
+	final_pass = limits._active[0] if limits._active else None  # the running SentryService's (limits.install)
+	if final_pass is None or type(final_pass) is not limits.FinalPass or final_pass.Before not in _NO_OP_BEFORE:
+		return _json_payload(limits.finalize(event))
+	(final_pass.Scrubber or scrub.active()).scrub_event(event)
+	try:
+		payload = _json_encode(event).encode("utf-8")
+	except (TypeError, ValueError, UnicodeEncodeError):
+		payload = None
+	# A character escaped by the final pass's ASCII encoding (\uXXXX) takes at most 3 times its UTF-8 bytes.
+	if payload is not None and len(payload) * 3 <= min(final_pass.MaxCompressed, final_pass.MaxBytes):
+		return payload
+	return _json_payload(limits.finalize(event))  # scrubbing again changes nothing
+
+
+# The final pass's ``before`` steps that leave an event built here unchanged: breadcrumbs.restore (no breadcrumbs
+# stashed in the hint; limits.finalize passes an empty one).
+_NO_OP_BEFORE = (None, breadcrumbs.restore)
+
+
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _json_payload(event: dict) -> bytes:

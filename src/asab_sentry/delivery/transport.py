@@ -9,12 +9,14 @@ How an envelope travels:
    cyclic garbage collector to walk (thousands of waiting events made its full collections stall the loop for
    100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
    first, so that what capture accepted survives the process.
-2. A preparing thread (or a sender with nothing to send) serializes it (unless it is bytes already) and gzips
-   it into a `Parcel` and puts it on the ready queue, bounded in bytes (``queue_max_size``; over it the new
-   envelope is dropped: ``queue_full``, at the hand-over already when the queue has no room left). It keeps
-   doing so while every sender waits on the network, so the bound holds in an outage.
-3. A sender takes the oldest parcel that may go (no rate limit on its categories, no back-off running) and
-   POSTs it over a kept-alive connection.
+2. A sender (woken only when every sender is idle; it waits `GATHER` for more, then takes them all) serializes
+   it (unless it is bytes already), gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the
+   ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped: ``queue_full``, at
+   the hand-over already when the queue has no room left). While every sender waits on the network, a
+   preparing thread does this instead, so the bound holds in an outage.
+3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
+   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
+   connection mid-pipeline gets the unanswered ones again, one per request from then on.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
    ``Retry-After``) and the parcel waits for the end of the window. Connection error, timeout, 5xx: the
    parcel goes back to the head of the queue and the whole transport backs off exponentially with jitter.
@@ -43,7 +45,7 @@ from sentry_sdk.envelope import Envelope, Item
 from .. import limits
 from ..logging import NO_EVENT
 from . import outbox as outbox_module
-from .http import Connection, ProxyConnection, connection_factory
+from .http import Connection, ProxyConnection, Response, connection_factory
 from .losses import Losses, item_quantities
 from .ratelimits import RateLimits
 
@@ -65,6 +67,16 @@ MAX_COMPRESSION = 16
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
 
+#: A sender woken for a few envelopes waits this long (s) for more before it takes them, so that under a steady
+#: flow a sender wakes, takes the interpreter lock and writes to its socket per batch rather than per envelope
+#: (each hand-over of the lock between a sender and the event loop costs the loop time: measured on the web
+#: benchmark, 5 to 6 futex calls per request before, under one after). Not while a flush or the exit waits.
+GATHER = 0.01
+
+#: The most envelopes, and bytes of bodies, a sender sends pipelined in one write on its connection.
+PIPELINE_MAX = 128
+PIPELINE_BYTES = 1024 * 1024
+
 
 def gzip_body(data: bytes, level: int) -> bytes:
 	"""
@@ -77,6 +89,25 @@ def gzip_body(data: bytes, level: int) -> bytes:
 	bits = min(15, max(9, len(data).bit_length()))
 	compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + bits, 8 if bits > 12 else 4)
 	return compressor.compress(data) + compressor.flush()
+
+
+#: Envelopes smaller than this (bytes) are sent as they are, not gzipped (see `request_body`).
+COMPRESS_MIN = 2048
+
+
+def request_body(data: bytes, level: int) -> bytes:
+	"""
+	The request body of an envelope: gzipped (`gzip_body`), or as it is when smaller than `COMPRESS_MIN`.
+
+	A small envelope (a web request's transaction without spans: ~1.2 kB) gzips to about half, so compressing
+	it saves under 1 kB per request (about what the request's headers weigh) and costs ~10 µs of a sender's
+	CPU plus two releases of the interpreter lock, each a chance for the lock to bounce between the sender and
+	the event loop; measured on the web benchmark (docs/web.md), sending them uncompressed took a third of the
+	senders' CPU per request. Sentry accepts uncompressed envelopes. Outbox files are always gzipped.
+	"""
+	if len(data) < COMPRESS_MIN:
+		return data
+	return gzip_body(data, level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +216,6 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._url = self._auth.get_api_url(EndpointType.ENVELOPE)
 		self._headers = {
 			"Content-Type": "application/x-sentry-envelope",
-			"Content-Encoding": "gzip",
 			"User-Agent": "sentry.python/{}".format(SDK_VERSION),
 			"X-Sentry-Auth": self._auth.to_header(),
 		}
@@ -197,7 +227,14 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			outbox_module.Outbox(o.outbox, o.outbox_max_size, o.outbox_max_age) if o.outbox is not None else None
 		)
 
-		self._cond = threading.Condition()
+		lock = threading.RLock()
+		self._cond = threading.Condition(lock)  # work for the senders and the preparing thread
+		self._settled = threading.Condition(lock)  # something handed over got delivered or dropped: for flush
+		self._prepare_wanted = threading.Condition(lock)  # every sender is on the network: the preparing thread
+		self._flushing = 0  # flush calls waiting
+		self._waiting = 0  # senders waiting for work
+		self._gathering = 0  # senders waiting GATHER for more work before they take it
+		self._pipelining = True  # False once the endpoint closed a connection with requests of a pipeline unanswered
 		self._incoming: collections.deque[Envelope | Serialized] = collections.deque()
 		self._ready: collections.deque[Parcel] = collections.deque()
 		self._by_path: dict[str, Parcel] = {}
@@ -253,7 +290,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self.Losses.dropped("queue_full", 1, entry.quantities)
 				return
 		self._incoming.append(entry)
-		if self._preparer_idle:  # else it is at work and takes this next: waking a thread costs the loop its turn
+		if len(self._incoming) == 1 and self._waiting >= self.Options.max_concurrent_requests:
+			# Every sender is idle: wake one. (Else a sender is at work, or was woken for an envelope before this
+			# one: it takes this one with the others when it looks at the deque again; waking a thread costs the
+			# loop its turn.)
 			self._wake()
 
 	def _wake(self) -> None:
@@ -272,11 +312,16 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			deadline = min(deadline, self._shutdown_deadline)
 		self._queue_client_report()
 		with self._cond:
-			while self._pending() and not self._stopping:
-				left = deadline - time.monotonic()
-				if left <= 0:
-					break
-				self._cond.wait(left)
+			self._flushing += 1
+			self._cond.notify_all()  # a sender that missed a wake-up sends now, not at its next IDLE_POLL
+			try:
+				while self._pending() and not self._stopping:
+					left = deadline - time.monotonic()
+					if left <= 0:
+						break
+					self._settled.wait(left)
+			finally:
+				self._flushing -= 1
 
 	def shutdown(self, timeout: float | None = None) -> int:
 		"""
@@ -340,6 +385,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._ready.clear()
 			inflight = self._inflight
 			self._cond.notify_all()
+			self._settled.notify_all()
 		undelivered = self._undelivered(incoming, left, inflight)
 		memory_only = self._memory_only(incoming, left) if self.Outbox is not None else 0
 		if undelivered:
@@ -451,34 +497,94 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			connection.close()
 
 	def _send_loop(self, connection: Connection | ProxyConnection) -> None:
+		waited = False  # the last pipeline waited GATHER for its responses: new work came meanwhile, take it now
 		while True:
-			envelope = None
-			parcel = None
+			envelopes: list[Envelope] = []
+			batch: list[Parcel] = []
 			drops: list[tuple[str, Parcel]] = []
 			with self._cond:
 				while not self._stopping:
 					if self._incoming:
-						envelope = self._incoming.popleft()
-						self._preparing += 1
 						break
 					parcel, wait = self._pick(drops)
-					if parcel is not None or drops:
+					if parcel is not None:
+						batch.append(parcel)
 						break
-					self._cond.wait(IDLE_POLL if wait is None else min(wait, IDLE_POLL))
+					if drops:
+						break
+					self._waiting += 1
+					try:
+						self._cond.wait(IDLE_POLL if wait is None else min(wait, IDLE_POLL))
+					finally:
+						self._waiting -= 1
 				else:
 					return
-			for reason, dropped in drops:
-				self._forget(dropped)
-				self.Losses.dropped(reason, 1, dropped.quantities or ())
+				gather = not waited and bool(batch or self._incoming) and self._gather()
+				waited = False
+				if gather:
+					self._gathering += 1
+			self._drop(drops)
 			try:
-				if envelope is not None:
-					self._prepare(envelope)
-				elif parcel is not None:
-					self._deliver(parcel, connection)
+				if gather:
+					time.sleep(GATHER)
+				with self._cond:
+					if gather:
+						self._gathering -= 1
+					while self._incoming and len(envelopes) < PIPELINE_MAX:
+						envelopes.append(self._incoming.popleft())
+					self._preparing += len(envelopes)
+				for envelope in envelopes:
+					try:
+						self._prepare(envelope)
+					except Exception:  # the next ones are still prepared
+						L.exception("Preparing an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
+				with self._cond:
+					if not batch:
+						parcel, _ = self._pick(drops)
+						if parcel is not None:
+							batch.append(parcel)
+					if batch:
+						self._pick_more(batch, drops)
+				self._drop(drops)
+				if batch:
+					waited = self._deliver(batch, connection)
 			except Exception:  # never let a sender thread die: the queue would stall silently
 				L.exception("Delivery to Sentry failed unexpectedly", extra={NO_EVENT: True})
-				if parcel is not None and not parcel.settled:
-					self._done(parcel)
+				for parcel in batch:
+					if not parcel.settled:
+						self._done(parcel)
+
+	def _gather(self) -> bool:
+		"""Whether a sender should wait `GATHER` for more work before taking it (lock held)."""
+		return (
+			self._flushing == 0
+			and self._shutdown_deadline is None
+			and len(self._incoming) + len(self._ready) < PIPELINE_MAX
+		)
+
+	def _drop(self, drops: list[tuple[str, Parcel]]) -> None:
+		for reason, dropped in drops:
+			self._forget(dropped)
+			self.Losses.dropped(reason, 1, dropped.quantities or ())
+		if drops:
+			drops.clear()
+			with self._cond:
+				self._settled.notify_all()
+
+	def _pick_more(self, batch: list[Parcel], drops: list[tuple[str, Parcel]]) -> None:
+		"""Add to ``batch`` the parcels that may go with it in one pipeline (lock held)."""
+		if not self._pipelining or batch[0].body is None:
+			return
+		size = batch[0].size
+		while len(batch) < PIPELINE_MAX and size < PIPELINE_BYTES and self._ready:
+			head = self._ready[0]
+			if head.body is None or head.cached:  # read from the outbox first: one at a time
+				return
+			parcel, _ = self._pick(drops)
+			if parcel is None:
+				return
+			batch.append(parcel)
+			size += parcel.size
 
 	def _pick(self, drops: list[tuple[str, Parcel]]) -> tuple[Parcel | None, float | None]:
 		"""The next parcel that may be sent (lock held), or how long to wait for one."""
@@ -542,8 +648,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		while True:
 			with self._cond:
 				self._preparer_idle = True
-				while not self._incoming and not self._stopping:
-					self._cond.wait(IDLE_POLL)
+				while (not self._incoming or self._waiting or self._gathering) and not self._stopping:
+					self._prepare_wanted.wait(IDLE_POLL)
 				self._preparer_idle = False
 				if self._stopping:
 					return
@@ -553,10 +659,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._prepare(envelope)
 			except Exception:  # never let this thread die: the hand-over deque would only grow
 				L.exception("Preparing an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
+			with self._cond:
+				self._cond.notify()  # a sender for the parcel
 
 	def _prepare(self, entry: Envelope | Serialized) -> None:
 		full = False
-		queued = False
 		try:
 			if isinstance(entry, Serialized):
 				data, categories, quantities = entry
@@ -568,14 +675,13 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# A full queue (an endpoint that does not answer): dropped without compressing it first.
 			full = self._queued_bytes + len(data) // MAX_COMPRESSION > self.Options.queue_max_size
 			if not full:
-				body = gzip_body(data, self.Options.compress_level)
+				body = request_body(data, self.Options.compress_level)
 				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
 				with self._cond:
 					full = self._queued_bytes + parcel.size > self.Options.queue_max_size
 					if not full:
 						self._queued_bytes += parcel.size
 						self._ready.append(parcel)
-						queued = True
 			if full:
 				self.Losses.dropped("queue_full", 1, quantities)
 			if categories:
@@ -584,41 +690,105 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			# Counted as pending until it is queued or counted as dropped (flush and tests see no gap).
 			with self._cond:
 				self._preparing -= 1
-				if queued:
-					# One parcel: one sender (two waiters, as a flush may be the first). Waking every sender for
-					# each envelope made them all compete with the event loop for the interpreter lock.
-					self._cond.notify(2)
-				else:  # dropped or failed: what a flush waits for changed
-					self._cond.notify_all()
+				# Flush waits on its own condition. The senders are not woken here: a sender that prepares takes the
+				# parcels next itself, and the preparing thread wakes one after each (see _prepare_loop).
+				self._settled.notify_all()
 
-	def _deliver(self, parcel: Parcel, connection: Connection | ProxyConnection) -> None:
-		body = parcel.body
-		if body is None or parcel.categories is None:
-			assert parcel.path is not None and self.Outbox is not None
+	def _deliver(self, batch: list[Parcel], connection: Connection | ProxyConnection) -> bool:
+		"""
+		Send the parcels of ``batch`` (pipelined when there are several) and settle each by its response. True when
+		it waited `GATHER` before reading the responses (they arrive together; new envelopes gather meanwhile).
+		"""
+		bodies: list[bytes] = []
+		sending: list[Parcel] = []
+		for parcel in batch:
+			body = self._body(parcel)
+			if body is not None:
+				bodies.append(body)
+				sending.append(parcel)
+		if not sending:
+			return False
+		if (
+			self._incoming and not self._waiting and not self._gathering and self._cond.acquire(blocking=False)
+		):  # every sender is busy: the preparing thread prepares meanwhile
 			try:
-				body = self.Outbox.read(parcel.path)
-			except FileNotFoundError:  # evicted (already counted) or flushed by another tool
-				self._done(parcel)
-				return
-			if parcel.categories is None:
-				try:
-					envelope = outbox_module.decode(body)
-				except outbox_module.CorruptEnvelope as e:
-					target = self.Outbox.move_aside(parcel.path)
-					self._by_path.pop(parcel.path, None)
-					parcel.quantities = []
-					self._done(parcel)
-					self.Losses.dropped("corrupt", 1, detail=" ({}: {})".format(target, e))
-					return
-				parcel.categories, parcel.quantities = describe(envelope)
-				if self.RateLimits.blocked_until(parcel.categories):
-					self._requeue(parcel)
-					return
+				self._prepare_wanted.notify()
+			finally:
+				self._cond.release()
+		with self._cond:
+			wait = GATHER if len(bodies) > 1 and self._gather() else 0.0
 		try:
-			response = connection.post(self._headers, body)
+			responses = connection.post_many(self._headers, bodies, wait)
 		except Exception as e:
-			self._failed(parcel, "{}: {}".format(type(e).__name__, e))
-			return
+			why = "{}: {}".format(type(e).__name__, e)
+			for parcel in sending:
+				self._failed(parcel, why)
+			return False
+		accepted: list[Parcel] = []
+		for parcel, response in zip(sending, responses, strict=False):  # fewer responses: see below
+			if 200 <= response.status < 300 and "x-sentry-rate-limits" not in response.headers:
+				accepted.append(parcel)  # the usual answer: settled together below
+			else:
+				self._settle(parcel, response)
+		if accepted:
+			self._accepted(accepted)
+		unanswered = sending[len(responses) :]
+		if unanswered:
+			# The endpoint answered some and closed the connection: it does not take pipelined requests (or not as
+			# many); the rest go again at once, one per request from now on.
+			self._pipelining = False
+			self._requeue(unanswered)
+		return wait > 0
+
+	def _body(self, parcel: Parcel) -> bytes | None:
+		"""The request body of a parcel taken from the queue, or None when it got settled instead."""
+		if parcel.evicted:  # its file went to keep the outbox within outbox_max_size since (already counted)
+			self._done(parcel)
+			return None
+		body = parcel.body
+		if body is not None and parcel.categories is not None:
+			return body
+		assert parcel.path is not None and self.Outbox is not None
+		try:
+			body = self.Outbox.read(parcel.path)
+		except FileNotFoundError:  # evicted (already counted) or flushed by another tool
+			self._done(parcel)
+			return None
+		if parcel.categories is None:
+			try:
+				envelope = outbox_module.decode(body)
+			except outbox_module.CorruptEnvelope as e:
+				target = self.Outbox.move_aside(parcel.path)
+				self._by_path.pop(parcel.path, None)
+				parcel.quantities = []
+				self._done(parcel)
+				self.Losses.dropped("corrupt", 1, detail=" ({}: {})".format(target, e))
+				return None
+			parcel.categories, parcel.quantities = describe(envelope)
+			if self.RateLimits.blocked_until(parcel.categories):
+				self._requeue([parcel])
+				return None
+		return body
+
+	def _accepted(self, parcels: list[Parcel]) -> None:
+		"""Settle parcels the endpoint accepted (2xx, no rate limits announced): one lock for all of them."""
+		if self.Outbox is not None:
+			for parcel in parcels:
+				self._forget(parcel)
+		with self._cond:
+			self._failures = 0
+			for parcel in parcels:
+				parcel.settled = True
+				self._release(parcel)
+			self._inflight -= len(parcels)
+			self._settled.notify_all()
+		sent = sum(1 for parcel in parcels if parcel.quantities)
+		if sent:
+			self.Losses.count("sent", sent)
+		self._maybe_report()
+
+	def _settle(self, parcel: Parcel, response: Response) -> None:
+		"""Act on the endpoint's response to one parcel."""
 		status = response.status
 		self.RateLimits.update(
 			status, response.headers.get("x-sentry-rate-limits"), response.headers.get("retry-after")
@@ -633,7 +803,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._maybe_report()
 		elif status == 429:
 			self.Losses.count("rate_limited")
-			self._requeue(parcel)
+			self._requeue([parcel])
 		elif status >= 500:
 			self._failed(parcel, "HTTP {}".format(status))
 		else:
@@ -651,16 +821,20 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			parcel.settled = True
 			self._release(parcel)
 			self._inflight -= 1
-			self._cond.notify_all()
+			self._settled.notify_all()
 
-	def _requeue(self, parcel: Parcel) -> None:
+	def _requeue(self, parcels: list[Parcel]) -> None:
+		"""Put parcels taken from the queue back at its head, in their order."""
 		with self._cond:
-			parcel.settled = True
-			self._inflight -= 1
+			for parcel in parcels:
+				parcel.settled = True
+			self._inflight -= len(parcels)
 			if self._killed:
+				self._settled.notify_all()
 				return
-			self._ready.appendleft(parcel)
-			self._cond.notify_all()
+			self._ready.extendleft(reversed(parcels))
+			self._cond.notify()
+			self._settled.notify_all()
 
 	def _failed(self, parcel: Parcel, why: str) -> None:
 		o = self.Options
@@ -679,7 +853,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				"Sentry at {} unreachable ({}); retrying with back-off.".format(self.parsed_dsn.host, why),
 				extra={NO_EVENT: True},
 			)  # type: ignore[union-attr]
-		self._requeue(parcel)
+		self._requeue([parcel])
 
 	def _maybe_report(self, force: bool = False) -> None:
 		if force or time.monotonic() - self._last_report > 30.0:
