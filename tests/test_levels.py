@@ -9,6 +9,7 @@ import logging
 import asab
 import asab.log
 
+import asab_sentry
 from asab_sentry import levels
 
 L = logging.getLogger("tests.levels")
@@ -107,3 +108,44 @@ def test_the_testing_kit_gives_the_levels_back():
 	finally:
 		root.removeHandler(handler)
 		root.setLevel(saved)
+
+
+def test_a_handler_added_after_the_service_writes_what_it_wrote_before(sentry_capture):
+	# asab.api.ApiService(app).initialize_web() adds its log handler (the last 10 records, /asab/v1/logs and its
+	# websocket) to the root logger without a level, often after the SentryService: INFO records pushed the
+	# warnings out of its buffer.
+	sentry_capture.configure({"web": {"listen": "127.0.0.1 0"}})
+	import asab.api
+	import asab.web
+
+	class App(asab.Application):
+		def __init__(self, args=None):
+			super().__init__(args=args)
+			self.add_module(asab.web.Module)
+			self.SentryService = asab_sentry.SentryService(self)
+			self.Api = asab.api.ApiService(self)
+			self.Api.initialize_web()
+
+	app = sentry_capture.application(App)
+	late = io.StringIO()
+	own = logging.StreamHandler(late)  # an application's handler on one of its loggers, added later
+	logging.getLogger("tests").addHandler(own)
+	try:
+		for i in range(10):
+			L.info("routine %d", i)
+		L.warning("disk almost full")
+		assert [entry["M"] for entry in app.Api.APILogHandler.Buffer] == ["disk almost full"]
+		assert late.getvalue() == "disk almost full\n"
+		L.error("payment failed")  # the breadcrumbs are still there
+		event = sentry_capture.find(level="error")
+		assert "routine 9" in [c["message"] for c in event["breadcrumbs"]["values"]]
+	finally:
+		logging.getLogger("tests").removeHandler(own)
+	# A handler with a level of its own keeps it (pytest's caplog with log_level set, for one).
+	explicit = logging.StreamHandler(io.StringIO())
+	explicit.setLevel(logging.DEBUG)
+	logging.getLogger().addHandler(explicit)
+	try:
+		assert explicit.level == logging.DEBUG
+	finally:
+		logging.getLogger().removeHandler(explicit)
