@@ -105,6 +105,11 @@ def test_the_testing_kit_gives_the_levels_back():
 			capture.application()
 			assert root.level == logging.INFO and handler.level == asab.LOG_NOTICE
 		assert root.level == asab.LOG_NOTICE and handler.level == logging.DEBUG
+		# Handlers added once the service is gone are left as they are.
+		late = logging.StreamHandler(io.StringIO())
+		root.addHandler(late)
+		root.removeHandler(late)
+		assert late.level == logging.NOTSET
 	finally:
 		root.removeHandler(handler)
 		root.setLevel(saved)
