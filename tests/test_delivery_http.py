@@ -93,6 +93,20 @@ def test_one_connection_for_many_requests(raw):
 	assert server.Connections == 1
 
 
+def test_interim_1xx_responses_are_skipped(raw):
+	"""100 Continue / 103 Early Hints before the final response (RFC 9110 §15.2): the final one counts, and the
+	responses of a pipeline stay matched to their requests."""
+	interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+	server = raw([interim + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr%d" % i for i in range(4)])
+	connection = Connection(server.Url, 5)
+	assert [(r.status, r.body) for r in connection.post_many({}, [b"a", b"b", b"c"])] == [
+		(200, b"r0"),
+		(200, b"r1"),
+		(200, b"r2"),
+	]
+	assert connection.post({}, b"d")[::2] == (200, b"r3")
+
+
 def test_chunked_and_close_delimited_bodies(raw):
 	server = raw(
 		[

@@ -219,6 +219,23 @@ def test_malformed_sentry_trace_starts_a_trace_of_its_own(collector):
 	assert all(trace(e).get("parent_span_id") is None for e in others if e.get("type") == "transaction")
 
 
+def test_ids_do_not_follow_the_applications_random_seed(collector):
+	"""A service calling random.seed(n) (or tests under pytest-randomly) must not make requests repeat ids."""
+	import random
+
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1.0"}})
+
+	async def seeded(request):
+		random.seed(42)
+		return aiohttp.web.Response(text="ok")
+
+	serve([("GET", "/seeded", seeded)], lambda s, base, app: get_all(s, base, ["/seeded"] * 4))
+	txns = transactions(collector, count=4)
+	assert len({t["event_id"] for t in txns}) == 4
+	assert len({trace(t)["trace_id"] for t in txns}) == 4
+	assert len({trace(t)["span_id"] for t in txns}) == 4
+
+
 def test_rate_above_zero_follows_the_callers_decision(collector):
 	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "0.000001"}})
 

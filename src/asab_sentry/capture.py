@@ -103,6 +103,9 @@ def _is_machinery(module: str) -> bool:
 	return module in _LOGGING_MODULES or module == "asab_sentry" or module.startswith("asab_sentry.")
 
 
+# The package's own generator of ids (and of web requests' sample_rand): seeded from os.urandom, never from
+# the application's `random` (a service calling random.seed(n), or tests under pytest-randomly, would repeat
+# event and trace ids, which Sentry then drops as duplicates), and reseeded in a forked child.
 _ids = random.Random(os.urandom(32))
 if hasattr(os, "register_at_fork"):
 	os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))  # a child never repeats the parent's ids

@@ -40,7 +40,6 @@ import ipaddress
 import json
 import logging
 import platform
-import random
 import re
 import sys
 import time
@@ -55,6 +54,7 @@ import sentry_sdk.tracing_utils
 import sentry_sdk.utils
 
 from . import _sdk, breadcrumbs, limits, scrub
+from . import capture as capture_module
 from . import logging as sentry_logging
 from .settings import Settings, WebSettings
 
@@ -70,10 +70,12 @@ MAX_SPANS = 1000
 
 _RUNTIME = {"name": platform.python_implementation(), "version": platform.python_version(), "build": sys.version}
 
-# Trace, span and event ids: random bits from the random module's generator (as random as uuid4's for an id that
-# only has to be unique, and no os.urandom system call, which releases the interpreter lock: on a busy loop with
-# sender threads waiting for the lock, every release can cost the loop a hand-over).
-_random_bits = random.getrandbits
+# Trace, span and event ids: random bits from the package's own generator (capture._ids: seeded from os.urandom,
+# reseeded after fork, untouched by the application's random.seed()), as random as uuid4's for an id that only has
+# to be unique, without an os.urandom system call per id, which releases the interpreter lock: on a busy loop with
+# sender threads waiting for the lock, every release can cost the loop a hand-over.
+_random_bits = capture_module._ids.getrandbits
+_random = capture_module._ids.random
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"))
 
@@ -452,7 +454,7 @@ class WebInstrumentation:
 					except ValueError:
 						pass
 		if rand is None or not (0.0 <= rand < 1.0):
-			rand = random.random()
+			rand = _random()
 		state.SampleRand = rand
 		if state.ParentSampled is not None:
 			return state.ParentSampled

@@ -136,6 +136,16 @@ class Connection:
 		self._file = sock.makefile("rb", buffering=65536)  # the responses of a whole pipeline
 
 	def _read(self, f: typing.BinaryIO) -> Response:
+		"""The next final response: interim 1xx responses (100 Continue, 103 Early Hints) are skipped, as RFC 9110
+		§15.2 asks of a client even when it did not expect them (taken as final, every later response of a
+		pipeline would be matched to the wrong envelope)."""
+		for _ in range(100):
+			response = self._read_one(f)
+			if not (100 <= response.status < 200) or response.status == 101:
+				return response
+		raise ValueError("too many interim (1xx) responses")
+
+	def _read_one(self, f: typing.BinaryIO) -> Response:
 		line = f.readline(65537)
 		if not line:
 			raise EmptyResponse("connection closed before a response")
