@@ -141,3 +141,16 @@ def test_deep_data_is_cut():
 		out = out["n"]
 		depth += 1
 	assert out == "[too deep]" and depth <= scrub.MAX_DEPTH + 2
+
+
+def test_sys_argv_scrubbed_in_events_follows_changes_of_argv():
+	"""The scrubbed command line is remembered (every event carries the same), never reused for another one."""
+	scrubber = Scrubber()
+	first = scrubber.scrub_event({"extra": {"sys.argv": ["app.py", "--token", "t1"]}})
+	again = scrubber.scrub_event({"extra": {"sys.argv": ["app.py", "--token", "t1"]}})
+	other = scrubber.scrub_event({"extra": {"sys.argv": ["app.py", "--db-password=x", "-v"]}})
+	odd = scrubber.scrub_event({"extra": {"sys.argv": ["app.py", 5, "--token", "t"]}})
+	assert first["extra"]["sys.argv"] == again["extra"]["sys.argv"] == ["app.py", "--token", "[Filtered]"]
+	assert first["extra"]["sys.argv"] is not again["extra"]["sys.argv"]  # each event its own list
+	assert other["extra"]["sys.argv"] == ["app.py", "--db-password=[Filtered]", "-v"]
+	assert odd["extra"]["sys.argv"] == ["app.py", 5, "--token", "[Filtered]"]

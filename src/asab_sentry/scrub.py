@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+import operator
 import re
 import typing
 import urllib.parse
@@ -130,6 +131,7 @@ class Scrubber:
 		self.Words = frozenset(DENYLIST_WORDS)
 		self._terms = re.compile("|".join(re.escape(t) for t in sorted(self.Terms, key=len, reverse=True)))
 		self._cache: dict[str, bool] = {}
+		self._argv: tuple[list, list] | None = None  # sys.argv as it came and scrubbed: the same in every event
 
 	def is_secret(self, key: object) -> bool:
 		"""
@@ -181,8 +183,9 @@ class Scrubber:
 				result[key] = new_value
 			return result if changed else data
 		if isinstance(data, list):
-			items = [self.scrub(value, depth + 1) for value in data]
-			return items if any(a is not b for a, b in zip(items, data, strict=True)) else data
+			# Only containers can change (a method call each); other items are kept as they are.
+			items = [self.scrub(value, depth + 1) if isinstance(value, (dict, list)) else value for value in data]
+			return items if any(map(operator.is_not, items, data)) else data
 		return data
 
 	def _scrub_string(self, key: object, value: str) -> str:
@@ -355,7 +358,13 @@ class Scrubber:
 			argv = extra.get("sys.argv")
 			if isinstance(argv, list):
 				extra = dict(extra)
-				extra["sys.argv"] = self.scrub_argv(argv)
+				plain = all(type(arg) is str for arg in argv)
+				known = self._argv
+				if not plain or known is None or known[0] != argv:
+					known = (list(argv), self.scrub_argv(argv))
+					if plain:
+						self._argv = known
+				extra["sys.argv"] = list(known[1])
 			event["extra"] = extra
 		contexts = event.get("contexts")
 		if isinstance(contexts, dict):

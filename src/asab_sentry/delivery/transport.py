@@ -10,10 +10,11 @@ How an envelope travels:
    100+ ms). Other envelopes wait as they are. With an outbox it serializes, compresses and writes the file
    first, so that what capture accepted survives the process.
 2. A sender (woken only when every sender is idle; it waits `GATHER` for more, then takes them all) serializes
-   it, gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the ready queue, bounded in bytes
-   (``queue_max_size``; over it the new envelope is dropped: ``queue_full``). While every sender waits on the
-   network, or when `PIPELINE_MAX` envelopes wait, a preparing thread does this instead, so the bound holds in an
-   outage and a storm.
+   it (unless it is bytes already), gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the
+   ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped: ``queue_full``, at
+   the hand-over already when the queue has no room left). While every sender waits on the network, or when
+   `PIPELINE_MAX` envelopes wait, a preparing thread does this instead, so the bound holds in an outage and a
+   storm.
 3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
    `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
    connection mid-pipeline gets the unanswered ones again, one per request from then on.
@@ -59,6 +60,10 @@ MAX_INCOMING = 10_000
 #: Uncompressed envelopes waiting for the preparing thread, in multiples of ``queue_max_size`` (compressed, they
 #: are 4-6 times smaller): room for the backlog of a preparing thread that gets little CPU in a storm.
 INCOMING_FACTOR = 4
+
+#: gzip makes an envelope at most this many times smaller (JSON events: 4-8): a queue with less room than the
+#: envelope's size divided by it is full for it.
+MAX_COMPRESSION = 16
 
 #: Longest an idle sender sleeps without looking at the hand-over deque (capture never waits on the lock).
 IDLE_POLL = 0.2
@@ -273,6 +278,10 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			return
 		entry = intake(envelope)
 		if isinstance(entry, Serialized):
+			if self._queued_bytes + len(entry.data) // MAX_COMPRESSION > self.Options.queue_max_size:
+				# The compressed queue is full (an endpoint that does not answer): it would be dropped anyway.
+				self.Losses.dropped("queue_full", 1, entry.quantities)
+				return
 			# Uncompressed bytes waiting for the preparing thread: at most INCOMING_FACTOR x queue_max_size.
 			with self._bytes_lock:  # never held for more than an addition
 				full = self._incoming_bytes + len(entry.data) > INCOMING_FACTOR * self.Options.queue_max_size
@@ -674,7 +683,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				data = entry.serialize()
 				categories, quantities = describe(entry)
 			# A full queue (an endpoint that does not answer): dropped without compressing it first.
-			full = self._queued_bytes >= self.Options.queue_max_size
+			full = self._queued_bytes + len(data) // MAX_COMPRESSION > self.Options.queue_max_size
 			if not full:
 				body = request_body(data, self.Options.compress_level)
 				parcel = Parcel(body, None, len(body), categories, quantities, time.time())
