@@ -12,8 +12,9 @@ How an envelope travels:
 2. A sender (woken only when every sender is idle; it waits `GATHER` for more, then takes them all) serializes
    it (unless it is bytes already), gzips it when it is `COMPRESS_MIN` or larger, and puts the `Parcel` on the
    ready queue, bounded in bytes (``queue_max_size``; over it the new envelope is dropped: ``queue_full``, at
-   the hand-over already when the queue has no room left). While every sender waits on the network, a
-   preparing thread does this instead, so the bound holds in an outage.
+   the hand-over already when the queue has no room left). While every sender waits on the network, or when
+   `PIPELINE_MAX` envelopes wait, a preparing thread does this instead, so the bound holds in an outage and a
+   storm.
 3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
    `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
    connection mid-pipeline gets the unanswered ones again, one per request from then on.
@@ -290,17 +291,24 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self.Losses.dropped("queue_full", 1, entry.quantities)
 				return
 		self._incoming.append(entry)
-		if len(self._incoming) == 1 and self._waiting >= self.Options.max_concurrent_requests:
+		waiting = len(self._incoming)
+		if waiting == 1 and self._waiting >= self.Options.max_concurrent_requests:
 			# Every sender is idle: wake one. (Else a sender is at work, or was woken for an envelope before this
 			# one: it takes this one with the others when it looks at the deque again; waking a thread costs the
 			# loop its turn.)
 			self._wake()
+		elif waiting >= PIPELINE_MAX and self._preparer_idle:
+			# A backlog (a storm, an endpoint that does not answer): the preparing thread compresses it at once.
+			self._wake(self._prepare_wanted)
 
-	def _wake(self) -> None:
-		"""Wake a sender without ever waiting on the lock (a sender may hold it while it scans the queue)."""
+	def _wake(self, condition: threading.Condition | None = None) -> None:
+		"""
+		Wake a sender (or the waiter of ``condition``) without ever waiting on the lock (a sender may hold it while
+		it scans the queue).
+		"""
 		if self._cond.acquire(blocking=False):
 			try:
-				self._cond.notify()
+				(condition or self._cond).notify()
 			finally:
 				self._cond.release()
 		# else: a sender holds the lock and looks at the deque before it sleeps, and sleeps at most IDLE_POLL.
@@ -642,13 +650,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 
 	def _prepare_loop(self) -> None:
 		# Senders prepare envelopes when they are free; this thread does it while every sender waits on the
-		# network (an endpoint that never answers), so what was handed over is serialized and compressed at
-		# once and the memory bound (queue_max_size, compressed bytes) holds, instead of envelopes piling up
-		# unserialized (several times their compressed size) up to MAX_INCOMING.
+		# network (an endpoint that never answers) or when a backlog of PIPELINE_MAX builds up (capture wakes it
+		# then), so what was handed over is compressed at once and the memory bound (queue_max_size, compressed
+		# bytes) holds, instead of envelopes piling up uncompressed (several times their compressed size).
 		while True:
 			with self._cond:
 				self._preparer_idle = True
-				while (not self._incoming or self._waiting or self._gathering) and not self._stopping:
+				while not self._stopping and (
+					not self._incoming or (len(self._incoming) < PIPELINE_MAX and (self._waiting or self._gathering))
+				):
 					self._prepare_wanted.wait(IDLE_POLL)
 				self._preparer_idle = False
 				if self._stopping:
