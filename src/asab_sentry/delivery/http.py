@@ -144,7 +144,7 @@ class Connection:
 					break
 		except Exception as e:
 			self.close()
-			if not responses or not isinstance(e, (OSError, ValueError)):  # not the network's: on_responses raised
+			if not responses:
 				raise
 			if self.Interrupted is None:
 				self.Interrupted = e

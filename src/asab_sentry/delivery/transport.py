@@ -16,8 +16,9 @@ How an envelope travels:
    `PIPELINE_MAX` envelopes wait, a preparing thread does this instead, so the bound holds in an outage and a
    storm.
 3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
-   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
-   connection mid-pipeline gets the unanswered ones again, one per request from then on.
+   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection, acting on each response as it is read; a
+   server that closes the connection mid-pipeline gets the unanswered ones again at once (one request at a
+   time for `PIPELINING_RETRY` when it closed after a single request), a timeout mid-pipeline is a failure.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
    ``Retry-After``) and the parcel waits for the end of the window. Connection error, timeout, 5xx: the
    parcel goes back to the head of the queue and the whole transport backs off exponentially with jitter.
@@ -736,6 +737,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		again: list[Parcel] = []  # back to the head of the queue, in their order, once all responses are read
 		failure: list[str] = []  # why the endpoint failed (5xx, timeout, connection): a back-off round
 		failed: list[Parcel] = []  # counted as retried
+		answered = [0]  # responses acted on
 
 		def on_responses(start: int, responses: list[Response]) -> None:
 			# Settled as they are read: what the endpoint accepted is delivered even if it stops answering next.
@@ -744,7 +746,13 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				if 200 <= response.status < 300 and "x-sentry-rate-limits" not in response.headers:
 					accepted.append(parcel)  # the usual answer: settled together
 					continue
-				why = self._settle(parcel, response)
+				try:
+					why = self._settle(parcel, response)
+				except Exception:  # never raised into the reading: the next responses are still acted on
+					L.exception("Settling an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
+					if not parcel.settled:
+						self._done(parcel)
+					continue
 				if why is not None:
 					again.append(parcel)
 					if why:
@@ -752,15 +760,15 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 						failed.append(parcel)
 			if accepted:
 				self._accepted(accepted)
+			answered[0] = start + len(responses)
 
 		broken: Exception | None = None  # the unanswered ones failed: not even the first answered, or a timeout
 		try:
-			answered = len(connection.post_many(self._headers, bodies, wait, on_responses))
-		except (OSError, ValueError) as e:
-			answered = 0
+			connection.post_many(self._headers, bodies, wait, on_responses)
+		except Exception as e:  # not even the first one answered (OSError, ValueError; urllib3's through a proxy)
 			broken = e
-		unanswered = sending[answered:]
-		if unanswered and answered:
+		unanswered = sending[answered[0] :]
+		if unanswered and answered[0] and broken is None:
 			interrupted = connection.Interrupted
 			if interrupted is not None and not isinstance(interrupted, ConnectionError):
 				# A timeout (or a malformed response) in the middle of a pipeline: the endpoint is in trouble.
