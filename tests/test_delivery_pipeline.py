@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import gzip
+import logging
+import os
 import socket
 import threading
 import time
@@ -29,10 +31,26 @@ class PipelineServer:
 	answered or not. It records the event ids of the envelopes it answered and of those it read but did not.
 	"""
 
-	def __init__(self, answer: int = 10**6, polite: bool = True, read_ahead: bool = False):
+	def __init__(
+		self,
+		answer: int = 10**6,
+		polite: bool = True,
+		read_ahead: bool = False,
+		fail: int = 0,
+		fail_status: int = 503,
+		stall_at: int | None = None,
+		stall: float = 0.0,
+	):
 		self.Answer = answer
 		self.Polite = polite
 		self.ReadAhead = read_ahead
+		self.Fail = fail  # the first ``fail`` requests are answered with ``fail_status`` (not recorded as answered)
+		self.FailStatus = fail_status
+		self.StallAt = stall_at  # before the response to this request (0-based, over all connections): wait ``stall`` s
+		self.Stall = stall
+		self.Failed: list[str] = []
+		self._seen = 0
+		self._released = threading.Event()  # close() ends a stall
 		self.Answered: list[str] = []
 		self.Unanswered: list[str] = []
 		self.Connections = 0
@@ -88,6 +106,16 @@ class PipelineServer:
 				event_id = Envelope.deserialize(body).headers.get("event_id")
 				with self._lock:
 					self.Requests.append(headers)
+				with self._lock:
+					seen, self._seen = self._seen, self._seen + 1
+				if seen == self.StallAt:
+					self._released.wait(self.Stall)
+				if seen < self.Fail:
+					with self._lock:
+						self.Failed.append(event_id)
+					retry = b"Retry-After: 1\r\n" if self.FailStatus == 429 else b""
+					conn.sendall(b"HTTP/1.1 %d Failed\r\n%sContent-Length: 0\r\n\r\n" % (self.FailStatus, retry))
+					continue
 				if answered >= self.Answer:
 					with self._lock:
 						self.Unanswered.append(event_id)
@@ -117,6 +145,7 @@ class PipelineServer:
 	def close(self) -> None:
 		# Stop accepting (shutdown wakes the accepting thread) and cut the open connections: a later test's server
 		# may get the same port, and must not share it with this one.
+		self._released.set()
 		with self._lock:
 			self._closed = True
 			connections = list(self._open)
@@ -277,3 +306,113 @@ def test_a_steady_flow_is_sent_in_batches_not_one_wake_per_envelope(pipeline_ser
 	assert transport.pending() == 0
 	assert sorted(server.Answered) == sorted(ids)
 	assert len(writes) < 100  # fewer writes than envelopes
+
+
+def counting_writes(monkeypatch) -> list[int]:
+	"""The number of requests of each pipeline (each `Connection.post_many` call) from now on."""
+	writes: list[int] = []
+	post_many = Connection.post_many
+
+	def counting(self, headers, bodies, *args):
+		writes.append(len(bodies))
+		return post_many(self, headers, bodies, *args)
+
+	monkeypatch.setattr(Connection, "post_many", counting)
+	return writes
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+	deadline = time.monotonic() + timeout
+	while not condition():
+		if time.monotonic() > deadline:
+			return False
+		time.sleep(0.02)
+	return True
+
+
+@pytest.mark.parametrize("polite", [True, False], ids=["connection-close", "dropped"])
+def test_a_keep_alive_request_limit_does_not_stop_pipelining(pipeline_server, monkeypatch, polite):
+	# nginx (keepalive_requests) and Apache (MaxKeepAliveRequests) close a connection after so many requests: the
+	# rest of the pipeline goes again on a new connection, still pipelined.
+	server = pipeline_server(answer=10, polite=polite)
+	writes = counting_writes(monkeypatch)
+	transport = start(server.Dsn, max_concurrent_requests=1)
+	ids = burst(300)
+	sentry_sdk.flush(timeout=30)
+	assert transport.pending() == 0
+	assert sorted(server.Answered) == sorted(ids) and max(collections.Counter(server.Answered).values()) == 1
+	assert server.Connections >= 30
+	# One request per write from the first close on would be ~290 writes; pipelined, each new connection takes 10.
+	assert len(writes) <= 2 * server.Connections, writes
+	assert max(writes[5:]) > 1, writes
+
+
+def test_a_server_taking_one_request_per_connection_gets_one_at_a_time_then_pipelining_is_tried_again(
+	pipeline_server, monkeypatch
+):
+	monkeypatch.setattr(transport_module, "PIPELINING_RETRY", 1.0)
+	server = pipeline_server(answer=1)  # HTTP/1.0-like, gunicorn's sync workers: one request per connection
+	writes = counting_writes(monkeypatch)
+	transport = start(server.Dsn, max_concurrent_requests=1)
+	ids = burst(20)
+	sentry_sdk.flush(timeout=30)
+	assert sorted(server.Answered) == sorted(ids)
+	assert writes[0] > 1 and set(writes[1:]) == {1}, writes  # after the first close: one at a time
+	# The endpoint takes pipelines again (a new deployment): after PIPELINING_RETRY the sender tries again.
+	server.Answer = 10**6
+	time.sleep(1.2)
+	del writes[:]
+	ids = burst(50)
+	sentry_sdk.flush(timeout=30)
+	assert transport.pending() == 0
+	assert set(ids) <= set(server.Answered)
+	assert max(writes) > 1, writes
+
+
+def test_a_timeout_in_the_middle_of_a_pipeline_backs_off_and_keeps_pipelining(pipeline_server, monkeypatch, caplog):
+	caplog.set_level(logging.INFO, logger="asab_sentry")
+	server = pipeline_server(stall_at=3, stall=3.0)  # one slow response, longer than request_timeout
+	writes = counting_writes(monkeypatch)
+	transport = start(server.Dsn, max_concurrent_requests=1, request_timeout=1.0, retry_initial=0.2)
+	ids = burst(20)
+	sentry_sdk.flush(timeout=30)
+	assert transport.pending() == 0
+	assert set(ids) <= set(server.Answered)
+	# A failure: counted as retried, and said once (the back-off), not re-sent at once as after a close.
+	assert transport.Losses.Counters["retried"] >= 16, dict(transport.Losses.Counters)
+	said = [r.getMessage() for r in caplog.records if "retrying with back-off" in r.getMessage()]
+	assert len(said) == 1 and "TimeoutError" in said[0], said
+	assert writes[0] > 1 and max(writes[1:]) > 1, writes  # the unanswered ones went pipelined again
+	del writes[:]
+	ids = burst(40)
+	sentry_sdk.flush(timeout=30)
+	assert set(ids) <= set(server.Answered)
+	assert max(writes) > 1, writes
+
+
+def test_what_a_server_accepted_is_settled_before_it_stops_answering(pipeline_server, tmp_path):
+	# The server answers 30 requests of the pipeline, then hangs: those 30 are delivered (counted, their outbox
+	# files deleted) at once, not when the rest is answered or times out.
+	server = pipeline_server(stall_at=30, stall=60.0)
+	outbox = tmp_path / "outbox"
+	transport = start(server.Dsn, max_concurrent_requests=1, request_timeout=60.0, outbox=str(outbox))
+	ids = burst(100)
+	assert wait_for(lambda: len(server.Answered) == 30 and transport.Losses.Counters["sent"] == 30, timeout=20), (
+		len(server.Answered),
+		dict(transport.Losses.Counters),
+	)
+	assert server.Answered == ids[:30]
+	assert wait_for(lambda: len([n for n in os.listdir(outbox) if not n.startswith(".")]) == 70, timeout=20)
+	assert transport.pending() == 70
+	transport.kill()
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_pipeline_answered_with_failures_goes_again_in_its_order(pipeline_server, status):
+	server = pipeline_server(fail=10, fail_status=status)
+	transport = start(server.Dsn, max_concurrent_requests=1, retry_initial=0.1)
+	ids = burst(10)
+	sentry_sdk.flush(timeout=30)
+	assert transport.pending() == 0
+	assert server.Failed == ids
+	assert server.Answered == ids  # the oldest first, as captured

@@ -13,6 +13,7 @@ is used (one request at a time).
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import ssl
@@ -33,6 +34,10 @@ class Response(typing.NamedTuple):
 	body: bytes
 
 
+#: ``on_responses(start, responses)`` of `Connection.post_many`: the responses to the bodies from index ``start``.
+OnResponses = typing.Callable[[int, list["Response"]], None]
+
+
 class Connection:
 	"""A kept-alive HTTP/1.1 (or HTTPS) connection to the envelope endpoint; not thread-safe: one per sender."""
 
@@ -47,13 +52,21 @@ class Connection:
 		host_header = self.Host if parts.port is None else "{}:{}".format(self.Host, parts.port)
 		self._head = "POST {} HTTP/1.1\r\nHost: {}\r\n".format(self.Path, host_header).encode("ascii")
 		self._sock: socket.socket | None = None
-		self._file: typing.BinaryIO | None = None
+		self._file: _Reader | None = None
+		self.Answered = 0
+		self.Interrupted: Exception | None = None
 
 	def post(self, headers: dict[str, str], body: bytes) -> Response:
 		"""POST ``body`` (a gzip member with ``Content-Encoding: gzip``); raises OSError (connection, timeout) or ValueError (a malformed response)."""
 		return self.post_many(headers, [body])[0]
 
-	def post_many(self, headers: dict[str, str], bodies: typing.Sequence[bytes], wait: float = 0.0) -> list[Response]:
+	def post_many(
+		self,
+		headers: dict[str, str],
+		bodies: typing.Sequence[bytes],
+		wait: float = 0.0,
+		on_responses: OnResponses | None = None,
+	) -> list[Response]:
 		"""
 		POST each of ``bodies`` (at least one; a gzip member is sent with ``Content-Encoding: gzip``), pipelined: the requests go out in one write, the responses are read
 		in order (HTTP/1.1 servers answer pipelined requests in the order received, RFC 9112 9.3.2).
@@ -67,6 +80,16 @@ class Connection:
 		``wait``: seconds to sleep between writing the requests and reading the responses, so that the responses
 		of a pipeline, which a server writes one by one, are read together (one read, one wake-up of this thread,
 		instead of one per few responses).
+
+		``on_responses(start, responses)``: called with the responses read so far and not yet passed (``start``:
+		the index of the first), before each read that would wait for the network and at the end, so that what
+		the server answered is acted on even when it then stops answering (a hang until the timeout). Every
+		response returned has been passed to it.
+
+		After it returns, `Interrupted` says why there are fewer responses than bodies: the exception that ended
+		the reading (a `ConnectionError` when the server closed or dropped the connection, `TimeoutError`, a
+		`ValueError` for a malformed response), or None (the server said ``Connection: close``). `Answered`: the
+		responses read on the connection (a new connection starts at 0).
 		"""
 		head = self._head + "".join("{}: {}\r\n".format(k, v) for k, v in headers.items()).encode("latin-1")
 		parts = []
@@ -79,25 +102,30 @@ class Connection:
 		requests = b"".join(parts)
 		reused = self._sock is not None
 		try:
-			return self._exchange(requests, len(bodies), wait)
+			return self._exchange(requests, len(bodies), wait, on_responses)
 		except (ConnectionError, EmptyResponse):
 			if not reused:
 				raise
 			# The server closed the idle kept-alive connection before reading these requests: a new one, once.
 			self.close()
-			return self._exchange(requests, len(bodies), wait)
+			return self._exchange(requests, len(bodies), wait, on_responses)
 
-	def _exchange(self, requests: bytes, n: int, wait: float = 0.0) -> list[Response]:
+	def _exchange(
+		self, requests: bytes, n: int, wait: float = 0.0, on_responses: OnResponses | None = None
+	) -> list[Response]:
 		if self._sock is None:
 			self._connect()
 		assert self._sock is not None and self._file is not None
+		self.Interrupted = None
 		responses: list[Response] = []
+		passed = 0  # responses passed to on_responses
 		broken = False
 		try:
 			try:
 				self._sock.sendall(requests)
-			except OSError:
+			except OSError as e:
 				broken = True
+				self.Interrupted = e
 				# The server may have answered the first requests and closed the connection (it takes no more):
 				# read what it answered (nothing answered: the read raises).
 				if n == 1:
@@ -106,21 +134,34 @@ class Connection:
 			if wait > 0:
 				time.sleep(wait)
 			for _ in range(n):
+				if on_responses is not None and passed < len(responses) and not self._buffered():
+					start, passed = passed, len(responses)
+					on_responses(start, responses[start:])
 				response = self._read(self._file)
 				responses.append(response)
+				self.Answered += 1
 				if response.headers.get("connection", "").lower() == "close":
 					break
-		except Exception:
+		except Exception as e:
 			self.close()
 			if not responses:
 				raise
-			return responses
+			if self.Interrupted is None:
+				self.Interrupted = e
 		except BaseException:
 			self.close()
 			raise
-		if broken or len(responses) < n or responses[-1].headers.get("connection", "").lower() == "close":
-			self.close()
+		else:
+			if broken or len(responses) < n or responses[-1].headers.get("connection", "").lower() == "close":
+				self.close()
+		if on_responses is not None and passed < len(responses):
+			on_responses(passed, responses[passed:])
 		return responses
+
+	def _buffered(self) -> bool:
+		"""Whether some of the next response has arrived already: reading it does not wait for the network."""
+		assert self._file is not None
+		return self._file.Consumed < self._file.raw.Received  # type: ignore[attr-defined]
 
 	def _connect(self) -> None:
 		sock = socket.create_connection((self.Host, self.Port), timeout=self.Timeout)
@@ -133,9 +174,10 @@ class Connection:
 			sock.close()
 			raise
 		self._sock = sock
-		self._file = sock.makefile("rb", buffering=65536)  # the responses of a whole pipeline
+		self._file = _Reader(_CountingSocketIO(sock, "rb"), 65536)  # the responses of a whole pipeline
+		self.Answered = 0
 
-	def _read(self, f: typing.BinaryIO) -> Response:
+	def _read(self, f: _Reader) -> Response:
 		"""The next final response: interim 1xx responses (100 Continue, 103 Early Hints) are skipped, as RFC 9110
 		§15.2 asks of a client even when it did not expect them (taken as final, every later response of a
 		pipeline would be matched to the wrong envelope)."""
@@ -145,7 +187,7 @@ class Connection:
 				return response
 		raise ValueError("too many interim (1xx) responses")
 
-	def _read_one(self, f: typing.BinaryIO) -> Response:
+	def _read_one(self, f: _Reader) -> Response:
 		line = f.readline(65537)
 		if not line:
 			raise EmptyResponse("connection closed before a response")
@@ -184,11 +226,39 @@ class Connection:
 		self._sock = None
 
 
+class _CountingSocketIO(socket.SocketIO):
+	"""The socket's reading end (what ``socket.makefile`` makes), counting the bytes received."""
+
+	Received = 0
+
+	def readinto(self, b: typing.Any) -> int | None:
+		n = super().readinto(b)
+		if n:
+			self.Received += n
+		return n
+
+
+class _Reader(io.BufferedReader):
+	"""The buffered responses, counting the bytes read out of the buffer: what is left is ``raw.Received - Consumed``."""
+
+	Consumed = 0
+
+	def readline(self, size: int | None = -1) -> bytes:
+		line = super().readline(size)
+		self.Consumed += len(line)
+		return line
+
+	def read(self, size: int | None = -1) -> bytes:
+		data = super().read(size)
+		self.Consumed += len(data)
+		return data
+
+
 class EmptyResponse(ConnectionError):
 	"""The server closed the connection without answering."""
 
 
-def _read_chunked(f: typing.BinaryIO) -> bytes:
+def _read_chunked(f: _Reader) -> bytes:
 	out = []
 	while True:
 		size = int(f.readline(1024).split(b";")[0].strip() or b"0", 16)
@@ -220,6 +290,8 @@ class ProxyConnection:
 
 	def __init__(self, url: str, proxy: str, timeout: float):
 		self.Url = url
+		self.Answered = 0  # responses read (urllib3 keeps the connections: never reset)
+		self.Interrupted: Exception | None = None
 		self._pool = urllib3.ProxyManager(proxy, num_pools=1, maxsize=1, timeout=urllib3.Timeout(timeout))
 
 	def post(self, headers: dict[str, str], body: bytes) -> Response:
@@ -228,16 +300,28 @@ class ProxyConnection:
 		r = self._pool.urlopen("POST", self.Url, body=body, headers=headers, retries=False, redirect=False)
 		return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, r.data or b"")
 
-	def post_many(self, headers: dict[str, str], bodies: typing.Sequence[bytes], wait: float = 0.0) -> list[Response]:
+	def post_many(
+		self,
+		headers: dict[str, str],
+		bodies: typing.Sequence[bytes],
+		wait: float = 0.0,
+		on_responses: OnResponses | None = None,
+	) -> list[Response]:
 		"""One request after the other (no pipelining through a proxy); the same contract as `Connection`'s."""
 		responses: list[Response] = []
+		self.Interrupted = None
 		for body in bodies:
 			try:
-				responses.append(self.post(headers, body))
-			except Exception:
+				response = self.post(headers, body)
+			except Exception as e:
 				if not responses:
 					raise
+				self.Interrupted = e
 				break
+			responses.append(response)
+			self.Answered += 1
+			if on_responses is not None:
+				on_responses(len(responses) - 1, [response])
 		return responses
 
 	def close(self) -> None:

@@ -16,8 +16,9 @@ How an envelope travels:
    `PIPELINE_MAX` envelopes wait, a preparing thread does this instead, so the bound holds in an outage and a
    storm.
 3. A sender takes the oldest parcels that may go (no rate limit on their categories, no back-off running), up to
-   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection; a server that closes the
-   connection mid-pipeline gets the unanswered ones again, one per request from then on.
+   `PIPELINE_MAX`, and POSTs them pipelined over its kept-alive connection, acting on each response as it is read; a
+   server that closes the connection mid-pipeline gets the unanswered ones again at once (one request at a
+   time for `PIPELINING_RETRY` when it closed after a single request), a timeout mid-pipeline is a failure.
 4. 2xx: delivered (the outbox file is deleted). 429: the categories are limited (``X-Sentry-Rate-Limits`` or
    ``Retry-After``) and the parcel waits for the end of the window. Connection error, timeout, 5xx: the
    parcel goes back to the head of the queue and the whole transport backs off exponentially with jitter.
@@ -77,6 +78,12 @@ GATHER = 0.01
 #: The most envelopes, and bytes of bodies, a sender sends pipelined in one write on its connection.
 PIPELINE_MAX = 128
 PIPELINE_BYTES = 1024 * 1024
+
+#: Seconds a sender sends one request at a time after the endpoint closed a connection having answered only one
+#: request of a pipeline (it takes one request per connection: HTTP/1.0, gunicorn's sync workers); then it tries
+#: pipelining again. A connection closed after answering several (a keep-alive request limit: nginx's
+#: ``keepalive_requests``, Apache's ``MaxKeepAliveRequests``) does not stop pipelining.
+PIPELINING_RETRY = 300.0
 
 
 def gzip_body(data: bytes, level: int) -> bytes:
@@ -235,7 +242,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		self._flushing = 0  # flush calls waiting
 		self._waiting = 0  # senders waiting for work
 		self._gathering = 0  # senders waiting GATHER for more work before they take it
-		self._pipelining = True  # False once the endpoint closed a connection with requests of a pipeline unanswered
+		self._pipelining_after = 0.0  # one request at a time until then: the endpoint took one per connection
 		self._incoming: collections.deque[Envelope | Serialized] = collections.deque()
 		self._ready: collections.deque[Parcel] = collections.deque()
 		self._by_path: dict[str, Parcel] = {}
@@ -581,7 +588,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 
 	def _pick_more(self, batch: list[Parcel], drops: list[tuple[str, Parcel]]) -> None:
 		"""Add to ``batch`` the parcels that may go with it in one pipeline (lock held)."""
-		if not self._pipelining or batch[0].body is None:
+		if batch[0].body is None or time.monotonic() < self._pipelining_after:
 			return
 		size = batch[0].size
 		while len(batch) < PIPELINE_MAX and size < PIPELINE_BYTES and self._ready:
@@ -727,27 +734,60 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				self._cond.release()
 		with self._cond:
 			wait = GATHER if len(bodies) > 1 and self._gather() else 0.0
+		again: list[Parcel] = []  # back to the head of the queue, in their order, once all responses are read
+		failure: list[str] = []  # why the endpoint failed (5xx, timeout, connection): a back-off round
+		failed: list[Parcel] = []  # counted as retried
+		answered = [0]  # responses acted on
+
+		def on_responses(start: int, responses: list[Response]) -> None:
+			# Settled as they are read: what the endpoint accepted is delivered even if it stops answering next.
+			accepted: list[Parcel] = []
+			for parcel, response in zip(sending[start:], responses, strict=False):
+				if 200 <= response.status < 300 and "x-sentry-rate-limits" not in response.headers:
+					accepted.append(parcel)  # the usual answer: settled together
+					continue
+				try:
+					why = self._settle(parcel, response)
+				except Exception:  # never raised into the reading: the next responses are still acted on
+					L.exception("Settling an envelope for Sentry failed unexpectedly", extra={NO_EVENT: True})
+					if not parcel.settled:
+						self._done(parcel)
+					continue
+				if why is not None:
+					again.append(parcel)
+					if why:
+						failure.append(why)
+						failed.append(parcel)
+			if accepted:
+				self._accepted(accepted)
+			answered[0] = start + len(responses)
+
+		broken: Exception | None = None  # the unanswered ones failed: not even the first answered, or a timeout
 		try:
-			responses = connection.post_many(self._headers, bodies, wait)
-		except Exception as e:
-			why = "{}: {}".format(type(e).__name__, e)
-			for parcel in sending:
-				self._failed(parcel, why)
-			return False
-		accepted: list[Parcel] = []
-		for parcel, response in zip(sending, responses, strict=False):  # fewer responses: see below
-			if 200 <= response.status < 300 and "x-sentry-rate-limits" not in response.headers:
-				accepted.append(parcel)  # the usual answer: settled together below
-			else:
-				self._settle(parcel, response)
-		if accepted:
-			self._accepted(accepted)
-		unanswered = sending[len(responses) :]
-		if unanswered:
-			# The endpoint answered some and closed the connection: it does not take pipelined requests (or not as
-			# many); the rest go again at once, one per request from now on.
-			self._pipelining = False
-			self._requeue(unanswered)
+			connection.post_many(self._headers, bodies, wait, on_responses)
+		except Exception as e:  # not even the first one answered (OSError, ValueError; urllib3's through a proxy)
+			broken = e
+		unanswered = sending[answered[0] :]
+		if unanswered and answered[0] and broken is None:
+			interrupted = connection.Interrupted
+			if interrupted is not None and not isinstance(interrupted, ConnectionError):
+				# A timeout (or a malformed response) in the middle of a pipeline: the endpoint is in trouble.
+				broken = interrupted
+			elif connection.Answered < 2:
+				# The endpoint closed the connection after answering one request: it takes one per connection
+				# (HTTP/1.0, gunicorn's sync workers). One per request, until pipelining is tried again.
+				with self._cond:
+					self._pipelining_after = time.monotonic() + PIPELINING_RETRY
+			# Otherwise it closed a connection that answered several (a keep-alive request limit: nginx, Apache):
+			# the rest go again at once on a new one.
+		if broken is not None:
+			failure.append("{}: {}".format(type(broken).__name__, broken))
+			failed.extend(unanswered)
+		if failure:
+			self._back_off(failure[0])
+			self.Losses.count("retried", len(failed))
+		if again or unanswered:
+			self._requeue(again + unanswered)  # one call: the head stays the oldest (the expiry looks at it)
 		return wait > 0
 
 	def _body(self, parcel: Parcel) -> bytes | None:
@@ -797,8 +837,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self.Losses.count("sent", sent)
 		self._maybe_report()
 
-	def _settle(self, parcel: Parcel, response: Response) -> None:
-		"""Act on the endpoint's response to one parcel."""
+	def _settle(self, parcel: Parcel, response: Response) -> str | None:
+		"""
+		Act on the endpoint's response to one parcel. Returns None when it is settled; otherwise it must go back to
+		the queue (the caller puts a pipeline's back together, in order): "" (429), or why the endpoint failed (5xx).
+		"""
 		status = response.status
 		self.RateLimits.update(
 			status, response.headers.get("x-sentry-rate-limits"), response.headers.get("retry-after")
@@ -813,18 +856,21 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._maybe_report()
 		elif status == 429:
 			self.Losses.count("rate_limited")
-			self._requeue([parcel])
+			return ""
 		elif status >= 500:
-			self._failed(parcel, "HTTP {}".format(status))
+			return "HTTP {}".format(status)
 		else:
 			self._forget(parcel)
 			text = response.body[:200].decode("utf-8", "replace").strip()
 			self._done(parcel)
-			if parcel.quantities == []:  # our own client report: no user envelope was lost
-				return
-			self.Losses.dropped(
-				"rejected_{}".format(status), 1, parcel.quantities or (), detail=" ({})".format(text) if text else ""
-			)
+			if parcel.quantities != []:  # [] is our own client report: no user envelope was lost
+				self.Losses.dropped(
+					"rejected_{}".format(status),
+					1,
+					parcel.quantities or (),
+					detail=" ({})".format(text) if text else "",
+				)
+		return None
 
 	def _done(self, parcel: Parcel) -> None:
 		with self._cond:
@@ -846,7 +892,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			self._cond.notify()
 			self._settled.notify_all()
 
-	def _failed(self, parcel: Parcel, why: str) -> None:
+	def _back_off(self, why: str) -> None:
+		"""The endpoint failed (connection, timeout, 5xx): the transport backs off (one round per failure)."""
 		o = self.Options
 		with self._cond:
 			now = time.monotonic()
@@ -857,13 +904,11 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 				first = self._failures == 1
 			else:
 				first = False
-		self.Losses.count("retried")
 		if first:
 			L.info(
 				"Sentry at {} unreachable ({}); retrying with back-off.".format(self.parsed_dsn.host, why),
 				extra={NO_EVENT: True},
 			)  # type: ignore[union-attr]
-		self._requeue([parcel])
 
 	def _maybe_report(self, force: bool = False) -> None:
 		if force or time.monotonic() - self._last_report > 30.0:
