@@ -320,6 +320,22 @@ def test_an_encoding_is_not_used_when_the_event_changed_after_the_final_pass():
 	assert limits.take_encoded(event) is None
 
 
+def test_encodings_nobody_takes_are_bounded_in_bytes():
+	"""Events sentry-sdk drops after before_send (sample_rate) never take their encoding: at most a few MB stay."""
+	from asab_sentry import limits
+
+	final_pass = limits.FinalPass(keep_encoding=True)
+	kept = []
+	for n in range(30):  # 30 events of ~600 kB, none taken (as if the error sampler dropped them all)
+		kept.append(final_pass({"event_id": "{:032x}".format(n), "extra": {"blob": "x" * 600_000}}, {}))
+	held = sum(len(entry[2]) for entry in limits._encoded.values())
+	assert 0 < held <= limits._MAX_ENCODED_BYTES
+	# Still given to the latest events, and once.
+	latest = kept[-1]
+	assert limits.take_encoded(latest) == sentry_sdk.utils.json_dumps(latest)
+	assert limits.take_encoded(latest) is None
+
+
 def events_of(optimised: bool, story, config: dict = CONFIG) -> list[dict]:
 	previous = speed.ENABLED
 	speed.ENABLED = optimised

@@ -473,6 +473,9 @@ _DSC = "dynamic_sampling_context"
 #: ``before_send`` (its error sampler) never comes to take its encoding.
 _encoded: dict[int, tuple[dict, tuple, bytes, dict | None]] = {}
 _MAX_ENCODED = 64
+#: ... and at most this many bytes of them (events dropped by the sampler may be up to `MAX_EVENT_BYTES` each).
+_MAX_ENCODED_BYTES = 4_000_000
+_encoded_bytes = [0]
 
 #: Stands for the breadcrumbs while the rest of an event is encoded (never in any real event).
 _CRUMBS_TOKEN = "asab-sentry-breadcrumbs-{}".format(uuid.uuid4().hex)
@@ -489,7 +492,10 @@ def take_encoded(event: typing.Any) -> bytes | None:
 	Each encoding is given once.
 	"""
 	known = _encoded.pop(id(event), None)
-	if known is None or known[0] is not event:
+	if known is None:
+		return None
+	_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(known[2]))
+	if known[0] is not event:
 		return None
 	_, values, raw, trace = known
 	if len(values) != len(event) or any(a is not b for a, b in zip(values, event.values(), strict=True)):
@@ -518,7 +524,9 @@ def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 	final_pass = _active[0] if _active else FinalPass()
 	result = final_pass(event, {})
 	if result is not None:
-		_encoded.pop(id(result), None)  # its caller encodes it its own way
+		known = _encoded.pop(id(result), None)  # its caller encodes it its own way
+		if known is not None:
+			_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(known[2]))
 	return result if result is not None else event
 
 
@@ -670,6 +678,8 @@ def fill_encoded(envelope: typing.Any) -> bool:
 def _keep_encoded(event: dict[str, typing.Any], raw: bytes) -> None:
 	contexts = event.get("contexts")
 	trace = contexts.get("trace") if type(contexts) is dict else None
-	if len(_encoded) >= _MAX_ENCODED:
+	if len(_encoded) >= _MAX_ENCODED or _encoded_bytes[0] + len(raw) > _MAX_ENCODED_BYTES:
 		_encoded.clear()
+		_encoded_bytes[0] = 0
 	_encoded[id(event)] = (event, tuple(event.values()), raw, trace if type(trace) is dict and _DSC in trace else None)
+	_encoded_bytes[0] += len(raw)
