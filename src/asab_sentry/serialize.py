@@ -17,6 +17,7 @@ import collections.abc
 import datetime
 import typing
 
+import sentry_sdk.consts
 import sentry_sdk.serializer
 import sentry_sdk.utils
 
@@ -210,9 +211,18 @@ _REPRED = frozenset((str, int, float, bool, type(None), bytes, datetime.datetime
 
 def _safe_repr(value: typing.Any) -> str:
 	try:
-		return repr(value)
+		text = repr(value)
 	except Exception:
 		return "<broken repr>"
+	limit = _VARS_LIMIT
+	if limit is not None and (len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit):
+		raise _Unsupported  # sentry-sdk cuts it (and annotates the cut): its walk decides
+	return text
+
+
+# The length at which sentry-sdk's serializer cuts a repr of frame variables when no max_value_length is given:
+# sentry_sdk.consts.DEFAULT_MAX_VALUE_LENGTH: None (nothing is cut) in recent releases, 1024 in older ones (2.27).
+_VARS_LIMIT: int | None = getattr(sentry_sdk.consts, "DEFAULT_MAX_VALUE_LENGTH", None)
 
 
 def _vars_node(value: typing.Any, depth: int, breadth: int, ancestors: set[int]) -> typing.Any:
