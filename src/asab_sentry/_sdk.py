@@ -328,3 +328,45 @@ def use_breadcrumb_order(kind: type | None) -> None:
 		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _apply_breadcrumbs_to_event  # type: ignore[method-assign]
 	else:
 		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _sdk_apply_breadcrumbs  # type: ignore[method-assign]
+
+
+_warm_up: list[threading.Thread] = []
+
+
+def warm_up() -> threading.Thread | None:
+	"""
+	Do in a background thread the one-off work sentry-sdk leaves to the first event: the list of installed
+	distributions that ModulesIntegration puts into every event (``_get_installed_modules``: the metadata of every
+	distribution read and parsed, 20–80 ms). Left to the first event, it lands on the event loop, in the middle
+	of whatever made that error (an error storm). The thread lets other threads run between two distributions
+	(about half a millisecond of work each), so that it does not hold the interpreter lock while the loop waits
+	for it. The result is what sentry-sdk would compute; an event captured before the thread is done computes it
+	itself, as before. Returns the thread, or None when there is nothing to do.
+	"""
+	if getattr(sentry_sdk.utils, "_installed_modules", None) is not None:
+		return None
+	thread = threading.Thread(target=_warm_installed_modules, name="asab-sentry-warm-up", daemon=True)
+	thread.start()
+	_warm_up[:] = [thread]
+	return thread
+
+
+def _warm_installed_modules() -> None:
+	try:
+		modules = {}
+		for name, version in sentry_sdk.utils._generate_installed_modules():  # type: ignore[attr-defined]
+			modules[name] = version
+			time.sleep(0)  # let the event loop's thread have the interpreter lock
+		if sentry_sdk.utils._installed_modules is None:  # type: ignore[attr-defined]
+			sentry_sdk.utils._installed_modules = modules  # type: ignore[attr-defined]
+	except Exception:
+		pass  # the first event computes it, as without the warm-up
+
+
+def wait_warm_up(timeout: float) -> bool:
+	"""Wait for the `warm_up` thread (tests, benchmarks); True when it is done (or none ran)."""
+	for thread in list(_warm_up):
+		thread.join(timeout)
+		if thread.is_alive():
+			return False
+	return True
