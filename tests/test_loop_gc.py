@@ -135,3 +135,44 @@ def test_the_first_events_one_off_work_is_done_at_start_off_the_event_loop(monke
 	sentry_sdk.get_global_scope().add_event_processor(lambda event, hint: events.append(event) or event)
 	storm(1)
 	assert events[0]["modules"] is sentry_sdk.utils._installed_modules
+
+
+def test_a_log_breadcrumb_changed_after_an_event_carried_it_is_sent_as_changed(sentry_capture):
+	svc = sentry_capture.application().get_service("asab.SentryService")
+	logging.getLogger().setLevel(logging.INFO)
+	L.info("user %s logged in", "alice")
+	svc.capture_message("first")
+	crumb = next(c for c in sentry_sdk.get_isolation_scope()._breadcrumbs if c.get("category") == L.name)
+	crumb["message"] = "changed"
+	svc.capture_message("second")
+	first, second = sentry_capture.events
+	assert [c["message"] for c in first["breadcrumbs"]["values"] if c["category"] == L.name] == ["user alice logged in"]
+	assert [c["message"] for c in second["breadcrumbs"]["values"] if c["category"] == L.name] == ["changed"]
+
+
+class ChangedMeanwhile(breadcrumbs.LogBreadcrumb):
+	"""A breadcrumb that another thread changes at the moment `restore` first reads its serialized form."""
+
+	__slots__ = ("Changes",)
+
+	def __getattribute__(self, name):
+		if name == "_value" and object.__getattribute__(self, "Changes"):
+			self.Changes -= 1
+			self["message"] = "changed"  # what another thread does, at the worst moment
+		return object.__getattribute__(self, name)
+
+
+def test_breadcrumbs_are_restored_complete_when_one_is_changed_by_another_thread_meanwhile():
+	"""`restore` reads the serialized forms after checking them: a change in between (another thread) is redone."""
+	asab.Config.read_dict({"sentry": {"data_source_name": "http://key@127.0.0.1:9/1"}})
+	asab_sentry.SentryService(asab.Application(args=[]), transport=KeepsNothing())
+	options = sentry_sdk.get_client().options
+	record = logging.LogRecord("tests.loop_gc", logging.INFO, __file__, 1, "one %s", ("x",), None)
+	crumb = ChangedMeanwhile(record, "one x", asab_sentry.logging.breadcrumb_from_record)
+	crumb.Changes = 0
+	crumb.serialized(options)
+	crumb.Changes = 1
+	event = breadcrumbs.restore({}, {breadcrumbs._STASH: [crumb]})
+	assert crumb.Changes == 0
+	[sent] = event["breadcrumbs"]["values"]
+	assert sent["message"] == "changed" and sent["category"] == "tests.loop_gc"
