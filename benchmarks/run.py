@@ -212,31 +212,12 @@ def work_memory(kind, count):
 	return {"before": before, "after": after, "growth": after - before}
 
 
-def full_collections() -> list[float]:
-	"""The duration (ms) of each full (generation 2) garbage collection from now on, appended as they end."""
-	import gc
-
-	durations: list[float] = []
-	started = [0.0]
-
-	def watch(phase, info):
-		if info["generation"] == 2:
-			if phase == "start":
-				started[0] = time.perf_counter()
-			else:
-				durations.append((time.perf_counter() - started[0]) * 1e3)
-
-	gc.callbacks.append(watch)
-	return durations
-
-
 def work_storm(kind, dsn, rate, seconds, expect_delivery):
 	"""``rate`` errors per second logged with their exception from tasks on the loop; the loop's worst lag."""
 	import logging
 
 	svc = setup(kind, dsn=dsn)
 	logger = logging.getLogger("bench.storm")
-	collections = full_collections()
 	# The application's loop: where asab-sentry installed its hooks.
 	loop = svc.App.Loop if svc is not None else asyncio.new_event_loop()
 	max_lag = 0.0
@@ -281,8 +262,6 @@ def work_storm(kind, dsn, rate, seconds, expect_delivery):
 			"sent": sent,
 			"rate": sent / elapsed,
 			"rss_growth": rss_mb() - rss_before,
-			"full_gcs": len(collections),
-			"longest_gc_ms": max(collections, default=0.0),
 		}
 		if svc is not None and expect_delivery:
 			import sentry_sdk
@@ -522,34 +501,25 @@ def table(args) -> None:
 			)
 		)
 
-	# None: no delivery at all (a no-op transport), what the capture itself costs the loop.
-	for answer in (True, False, None) if "storm" in only else ():
-		ep = RunningEndpoint(answer) if answer is not None else None
+	for answer in (True, False) if "storm" in only else ():
+		ep = RunningEndpoint(answer)
 		try:
 			storm: dict[str, list] = {kind: [] for kind in SETUPS}
 			storm_rounds = max(1, rounds // 3)
 			for r in range(storm_rounds):
 				for kind in SETUPS[r % 3 :] + SETUPS[: r % 3]:
-					before = ep.count() if ep is not None and answer else None
+					before = ep.count() if answer else None
 					result = run_worker(
-						kind,
-						"storm",
-						dsn=ep.Dsn if ep is not None else None,
-						rate=2000,
-						seconds=storm_seconds,
-						deliver=bool(answer) and kind != "plain",
+						kind, "storm", dsn=ep.Dsn, rate=2000, seconds=storm_seconds, deliver=answer and kind != "plain"
 					)
-					if ep is not None and answer and kind != "plain":
+					if answer and kind != "plain":
 						time.sleep(0.5)
 						result["delivered"] = ep.count()["events"] - before["events"]
 					storm[kind].append(result)
-			progress(
-				"storm ({}) done".format({True: "fast endpoint", False: "never answering", None: "no delivery"}[answer])
-			)
+			progress("storm ({} endpoint) done".format("fast" if answer else "never answering"))
 		finally:
-			if ep is not None:
-				ep.stop()
-		name = {True: "fast endpoint", False: "endpoint never answering", None: "no delivery (no-op transport)"}[answer]
+			ep.stop()
+		name = "fast endpoint" if answer else "endpoint never answering"
 		lag = {kind: [r["lag_ms"] for r in storm[kind]] for kind in SETUPS}
 		rows.append(
 			(
@@ -563,24 +533,6 @@ def table(args) -> None:
 			)
 		)
 
-		if answer is None:
-			rows.append(
-				(
-					"  same: full garbage collections per storm (longest ms); errors/s",
-					*(
-						"{:g} ({:.0f}), {:.0f}/s".format(
-							statistics.median(r["full_gcs"] for r in storm[kind]),
-							max(r["longest_gc_ms"] for r in storm[kind]),
-							statistics.median(r["rate"] for r in storm[kind]),
-						)
-						for kind in SETUPS
-					),
-					"-",
-					"-",
-					"-",
-				)
-			)
-			continue
 		rows.append(
 			(
 				"  same: {}; errors/s achieved".format("events delivered/sent" if answer else "RSS growth"),
