@@ -237,6 +237,34 @@ def test_the_delivery_process_ends_when_the_service_dies(server, how):
 		parent.wait()
 
 
+def test_ctrl_c_or_sigterm_to_the_process_group_does_not_end_it(server, caplog):
+	"""The service decides when its delivery process ends (Ctrl-C and systemd's stop reach every process)."""
+	transport = start(server)
+	assert wait_for(lambda: transport._child.Ready)
+	pid = transport.Pid
+	os.kill(pid, signal.SIGINT)
+	os.kill(pid, signal.SIGTERM)
+	sentry_sdk.capture_message("still here")
+	transport.flush(30)
+	assert messages(server) == ["still here"] and transport.Pid == pid
+	assert not [line for line in delivery_lines(caplog) if "ended unexpectedly" in line]
+
+
+def test_the_exit_waits_once_and_says_what_it_dropped_with_the_delivery_process():
+	"""As tests/test_delivery.py's exit test: finalize and sentry-sdk's atexit together wait shutdown_timeout."""
+	from test_delivery import EXIT_CHILD
+
+	code = EXIT_CHILD.replace('"shutdown_timeout": "2s"', '"shutdown_timeout": "2s", "delivery": "process"')
+	assert code != EXIT_CHILD
+	out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=_env())
+	(took,) = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("exit ")]
+	said = [line for line in (out.stdout + out.stderr).splitlines() if "not delivered" in line]
+	assert len(said) == 1, out.stderr
+	assert "20 envelope(s) not delivered" in said[0] and "shutdown_timeout=2s: dropped" in said[0]
+	assert took < 2 * 2.0
+	assert "ended unexpectedly" not in out.stderr
+
+
 def _env() -> dict[str, str]:
 	env = dict(os.environ)
 	env["PYTHONPATH"] = os.path.join(REPO, "src") + os.pathsep + env.get("PYTHONPATH", "")

@@ -41,6 +41,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -549,9 +550,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		with self._cond:
 			self._child = child
 			self._cond.notify_all()
-		threading.Thread(
-			target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True
-		).start()
+		threading.Thread(target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True).start()
 
 	def _read_status(self, child: _Child) -> None:
 		stream = child.Process.stdout
@@ -837,6 +836,10 @@ def main() -> int:
 	"""The delivery process: read envelopes and commands from standard input until ``kill`` or its end."""
 	out = os.dup(1)
 	os.dup2(2, 1)  # a stray print goes to standard error, not into the messages
+	# Ctrl-C in a terminal and systemd's stop signal reach every process of the service: the service decides when
+	# this one ends (kill, or its end: the standard input closes), after it had its chance to deliver.
+	signal.signal(signal.SIGINT, signal.SIG_IGN)
+	signal.signal(signal.SIGTERM, signal.SIG_IGN)
 	relay = _Relay(out)
 	logger = logging.getLogger("asab_sentry")
 	logger.handlers[:] = [_RelayHandler(relay)]
