@@ -87,7 +87,7 @@ STATUS_INTERVAL = 0.05
 STABLE_AFTER = 10.0
 
 #: Seconds the service waits for the delivery process's answer after a deadline it passed on (the answer's way).
-ANSWER_GRACE = 1.0
+ANSWER_GRACE = 0.25
 
 #: Seconds the service waits for the delivery process to answer ``kill`` and exit.
 KILL_WAIT = 2.0
@@ -548,8 +548,13 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		except OSError:
 			pass  # it ended already: its status thread sees the end
 		with self._cond:
-			self._child = child
-			self._cond.notify_all()
+			killed = self._killed
+			if not killed:
+				self._child = child
+				self._cond.notify_all()
+		if killed:  # the exit came meanwhile: it ends at once (its input closes, it holds nothing)
+			_close(child)
+			return
 		threading.Thread(target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True).start()
 
 	def _read_status(self, child: _Child) -> None:
