@@ -7,7 +7,8 @@ pipelined HTTP, acting on responses) need ~150-250 µs of it per envelope more: 
 delivery falls behind and the queue overflows. In this mode the service process keeps only the hand-over:
 
 - ``capture_envelope`` (the event loop) appends the envelope, serialized by `transport.intake` as the in-process
-  mode does it, to the *feed*, bounded in bytes by ``queue_max_size`` (over it: ``queue_full``, counted and said);
+  mode does it, to the *feed*, bounded in bytes by `INCOMING_FACTOR` x ``queue_max_size``, as the in-process mode
+  bounds what waits uncompressed (over it: ``queue_full``, counted and said);
 - one feeder thread writes the feed in batches to the delivery process's standard input (``os.write`` releases the
   interpreter lock while the pipe is full);
 - one status thread reads what the delivery process tells: counters and drops (into `Losses`: the service's
@@ -59,7 +60,16 @@ from ..logging import NO_EVENT
 from .http import connection_factory
 from .losses import Losses, item_quantities
 from .ratelimits import RateLimits
-from .transport import IDLE_POLL, MAX_INCOMING, DeliveryOptions, DeliveryTransport, Serialized, describe, intake
+from .transport import (
+	IDLE_POLL,
+	INCOMING_FACTOR,
+	MAX_INCOMING,
+	DeliveryOptions,
+	DeliveryTransport,
+	Serialized,
+	describe,
+	intake,
+)
 
 L = logging.getLogger("asab_sentry.delivery")
 
@@ -116,8 +126,11 @@ class _Child:
 		self.Started = time.monotonic()
 		self.Ready = False
 		self.Ended = False
-		self.Written = 0  # envelopes written to its standard input
+		self.Written = 0  # envelopes written to its standard input (client reports too)
 		self.Received = 0  # envelopes it read (its last message)
+		# Written but not known to be read: they go to the next delivery process if this one ends (their bytes still
+		# count in the feed's bound until it says it read them).
+		self.Unreceived: collections.deque[Serialized] = collections.deque()
 		self.Pending = 0  # envelopes it holds, not delivered or dropped yet (its last message)
 		self.QueuedBytes = 0
 		self.Healthy = True
@@ -220,7 +233,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			entry = Serialized(entry.serialize(), *describe(entry))
 		size = len(entry.data)
 		with self._bytes_lock:  # never held for more than an addition
-			full = self._feed_bytes + size > self.Options.queue_max_size
+			full = self._feed_bytes + size > INCOMING_FACTOR * self.Options.queue_max_size
 			if not full:
 				self._feed_bytes += size
 				self._feed_envelopes += bool(entry.categories)
@@ -452,7 +465,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			return True
 		batch: list[Serialized | _Command] = []
 		chunks: list[bytes] = []
-		size = envelopes = data_bytes = 0
+		size = envelopes = frames = 0
 		while self._feed and size < FEED_BATCH:
 			entry = self._feed.popleft()
 			batch.append(entry)
@@ -464,8 +477,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				size += len(payload)
 				continue
 			data, categories, quantities = entry
+			frames += 1
 			if categories:
-				data_bytes += len(data)
 				envelopes += 1
 			meta = self._meta_of(categories, quantities)
 			chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
@@ -488,10 +501,10 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._ended(child)
 			return True
 		with self._cond:
-			child.Written += envelopes
+			child.Written += frames
+			child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
 			self._cond.notify_all()
 		with self._bytes_lock:
-			self._feed_bytes -= data_bytes
 			self._feed_envelopes -= envelopes
 		return True
 
@@ -587,9 +600,15 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		limits = message.get("limits")
 		if limits is not None:
 			self.RateLimits.adopt({str(k): float(v) for k, v in limits.items()})
+		read = 0  # bytes of envelopes it now says it read: they leave the feed's bound
 		with self._cond:
 			if "received" in message:
-				child.Received = int(message["received"])
+				received = int(message["received"])
+				for _ in range(min(received - child.Received, len(child.Unreceived))):
+					entry = child.Unreceived.popleft()
+					if entry.categories:
+						read += len(entry.data)
+				child.Received = received
 				child.Pending = int(message["pending"])
 				child.QueuedBytes = int(message.get("bytes", 0))
 				child.Healthy = bool(message.get("healthy", True))
@@ -602,6 +621,9 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					if id(command) == message.get("id"):
 						command.Answer = message
 			self._cond.notify_all()
+		if read:
+			with self._bytes_lock:
+				self._feed_bytes -= read
 
 	def _kill_child(self, child: _Child) -> dict[str, typing.Any] | None:
 		"""Ask the delivery process to stop (it counts what it still holds); its answer, or None."""
@@ -642,7 +664,13 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._cond.notify_all()
 			if self._killed:
 				return
-			lost = max(0, child.Written - child.Received) + child.Pending
+			# What it did not read goes to the next one; what it read and held is lost.
+			again = list(child.Unreceived)
+			child.Unreceived.clear()
+			self._feed.extendleft(reversed(again))
+			with self._bytes_lock:
+				self._feed_envelopes += sum(1 for entry in again if entry.categories)
+			lost = child.Pending
 			lived = time.monotonic() - child.Started
 			ready = child.Ready
 			failure = child.Failure
