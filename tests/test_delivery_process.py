@@ -191,10 +191,13 @@ def test_a_killed_delivery_process_is_said_counted_and_replaced(server, caplog):
 
 
 def test_a_delivery_process_that_cannot_run_falls_back_to_threads(server, caplog, monkeypatch):
-	monkeypatch.setattr(process_module, "_child_command", lambda root: [sys.executable, "-c", "raise SystemExit(3)"])
+	# It reads nothing and ends after a while: what was written into its pipe meanwhile is not lost.
+	code = "import time; time.sleep(2); raise SystemExit(3)"
+	monkeypatch.setattr(process_module, "_child_command", lambda root: [sys.executable, "-c", code])
 	transport = start(server)
 	for i in range(10):
 		sentry_sdk.capture_message("m{}".format(i))
+	assert wait_for(lambda: transport._child is not None and transport._child.Written >= 10, timeout=1.5)
 	assert wait_for(lambda: transport.Fallback is not None)
 	transport.flush(30)
 	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(10))
