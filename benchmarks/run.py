@@ -572,7 +572,7 @@ def table(args) -> None:
 		"ours": ("ours", STORM_DELIVERY),
 		"ours_other": ("ours", OTHER_DELIVERY),
 	}
-	storm_cpu: dict[str, dict[str, list]] = {}
+	storm_cpu: dict[tuple[str, str], dict[str, list]] = {}
 	for answer in (True, False) if "storm" in only else ():
 		ep = RunningEndpoint(answer)
 		try:
@@ -602,9 +602,13 @@ def table(args) -> None:
 		name = "fast endpoint" if answer else "endpoint never answering"
 		for variant in ("ours", "ours_other"):
 			for result in storm[variant]:
-				for role, seconds in result.get("cpu", {}).items():
-					key = "{} ({}), {}".format(variants[variant][1], name, role)
-					storm_cpu.setdefault(key, {}).setdefault(role, []).append(seconds)
+				cpu = result.get("cpu", {})
+				roles = storm_cpu.setdefault((variants[variant][1], name), {})
+				per_error = 1e6 / max(1, result["sent"])
+				roles.setdefault("main", []).append(cpu.get("main", 0.0) * per_error)
+				threads = sum(v for k, v in cpu.items() if k not in ("main", "other", "delivery process"))
+				roles.setdefault("threads", []).append(threads * per_error)
+				roles.setdefault("process", []).append(cpu.get("delivery process", 0.0) * per_error)
 		lag = {kind: [r["lag_ms"] for r in storm[kind]] for kind in variants}
 		rows.append(
 			(
@@ -674,11 +678,22 @@ def table(args) -> None:
 
 	print_table(rows, rounds, smoke=args.quick)
 	if storm_cpu:
-		print("storm, CPU seconds of ours by thread (medians; the delivery process is a separate process):")
-		for key, roles in storm_cpu.items():
-			label = key.rsplit(", ", 1)[0]
-			role = key.rsplit(", ", 1)[1]
-			print("  delivery = {}: {} {:.2f}".format(label, role, statistics.median(roles[role])))
+		print()
+		print(
+			"storm, ours: CPU per error sent (µs, medians; /proc/self/task and the delivery process's /proc/PID/stat)"
+		)
+		print("| delivery, endpoint | event loop's thread | delivery threads of the service | delivery process |")
+		print("|---|---|---|---|")
+		for (mode, endpoint_name), roles in storm_cpu.items():
+			print(
+				"| {}, {} | {:.0f} | {:.0f} | {:.0f} |".format(
+					mode,
+					endpoint_name,
+					statistics.median(roles["main"]),
+					statistics.median(roles["threads"]),
+					statistics.median(roles["process"]),
+				)
+			)
 
 
 def storm_share(results: list[dict], answer: bool) -> str:
