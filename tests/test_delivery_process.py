@@ -89,6 +89,31 @@ def test_an_asab_service_delivers_through_its_delivery_process(server):
 	assert wait_for(lambda: gone(seen["pid"]), timeout=10)
 
 
+def test_metrics_count_what_the_delivery_process_did(server):
+	import asab.metrics
+
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process"}, "asab:metrics": {"target": ""}})
+
+	async def body(app):
+		app.SentryService.capture_message("counted")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 10)
+		server.Status = 413
+		app.SentryService.capture_message("rejected")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 10)
+		app.SentryService.DeliveryMetrics.update()
+		app.Values = dict(app.SentryService.DeliveryMetrics.Counters.Storage["fieldset"][0]["values"])
+		app.Queue = dict(app.SentryService.DeliveryMetrics.Queue.Storage["fieldset"][0]["values"])
+
+	class WithMetrics(App):
+		def __init__(self):
+			super().__init__()
+			self.add_module(asab.metrics.Module)
+
+	app = run_app(body, WithMetrics)
+	assert app.Values["captured"] == 2 and app.Values["sent"] == 1 and app.Values["dropped_rejected_413"] == 1
+	assert app.Queue == {"items": 0, "bytes": 0}
+
+
 def test_flush_waits_until_the_delivery_process_delivered(server):
 	server.Delay = 0.05
 	transport = start(server)
