@@ -125,6 +125,27 @@ def test_flush_waits_until_the_delivery_process_delivered(server):
 	assert transport.pending() == 0 and transport.Losses.Counters["sent"] == 40
 
 
+@pytest.mark.parametrize("stopped", [False, True])
+def test_flush_returns_at_its_timeout(server, stopped):
+	"""A flush that cannot complete (the endpoint never answers, or the delivery process is stopped) returns at
+	its timeout, as the in-process flush does."""
+	server.Delay = 60.0
+	transport = start(server, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	sentry_sdk.capture_message("stuck")
+	if stopped:
+		os.kill(transport.Pid, signal.SIGSTOP)
+	try:
+		started = time.monotonic()
+		transport.flush(1.0)
+		took = time.monotonic() - started
+	finally:
+		if stopped:
+			os.kill(transport.Pid, signal.SIGCONT)
+	assert 0.9 <= took < 1.0 + 3.0  # a slow machine's margin; it does not wait for the answer beyond it
+	assert transport.pending() == 1
+
+
 def test_shutdown_counts_and_says_once_what_was_not_delivered(server, caplog):
 	server.Delay = 60.0  # never answers within the test
 	transport = start(server, request_timeout=30.0, shutdown_timeout=1.0)
