@@ -898,6 +898,7 @@ def main() -> int:
 
 	def answer(command: dict[str, typing.Any]) -> None:
 		left = max(0.0, float(command.get("deadline", 0.0)) - time.monotonic())
+		pending = 0
 		try:
 			if command["op"] == "shutdown":
 				pending = transport.shutdown(left)
