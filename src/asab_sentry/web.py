@@ -590,25 +590,17 @@ class WebInstrumentation:
 		if known[0] is not client or known[1] is not final_pass or known[2] is not scrubber:
 			self._templates.clear()
 			self._templates_for = (client, final_pass, scrubber)
-		# What _add_request adds: request data, the tenant tag, the user.
-		added: dict[str, typing.Any] = {"type": "transaction", "tags": dict(tags), "request": {}}
+		# What _add_request adds: request data, the tenant tag, the user (``tags`` and ``user`` are the caller's
+		# own copies: what is added here, _add_request adds again the same way).
+		request: dict[str, typing.Any] = {}
+		added: dict[str, typing.Any] = {"type": "transaction", "tags": tags, "request": request}
 		if user:
-			added["user"] = dict(user)
+			added["user"] = user
 		self._add_request(added, state)
-		request = added["request"]
 		final_user = added.get("user")
 		if "env" in request:
 			return None
-		items = (
-			tuple(added["tags"].items()),
-			tuple(final_user.items()) if final_user else (),
-			tuple(span_data.items()),
-		)
-		for pairs in items:
-			for k, v in pairs:
-				# (values that compare equal encode alike only when they are str or int: 1 == 1.0 == True)
-				if k.__class__ is not str or (v.__class__ is not str and v.__class__ is not int):
-					return None
+		user_items = tuple(final_user.items()) if final_user else ()
 		key = (
 			transaction.name,
 			state.Source,
@@ -618,7 +610,15 @@ class WebInstrumentation:
 			final_user is None,
 			request.get("method"),
 			request.get("query_string"),
-		) + items
+			tuple(tags.items()),
+			user_items,
+			tuple(span_data.items()),
+		)
+		for pairs in key[-3:]:
+			for k, v in pairs:
+				# (values that compare equal encode alike only when they are str or int: 1 == 1.0 == True)
+				if k.__class__ is not str or (v.__class__ is not str and v.__class__ is not int):
+					return None
 		template = self._templates.get(key, _MISSING)
 		if template is _MISSING:
 			template = self._make_template(client, state, transaction, tags, user, span_data, event_id, start, end)
@@ -628,42 +628,28 @@ class WebInstrumentation:
 		if template is None:
 			return None
 		try:
-			payload = template.format_map(self._slot_values(scrubber, state, request["url"], event_id, start, end))
+			payload = template.format(*_slot_values(scrubber, state, request["url"], event_id, start, end))
 			payload = payload.encode("utf-8")
-		except (ValueError, UnicodeEncodeError):
+		except UnicodeEncodeError:
 			return None
 		if len(payload) * 3 > min(final_pass.MaxCompressed, final_pass.MaxBytes):
 			return None
 		return payload
 
-	@staticmethod
-	def _slot_values(scrubber: scrub.Scrubber, state: RequestState, url: str, event_id, start, end) -> dict[str, str]:
-		"""The JSON texts of what varies per request, as the final pass and `_json_encode` give them."""
-		values = {
-			"event_id": '"' + event_id + '"',
-			"trace_id": '"' + state.TraceId + '"',
-			"span_id": '"' + state.SpanId + '"',
-			# (time.time() is finite: the encoder writes its repr)
-			"start": _float_repr(start),
-			"end": _float_repr(end),
-			"url": _encode_string(scrubber.scrub_url(url)),
-		}
-		if state.ParentSpanId is not None:
-			values["parent_span_id"] = '"' + state.ParentSpanId + '"'
-		return values
-
 	def _make_template(
 		self, client, state: RequestState, transaction, tags, user, span_data, event_id, start, end
 	) -> str | None:
 		"""A format string for `_templated`, checked against this request's payload made the usual way."""
-		names = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url")
-		slots = {name: _SLOT.format(name) for name in names}
+		slots = {name: _SLOT.format(name) for name in _PAYLOAD_SLOTS}
 		copies = (dict(tags), dict(user) if user else user, dict(span_data))
-		event = self._transaction_event(client, state, transaction, *copies[:2], {}, copies[2], [], "", 0, 0, slots)
+		placeholders = {name: slots[number] for name, number in zip(_PAYLOAD_SLOT_NAMES, _PAYLOAD_SLOTS, strict=True)}
+		event = self._transaction_event(
+			client, state, transaction, *copies[:2], {}, copies[2], [], "", 0, 0, placeholders
+		)
 		text = _transaction_payload(event).decode("utf-8")
 		if state.ParentSpanId is None:
-			del slots["parent_span_id"]
-		template = _format_template(text, {name: _json_encode(slot) for name, slot in slots.items()})
+			del slots[_PAYLOAD_SLOTS[_PAYLOAD_SLOT_NAMES.index("parent_span_id")]]
+		template = _format_template(text, {number: _json_encode(slot) for number, slot in slots.items()})
 		if template is None:
 			return None
 		expected = _transaction_payload(
@@ -671,12 +657,11 @@ class WebInstrumentation:
 		)
 		request: dict = {}
 		self._add_request({"type": "transaction", "request": request}, state)
-		scrubber = self._templates_for[2]
-		values = self._slot_values(scrubber, state, request["url"], event_id, start, end)
+		values = _slot_values(self._templates_for[2], state, request["url"], event_id, start, end)
 		try:
-			if template.format_map(values).encode("utf-8") == expected:
+			if template.format(*values).encode("utf-8") == expected:
 				return template
-		except (ValueError, UnicodeEncodeError):
+		except UnicodeEncodeError:
 			pass
 		return None
 
@@ -688,28 +673,25 @@ class WebInstrumentation:
 			self._headers.clear()  # (_dsc reads the new client's public key, environment and release)
 		key = (state.route_name(), state.Transaction is not None)
 		template = self._headers.get(key, _MISSING)
+		values = ('"' + event_id + '"', '"' + state.TraceId + '"', '"{:.6f}"'.format(state.SampleRand))
 		if template is _MISSING:
 			template = None
 			dsc = self._dsc(state)
-			slots = {"event_id": _SLOT.format("event_id"), "trace_id": _SLOT.format("trace_id")}
-			dsc_slots = dict(dsc, trace_id=slots["trace_id"], sample_rand=_SLOT.format("sample_rand"))
-			slots["sample_rand"] = dsc_slots["sample_rand"]
-			text = sentry_sdk.utils.json_dumps({"event_id": slots["event_id"], "trace": dsc_slots}).decode("utf-8")
 			encode = sentry_sdk.utils.json_dumps
-			candidate = _format_template(text, {n: encode(v).decode("utf-8") for n, v in slots.items()})
-			if candidate is not None:
-				values = {"event_id": '"' + event_id + '"', "trace_id": '"' + state.TraceId + '"'}
-				values["sample_rand"] = '"' + dsc["sample_rand"] + '"'
-				if candidate.format_map(values).encode("utf-8") == encode({"event_id": event_id, "trace": dsc}):
-					template = candidate
+			slots = [_SLOT.format(number) for number in range(3)]
+			text = encode({"event_id": slots[0], "trace": dict(dsc, trace_id=slots[1], sample_rand=slots[2])})
+			slot_texts = {str(number): encode(slot).decode("utf-8") for number, slot in enumerate(slots)}
+			candidate = _format_template(text.decode("utf-8"), slot_texts)
+			if candidate is not None and candidate.format(*values).encode("utf-8") == encode(
+				{"event_id": event_id, "trace": dsc}
+			):
+				template = candidate
 			if len(self._headers) >= MAX_TEMPLATES:
 				self._headers.clear()
 			self._headers[key] = template
 		if template is None:
 			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
-		values = {"event_id": '"' + event_id + '"', "trace_id": '"' + state.TraceId + '"'}
-		values["sample_rand"] = '"' + "{:.6f}".format(state.SampleRand) + '"'
-		return template.format_map(values).encode("utf-8")
+		return template.format(*values).encode("utf-8")
 
 	def _dsc(self, state: RequestState) -> dict[str, str]:
 		"""The trace's dynamic sampling context: the caller's when continued, else this service's."""
@@ -933,6 +915,29 @@ class WebInstrumentation:
 
 
 MAX_TEMPLATES = 256  # kept per instrumentation, for payloads and for envelope headers (then forgotten, made again)
+# The slots of a payload template: format fields {0} to {6}, in the order `_slot_values` gives their texts.
+_PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url")
+_PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
+
+
+def _slot_values(
+	scrubber: scrub.Scrubber, state: RequestState, url: str, event_id: str, start: float, end: float
+) -> tuple[str, ...]:
+	"""The JSON texts of what varies per request (`_PAYLOAD_SLOT_NAMES`), as the final pass and `_json_encode` give them."""
+	if "@" in url or "?" in url:  # (nothing else scrub_url changes: a password, query parameters)
+		url = scrubber.scrub_url(url)
+	parent = state.ParentSpanId
+	return (
+		'"' + event_id + '"',
+		'"' + state.TraceId + '"',
+		'"' + state.SpanId + '"',
+		"" if parent is None else '"' + parent + '"',
+		_float_repr(start),  # (time.time() is finite: the encoder writes its repr)
+		_float_repr(end),
+		_encode_string(url),
+	)
+
+
 _MISSING = object()
 # A placeholder for what varies per request in a template's text: private-use characters, which the encoders keep as
 # they are (or escape, in ASCII JSON) and no scrubbing rule looks at.
