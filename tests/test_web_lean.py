@@ -157,8 +157,12 @@ def test_encoded_envelope_serializes_as_sentry_sdk_does():
 	envelope = web._EncodedEnvelope(header, "transaction", payload)
 	usual = sentry_sdk.envelope.Envelope(headers=json.loads(header))
 	usual.add_item(sentry_sdk.envelope.Item(payload=sentry_sdk.envelope.PayloadRef(bytes=payload), type="transaction"))
+	assert envelope.serialize() is envelope._data  # made when built
 	assert envelope.serialize() == usual.serialize()
 	assert envelope.headers == usual.headers
+	envelope.headers["sent_at"] = "2026-01-01T00:00:00Z"  # changed in place: serialized again
+	usual.headers["sent_at"] = "2026-01-01T00:00:00Z"
+	assert envelope.serialize() == usual.serialize()
 	assert [i.data_category for i in envelope.items] == ["transaction"]
 	assert sentry_sdk.envelope.Envelope.deserialize(envelope.serialize()).items[0].payload.json == json.loads(payload)
 

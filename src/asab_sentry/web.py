@@ -367,9 +367,11 @@ class WebInstrumentation:
 		HTTPException = aiohttp.web.HTTPException
 		ignored = self._ignored
 		failed = self.FailedStatusCodes
-		tracing = self.Tracing
 		finish = self._finish
 		fork_scope, restore_scope = _sdk.fork_isolation_scope, _sdk.restore_isolation_scope
+
+		if self.Tracing:
+			return self._make_traced_middleware()
 
 		@aiohttp.web.middleware
 		async def asab_sentry_middleware(request, handler):
@@ -383,8 +385,6 @@ class WebInstrumentation:
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
-				if tracing:
-					return await self._traced(request, handler, state)
 				# Tracing off (every request): _handle inlined, one coroutine less per request.
 				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
 				# written after this, in the connection's scope: later requests of the connection show it.)
@@ -408,59 +408,81 @@ class WebInstrumentation:
 		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
 		return asab_sentry_middleware
 
-	async def _traced(self, request, handler, state: RequestState):
+	def _make_traced_middleware(self) -> typing.Callable:
+		"""The middleware with tracing on (one coroutine per request: the transaction's part inlined)."""
 		import aiohttp.web
 
-		HTTPException, failed = aiohttp.web.HTTPException, self.FailedStatusCodes
-		tokens = _sdk.fork_scopes()  # the request's own current and isolation scopes
-		try:
-			if not self._sample(state):
-				return await self._handle(request, handler, state, HTTPException, failed)
-			# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
-			# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
-			transaction = sentry_sdk.tracing.Transaction(
-				# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded generator
-				# per request), so that what sentry-sdk propagates agrees with this module's dynamic sampling context.
-				baggage=sentry_sdk.tracing_utils.Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
-				trace_id=state.TraceId,
-				span_id=state.SpanId,
-				parent_span_id=state.ParentSpanId,
-				parent_sampled=state.ParentSampled,
-				same_process_as_parent=False,
-				sampled=True,
-				op=OP_SERVER,
-				name=state.route_name(),
-				source=state.Source,
-				origin=ORIGIN,
-			)
-			transaction.init_span_recorder(maxlen=MAX_SPANS)
-			state.Transaction = transaction
-			scope = tokens[2]
-			scope.span = transaction
-			start = time.time()
+		HTTPException = aiohttp.web.HTTPException
+		ignored = self._ignored
+		failed = self.FailedStatusCodes
+		finish, sample, send, handle = self._finish, self._sample, self._send_transaction, self._handle
+		fork_scopes, restore_scopes = _sdk.fork_scopes, _sdk.restore_scopes
+		Transaction, Baggage = sentry_sdk.tracing.Transaction, sentry_sdk.tracing_utils.Baggage
+
+		@aiohttp.web.middleware
+		async def asab_sentry_middleware(request, handler):
+			if ignored(request.path):
+				return await handler(request)
+			state = RequestState(request)
+			headers = request.headers
+			sentry_trace = headers.get("sentry-trace")
+			if sentry_trace is not None:
+				_parse_sentry_trace(state, sentry_trace)
+				state.Baggage = _sentry_baggage(headers.get("baggage"))
+			token = current.set(state)
+			tokens = fork_scopes()  # the request's own current and isolation scopes
 			try:
-				# (_handle inlined: one coroutine less per request)
+				if not sample(state):
+					return await handle(request, handler, state, HTTPException, failed)
+				# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+				# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+				transaction = Transaction(
+					# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
+					# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
+					# sampling context.
+					baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
+					trace_id=state.TraceId,
+					span_id=state.SpanId,
+					parent_span_id=state.ParentSpanId,
+					parent_sampled=state.ParentSampled,
+					same_process_as_parent=False,
+					sampled=True,
+					op=OP_SERVER,
+					name=state.route_name(),
+					source=state.Source,
+					origin=ORIGIN,
+				)
+				transaction.init_span_recorder(maxlen=MAX_SPANS)
+				state.Transaction = transaction
+				scope = tokens[2]
+				scope.span = transaction
+				start = time.time()
 				try:
-					response = await handler(request)
-				except HTTPException as e:
-					self._finish(state, e.status, e if e.status in failed else None, failed)
-					raise
-				except Exception as e:
-					self._finish(state, 500, e, failed)
-					raise
-				except BaseException:  # cancelled: the client went away
-					transaction.set_status("cancelled")
-					raise
-				self._finish(state, response.status, None, failed)
-				return response
+					try:
+						response = await handler(request)
+					except HTTPException as e:
+						finish(state, e.status, e if e.status in failed else None, failed)
+						raise
+					except Exception as e:
+						finish(state, 500, e, failed)
+						raise
+					except BaseException:  # cancelled: the client went away
+						transaction.set_status("cancelled")
+						raise
+					finish(state, response.status, None, failed)
+					return response
+				finally:
+					scope.span = None
+					try:
+						send(state, transaction, start, time.time())
+					except Exception:
+						sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 			finally:
-				scope.span = None
-				try:
-					self._send_transaction(state, transaction, start, time.time())
-				except Exception:
-					sentry_sdk.utils.capture_internal_exception(sys.exc_info())
-		finally:
-			_sdk.restore_scopes(tokens)
+				restore_scopes(tokens)
+				current.reset(token)
+
+		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
+		return asab_sentry_middleware
 
 	def _sample(self, state: RequestState) -> bool:
 		"""Sentry's rule: the caller's decision when there is one, else ``sample_rand < traces_sample_rate``."""
@@ -973,7 +995,8 @@ class _EncodedEnvelope(sentry_sdk.envelope.Envelope):
 	"""
 	A sentry-sdk envelope of one item whose bytes are made when it is built: `serialize` gives them (a transport
 	serializes it without encoding anything), the same bytes as sentry-sdk's ``Envelope.serialize`` of its headers
-	and item. ``headers`` is decoded when read; changed headers or items are serialized by sentry-sdk's code.
+	and item. ``headers`` is decoded when read; an envelope whose headers were read or whose items changed is
+	serialized by sentry-sdk's code.
 	"""
 
 	def __init__(self, header: bytes, item_type: str, payload: bytes):
@@ -985,12 +1008,14 @@ class _EncodedEnvelope(sentry_sdk.envelope.Envelope):
 			item_type.encode("ascii"),  # (a name such as "transaction": nothing to escape)
 			len(payload),
 		)
-		self._data = b"".join((header, b"\n", item_header, b"\n", payload, b"\n"))
+		self._data: bytes | None = b"".join((header, b"\n", item_header, b"\n", payload, b"\n"))
 
 	@property  # type: ignore[override]
 	def headers(self) -> dict:
+		# Read (and maybe changed in place): from now on serialized by sentry-sdk's code.
 		if self._headers is None:
 			self._headers = json.loads(self._header)
+		self._data = None
 		return self._headers
 
 	@headers.setter
