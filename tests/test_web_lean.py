@@ -81,8 +81,8 @@ def record(monkeypatch) -> dict[str, list]:
 		seen["payloads"].append((state.Request.path_qs, payload, web._transaction_payload(event)))
 		return payload
 
-	def _envelope_header(self, state, event_id):
-		header = envelope_header(self, state, event_id)
+	def _envelope_header(self, state, event_id, client):
+		header = envelope_header(self, state, event_id, client)
 		expected = sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
 		seen["headers"].append((state.Request.path_qs, header, expected))
 		return header
@@ -114,11 +114,12 @@ def test_templated_transactions_are_the_usual_encoding_byte_for_byte(collector, 
 	for path, payload, expected in payloads:
 		if payload is not None:
 			assert payload == expected, path
-	# Every request after the first of its kind is templated; not the ones with a span or an int tag.
-	assert templated.count("/") == 3
-	assert "/users/9?page=2&access_token=tok3nB" in templated
-	assert templated.count("/tagged?plan=gold") == 2
-	assert "/crash" in templated and "/nowhere/2" in templated
+	# From the second request of a kind on (the query string, the URL may differ), not with a span or a float tag.
+	assert templated.count("/") == 2
+	assert templated.count("/users/7") == 0  # (the first without a query string)
+	assert templated.count("/users/9?page=2&access_token=tok3nB") == 1
+	assert templated.count("/tagged?plan=gold") == 1
+	assert templated.count("/crash") == 1 and templated.count("/nowhere/2") == 1
 	assert not any(p in ("/tagged_int", "/span") for p in templated)
 	assert len(payloads) == len(PATHS) - 2  # the requests with a span go the usual way without asking
 
@@ -143,7 +144,7 @@ def test_templated_transactions_continue_the_callers_trace(collector, monkeypatc
 	received = transactions(collector, count=len(PATHS))
 	assert {t["contexts"]["trace"]["trace_id"] for t in received} == {TRACE_ID}
 	assert {t["contexts"]["trace"]["parent_span_id"] for t in received} == {PARENT_SPAN}
-	assert sum(payload is not None for _, payload, _ in seen["payloads"]) >= len(PATHS) - 10
+	assert sum(payload is not None for _, payload, _ in seen["payloads"]) >= 7
 	for path, payload, expected in seen["payloads"]:
 		if payload is not None:
 			assert payload == expected, path

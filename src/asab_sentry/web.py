@@ -309,7 +309,8 @@ class WebInstrumentation:
 		self._dsc_base: dict[str, str] = {}
 		# Request transactions' payloads and envelope headers from templates (_templated, _envelope_header).
 		self._templates: dict[tuple, str | None] = {}
-		self._templates_for: tuple = (None, None, None)  # the client, final pass and scrubber they were made for
+		self._templates_for: tuple = (None, None, None, None)  # the client, final pass and scrubbers they were made for
+		self._seen: dict[tuple, None] = {}  # kinds of request seen once (no template yet)
 		self._headers: dict[tuple, str | None] = {}
 
 	# Installation
@@ -520,7 +521,8 @@ class WebInstrumentation:
 				client, state, transaction, tags, user, contexts, span_data, spans, event_id, start, end
 			)
 			payload = _transaction_payload(event)
-		transport.capture_envelope(_EncodedEnvelope(self._envelope_header(state, event_id), "transaction", payload))
+		header = self._envelope_header(state, event_id, client)
+		transport.capture_envelope(_EncodedEnvelope(header, "transaction", payload))
 
 	def _transaction_event(
 		self,
@@ -583,6 +585,8 @@ class WebInstrumentation:
 		self._add_request(event, state)
 		if slots is not None:
 			event["request"]["url"] = slots["url"]
+			if "query_string" in event["request"]:
+				event["request"]["query_string"] = slots["query"]
 		return event
 
 	def _templated(
@@ -609,9 +613,11 @@ class WebInstrumentation:
 			return None
 		scrubber = final_pass.Scrubber or scrub.active()
 		known = self._templates_for
-		if known[0] is not client or known[1] is not final_pass or known[2] is not scrubber:
+		active = scrub.active()  # (_add_request scrubs the query string with it)
+		if known[0] is not client or known[1] is not final_pass or known[2] is not scrubber or known[3] is not active:
 			self._templates.clear()
-			self._templates_for = (client, final_pass, scrubber)
+			self._seen.clear()
+			self._templates_for = (client, final_pass, scrubber, active)
 		# What _add_request adds: request data, the tenant tag, the user (``tags`` and ``user`` are the caller's
 		# own copies: what is added here, _add_request adds again the same way).
 		request: dict[str, typing.Any] = {}
@@ -631,7 +637,7 @@ class WebInstrumentation:
 			bool(user),
 			final_user is None,
 			request.get("method"),
-			request.get("query_string"),
+			"query_string" in request,
 			tuple(tags.items()),
 			user_items,
 			tuple(span_data.items()),
@@ -643,6 +649,13 @@ class WebInstrumentation:
 					return None
 		template = self._templates.get(key, _MISSING)
 		if template is _MISSING:
+			# A template is made the second time a kind of request is seen: a kind seen once only (a tag
+			# unique to each request) costs no more than the usual way.
+			if key not in self._seen:
+				if len(self._seen) >= MAX_TEMPLATES:
+					self._seen.clear()
+				self._seen[key] = None
+				return None
 			template = self._make_template(client, state, transaction, tags, user, span_data, event_id, start, end)
 			if len(self._templates) >= MAX_TEMPLATES:
 				self._templates.clear()
@@ -650,7 +663,7 @@ class WebInstrumentation:
 		if template is None:
 			return None
 		try:
-			payload = template.format(*_slot_values(scrubber, state, request["url"], event_id, start, end))
+			payload = template.format(*_slot_values(scrubber, state, request, event_id, start, end))
 			payload = payload.encode("utf-8")
 		except UnicodeEncodeError:
 			return None
@@ -671,6 +684,8 @@ class WebInstrumentation:
 		text = _transaction_payload(event).decode("utf-8")
 		if state.ParentSpanId is None:
 			del slots[_PAYLOAD_SLOTS[_PAYLOAD_SLOT_NAMES.index("parent_span_id")]]
+		if "query_string" not in event["request"]:
+			del slots[_PAYLOAD_SLOTS[_PAYLOAD_SLOT_NAMES.index("query")]]
 		template = _format_template(text, {number: _json_encode(slot) for number, slot in slots.items()})
 		if template is None:
 			return None
@@ -679,7 +694,7 @@ class WebInstrumentation:
 		)
 		request: dict = {}
 		self._add_request({"type": "transaction", "request": request}, state)
-		values = _slot_values(self._templates_for[2], state, request["url"], event_id, start, end)
+		values = _slot_values(self._templates_for[2], state, request, event_id, start, end)
 		try:
 			if template.format(*values).encode("utf-8") == expected:
 				return template
@@ -687,11 +702,11 @@ class WebInstrumentation:
 			pass
 		return None
 
-	def _envelope_header(self, state: RequestState, event_id: str) -> bytes:
+	def _envelope_header(self, state: RequestState, event_id: str, client: typing.Any) -> bytes:
 		"""The envelope's headers (event id, the trace's dynamic sampling context) as sentry-sdk writes them."""
 		if state.Baggage is not None or state.ParentSpanId is not None or state.SampleRand is None:
 			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
-		if sentry_sdk.get_client() is not self._dsc_client:
+		if client is not self._dsc_client:
 			self._headers.clear()  # (_dsc reads the new client's public key, environment and release)
 		key = (state.route_name(), state.Transaction is not None)
 		template = self._headers.get(key, _MISSING)
@@ -937,17 +952,22 @@ class WebInstrumentation:
 
 
 MAX_TEMPLATES = 256  # kept per instrumentation, for payloads and for envelope headers (then forgotten, made again)
-# The slots of a payload template: format fields {0} to {6}, in the order `_slot_values` gives their texts.
-_PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url")
+# The slots of a payload template: format fields {0} to {7}, in the order `_slot_values` gives their texts.
+_PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url", "query")
 _PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
 
 
 def _slot_values(
-	scrubber: scrub.Scrubber, state: RequestState, url: str, event_id: str, start: float, end: float
+	scrubber: scrub.Scrubber, state: RequestState, request: dict, event_id: str, start: float, end: float
 ) -> tuple[str, ...]:
-	"""The JSON texts of what varies per request (`_PAYLOAD_SLOT_NAMES`), as the final pass and `_json_encode` give them."""
+	"""
+	The JSON texts of what varies per request (`_PAYLOAD_SLOT_NAMES`), as the final pass and `_json_encode` give
+	them; ``request`` is the request data `WebInstrumentation._add_request` gives.
+	"""
+	url = request["url"]
 	if "@" in url or "?" in url:  # (nothing else scrub_url changes: a password, query parameters)
 		url = scrubber.scrub_url(url)
+	query = request.get("query_string")
 	parent = state.ParentSpanId
 	return (
 		'"' + event_id + '"',
@@ -957,6 +977,7 @@ def _slot_values(
 		_float_repr(start),  # (time.time() is finite: the encoder writes its repr)
 		_float_repr(end),
 		_encode_string(url),
+		"" if query is None else _encode_string(scrubber.scrub_query(query)),
 	)
 
 
