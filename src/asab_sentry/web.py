@@ -431,55 +431,57 @@ class WebInstrumentation:
 				_parse_sentry_trace(state, sentry_trace)
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
-			tokens = fork_scopes()  # the request's own current and isolation scopes
 			try:
-				if not sample(state):
-					return await handle(request, handler, state, HTTPException, failed)
-				# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
-				# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
-				transaction = Transaction(
-					# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
-					# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
-					# sampling context.
-					baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
-					trace_id=state.TraceId,
-					span_id=state.SpanId,
-					parent_span_id=state.ParentSpanId,
-					parent_sampled=state.ParentSampled,
-					same_process_as_parent=False,
-					sampled=True,
-					op=OP_SERVER,
-					name=state.route_name(),
-					source=state.Source,
-					origin=ORIGIN,
-				)
-				transaction.init_span_recorder(maxlen=MAX_SPANS)
-				state.Transaction = transaction
-				scope = tokens[2]
-				scope.span = transaction
-				start = time.time()
+				tokens = fork_scopes()  # the request's own current and isolation scopes
 				try:
+					if not sample(state):
+						return await handle(request, handler, state, HTTPException, failed)
+					# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+					# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+					transaction = Transaction(
+						# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
+						# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
+						# sampling context.
+						baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
+						trace_id=state.TraceId,
+						span_id=state.SpanId,
+						parent_span_id=state.ParentSpanId,
+						parent_sampled=state.ParentSampled,
+						same_process_as_parent=False,
+						sampled=True,
+						op=OP_SERVER,
+						name=state.route_name(),
+						source=state.Source,
+						origin=ORIGIN,
+					)
+					transaction.init_span_recorder(maxlen=MAX_SPANS)
+					state.Transaction = transaction
+					scope = tokens[2]
+					scope.span = transaction
+					start = time.time()
 					try:
-						response = await handler(request)
-					except HTTPException as e:
-						finish(state, e.status, e if e.status in failed else None, failed)
-						raise
-					except Exception as e:
-						finish(state, 500, e, failed)
-						raise
-					except BaseException:  # cancelled: the client went away
-						transaction.set_status("cancelled")
-						raise
-					finish(state, response.status, None, failed)
-					return response
+						try:
+							response = await handler(request)
+						except HTTPException as e:
+							finish(state, e.status, e if e.status in failed else None, failed)
+							raise
+						except Exception as e:
+							finish(state, 500, e, failed)
+							raise
+						except BaseException:  # cancelled: the client went away
+							transaction.set_status("cancelled")
+							raise
+						finish(state, response.status, None, failed)
+						return response
+					finally:
+						scope.span = None
+						try:
+							send(state, transaction, start, time.time())
+						except Exception:
+							sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 				finally:
-					scope.span = None
-					try:
-						send(state, transaction, start, time.time())
-					except Exception:
-						sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+					restore_scopes(tokens)
 			finally:
-				restore_scopes(tokens)
 				current.reset(token)
 
 		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
