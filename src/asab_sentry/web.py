@@ -312,6 +312,7 @@ class WebInstrumentation:
 		self._templates_for: tuple = (None, None, None, None)  # the client, final pass and scrubbers they were made for
 		self._seen: dict[tuple, None] = {}  # kinds of request seen once (no template yet)
 		self._headers: dict[tuple, str | None] = {}
+		self._headers_for: typing.Any = None  # the client _headers were made for (_dsc_client also follows _baggage)
 
 	# Installation
 
@@ -708,8 +709,9 @@ class WebInstrumentation:
 		"""The envelope's headers (event id, the trace's dynamic sampling context) as sentry-sdk writes them."""
 		if state.Baggage is not None or state.ParentSpanId is not None or state.SampleRand is None:
 			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
-		if client is not self._dsc_client:
+		if client is not self._headers_for:
 			self._headers.clear()  # (_dsc reads the new client's public key, environment and release)
+			self._headers_for = client
 		key = (state.route_name(), state.Transaction is not None)
 		template = self._headers.get(key, _MISSING)
 		values = ('"' + event_id + '"', '"' + state.TraceId + '"', '"{:.6f}"'.format(state.SampleRand))

@@ -1,0 +1,99 @@
+"""
+Templated request transactions (web.py's _templated, _envelope_header) against the usual encoding of the same
+request: inputs that differ between requests of one kind.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import aiohttp.web
+import sentry_sdk
+import yarl
+
+from helpers import configure
+from test_web_lean import record
+from test_web_requests import ok, serve, transactions
+
+
+def check(seen):
+	"""Every templated payload and header is the usual encoding; returns how many were templated."""
+	templated = 0
+	for path, payload, expected in seen["payloads"]:
+		if payload is not None:
+			templated += 1
+			assert payload == expected, path
+	for path, header, expected in seen["headers"]:
+		assert header == expected, path
+	return templated
+
+
+ODD = [
+	"/users/1",
+	"/users/2",
+	"/users/%22q%5C%00%0A%7B%7D",
+	"/users/%FF%FE",
+	"/users/%ED%A0%80",
+	"/users/%F0%9F%98%80",
+	"/users/%3Ftoken=tok3n",
+	"/users/a%40b",
+	"/users/x?%FF=1&token=%ED%A0%80",
+	"/users/y?a=%22&b=\\",
+	"/users/z?q=%C3%A9%F0%9F%98%80&p=%22",
+]
+HOSTS = ['ex"ample', "bob:hunter2@host", "h\u00e9llo", "a\\b", "{0}", "\U0001f600"]
+
+
+def test_odd_urls_and_hosts(collector, monkeypatch):
+	# Percent-encoded quotes, backslashes, NUL, invalid UTF-8, an encoded surrogate, emoji, an encoded "?" and "@"
+	# in the path; odd Host headers (a password, braces, non-ASCII): each request's own bytes, secrets filtered.
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+	seen = record(monkeypatch)
+
+	async def client(session, base, app):
+		for path in ODD:
+			async with session.get(yarl.URL(base + path, encoded=True)) as response:
+				await response.read()
+		for host in HOSTS:
+			for _ in range(2):
+				async with session.get(base + "/users/3", headers={"Host": host}) as response:
+					await response.read()
+
+	serve([("GET", "/users/{id}", ok)], client)
+	n = len(ODD) + 2 * len(HOSTS)
+	received = transactions(collector, count=n)
+	assert len(received) == n
+	assert check(seen) >= len(ODD) - 3 + len(HOSTS)  # (the first of a kind, with and without a query, is not)
+	assert "hunter2" not in json.dumps(received)
+	assert "tok3n" not in json.dumps(received)
+
+
+def test_envelope_header_template_follows_the_client(collector, monkeypatch):
+	# A handler that reports some requests through a client of its own (a tenant's, bound to the request's scope)
+	# and calls a peer: the envelope's headers carry that client's release, not the one of the template made
+	# for the route with the service's client.
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+	seen = record(monkeypatch)
+	other = sentry_sdk.Client(dsn=collector.dsn, release="tenant-release", environment="tenant-env")
+
+	async def handler(request):
+		if "other" in request.query:
+			sentry_sdk.get_current_scope().set_client(other)
+			async with aiohttp.ClientSession() as session:
+				async with session.get(collector.url + "/nowhere") as response:
+					await response.read()
+		return aiohttp.web.Response(text="ok")
+
+	async def client(session, base, app):
+		for path in ("/b", "/b", "/b?other=1"):
+			async with session.get(base + path) as response:
+				await response.read()
+
+	try:
+		serve([("GET", "/b", handler)], client)
+	finally:
+		other.close()
+	headers = [json.loads(header) for _, header, _ in seen["headers"]]
+	assert headers[-1]["trace"].get("release") == "tenant-release"
+	check(seen)
