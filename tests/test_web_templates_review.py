@@ -9,6 +9,8 @@ import json
 
 import aiohttp
 import aiohttp.web
+import asab.contextvars
+import pytest
 import sentry_sdk
 import yarl
 
@@ -97,3 +99,71 @@ def test_envelope_header_template_follows_the_client(collector, monkeypatch):
 	headers = [json.loads(header) for _, header, _ in seen["headers"]]
 	assert headers[-1]["trace"].get("release") == "tenant-release"
 	check(seen)
+
+
+class _Authz:
+	def __init__(self, credentials_id, username):
+		self.CredentialsId, self.Username, self.Email = credentials_id, username, username + "@example.org"
+
+
+async def per_request(request):
+	query = request.query
+	if "tenant" in query:
+		asab.contextvars.Tenant.set(query["tenant"])
+	if "user" in query:
+		asab.contextvars.Authz.set(_Authz(query["user"], "name-" + query["user"]))
+	if "status" in query:
+		return aiohttp.web.Response(status=int(query["status"]), text="x")
+	if "raise" in query:
+		raise aiohttp.web.HTTPConflict(text=query["raise"])
+	if "stream" in query:
+		response = aiohttp.web.StreamResponse()
+		await response.prepare(request)
+		await response.write(b"chunk")
+		await response.write_eof()
+		return response
+	return aiohttp.web.Response(text="ok")
+
+
+PER_REQUEST = [
+	("GET", "/p?tenant=alpha"),
+	("GET", "/p?tenant=alpha"),
+	("GET", "/p?tenant=beta"),
+	("GET", "/p?tenant=beta&user=u1"),
+	("GET", "/p?tenant=beta&user=u1"),
+	("GET", "/p?tenant=beta&user=u2"),
+	("GET", "/p?status=201"),
+	("GET", "/p?status=201"),
+	("GET", "/p?status=418"),
+	("GET", "/p?raise=a"),
+	("GET", "/p?raise=b"),
+	("GET", "/p?stream=1"),
+	("GET", "/p?stream=2"),
+	("HEAD", "/p"),
+	("HEAD", "/p"),
+	("OPTIONS", "/p"),
+	("OPTIONS", "/p"),
+	("GET", "/p?tenant=alpha"),
+]
+
+
+@pytest.mark.parametrize("pii", ["false", "true"])
+def test_per_request_tenant_user_status_and_methods(collector, monkeypatch, pii):
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1", "send_default_pii": pii}})
+	seen = record(monkeypatch)
+
+	async def client(session, base, app):
+		for method, path in PER_REQUEST:
+			async with session.request(method, base + path, headers={"User-Agent": path}) as response:
+				await response.read()
+
+	serve([("*", "/p", per_request)], client)
+	received = transactions(collector, count=len(PER_REQUEST))
+	assert len(received) == len(PER_REQUEST)
+	templated = check(seen)
+	assert templated >= (0 if pii == "true" else 8)
+	tenants = [t.get("tags", {}).get("tenant") for t in received]
+	users = [t.get("user", {}).get("id") for t in received]
+	assert tenants[:6] == ["alpha", "alpha", "beta", "beta", "beta", "beta"]
+	assert users[3:6] == ["u1", "u1", "u2"]
+	assert tenants[-1] == "alpha" and users[-1] is None
