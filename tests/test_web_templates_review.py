@@ -167,3 +167,38 @@ def test_per_request_tenant_user_status_and_methods(collector, monkeypatch, pii)
 	assert tenants[:6] == ["alpha", "alpha", "beta", "beta", "beta", "beta"]
 	assert users[3:6] == ["u1", "u1", "u2"]
 	assert tenants[-1] == "alpha" and users[-1] is None
+
+
+def _retained(instrumentation) -> int:
+	"""Characters the template caches hold: their keys' texts and the templates."""
+	total = 0
+	for cache in (instrumentation._seen, instrumentation._templates):
+		for key, template in cache.items():
+			for part in key if isinstance(key, tuple) else ():
+				pairs = part if isinstance(part, tuple) else ((part, None),)
+				for pair in pairs:
+					for text in pair if isinstance(pair, tuple) else (pair,):
+						total += len(text) if isinstance(text, str) else 0
+			total += len(template) if isinstance(template, str) else 0
+	return total
+
+
+async def big_data(request):
+	# A large value unique to each request in the transaction's data (a query's text, say).
+	sentry_sdk.get_current_span().set_data("db.statement", request.match_info["n"] * 50_000)
+	return aiohttp.web.Response(text="ok")
+
+
+def test_template_caches_do_not_keep_large_values(collector):
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+	count = 20
+
+	async def client(session, base, app):
+		for n in range(count):
+			async with session.get(base + "/big/{}".format(n)) as response:
+				await response.read()
+		return _retained(app.SentryService.Web)
+
+	app = serve([("GET", "/big/{n}", big_data)], client)
+	assert len(transactions(collector, count=count)) == count
+	assert app.Result < 100_000  # not the 20 requests' values (about 1.5 million characters)
