@@ -14,6 +14,7 @@ import pytest
 import sentry_sdk
 import yarl
 
+from asab_sentry import web
 from helpers import configure
 from test_web_lean import record
 from test_web_requests import ok, serve, transactions
@@ -202,3 +203,36 @@ def test_template_caches_do_not_keep_large_values(collector):
 	app = serve([("GET", "/big/{n}", big_data)], client)
 	assert len(transactions(collector, count=count)) == count
 	assert app.Result < 100_000  # not the 20 requests' values (about 1.5 million characters)
+
+
+@pytest.mark.parametrize("rand", [0.4999996, 0.9999997])
+def test_sample_rand_is_never_rounded_up(collector, monkeypatch, rand):
+	# Sentry's sample_rand is in [0, 1) with 6 decimals, and the decision is sample_rand < rate: a random number
+	# written rounded up (0.4999996 as "0.500000", 0.9999997 as "1.000000") tells Sentry and the callees a value
+	# the decision did not use (sampled at rate 0.5 with sample_rand 0.5), or one outside the range.
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "0.5" if rand < 0.5 else "1"}})
+	seen = record(monkeypatch)
+	monkeypatch.setattr(web, "_random", lambda: rand)
+	sent = []
+
+	async def peer(request):
+		sent.append((request.headers.get("sentry-trace"), request.headers.get("baggage")))
+		return aiohttp.web.Response(text="ok")
+
+	async def calls_peer(request):
+		async with aiohttp.ClientSession() as session:
+			async with session.get(str(request.url.with_path("/peer"))) as response:
+				await response.read()
+		return aiohttp.web.Response(text="ok")
+
+	async def client(session, base, app):
+		for _ in range(3):
+			async with session.get(base + "/call") as response:
+				await response.read()
+
+	serve([("GET", "/call", calls_peer), ("GET", "/peer", peer)], client)
+	transactions(collector, count=6)
+	check(seen)
+	values = {json.loads(header)["trace"]["sample_rand"] for _, header, _ in seen["headers"]}
+	values |= {b.split("sentry-sample_rand=")[1].split(",")[0] for _, b in sent}
+	assert values == {"{:.6f}".format(int(rand * 1_000_000) / 1_000_000)}

@@ -500,7 +500,8 @@ class WebInstrumentation:
 					except ValueError:
 						pass
 		if rand is None or not (0.0 <= rand < 1.0):
-			rand = _random()
+			# Six decimals, never rounded up (sentry-sdk's rule): what is written ("{:.6f}") is what was decided on.
+			rand = int(_random() * 1_000_000) / 1_000_000
 		state.SampleRand = rand
 		if state.ParentSampled is not None:
 			return state.ParentSampled
