@@ -236,3 +236,30 @@ def test_sample_rand_is_never_rounded_up(collector, monkeypatch, rand):
 	values = {json.loads(header)["trace"]["sample_rand"] for _, header, _ in seen["headers"]}
 	values |= {b.split("sentry-sample_rand=")[1].split(",")[0] for _, b in sent}
 	assert values == {"{:.6f}".format(int(rand * 1_000_000) / 1_000_000)}
+
+
+@pytest.mark.parametrize("sentry_trace", ["not-a-trace", "0" * 32 + "-" + "0" * 16 + "-1"])
+def test_baggage_without_a_valid_sentry_trace_starts_a_trace_of_its_own(collector, monkeypatch, sentry_trace):
+	# A sentry-trace header that is not continued (malformed, all-zero ids): the request starts a trace of its own,
+	# and the caller's baggage (another trace's dynamic sampling context) is not its context.
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+	seen = record(monkeypatch)
+	foreign = "a" * 32
+	headers = {
+		"sentry-trace": sentry_trace,
+		"baggage": "sentry-trace_id={},sentry-public_key=foreign,sentry-sample_rand=0.999999".format(foreign),
+	}
+
+	async def client(session, base, app):
+		for _ in range(3):
+			async with session.get(base + "/", headers=headers) as response:
+				await response.read()
+
+	serve([("GET", "/", ok)], client)
+	received = transactions(collector, count=3)
+	check(seen)
+	ids = {t["contexts"]["trace"]["trace_id"] for t in received}
+	assert foreign not in ids and len(ids) == 3
+	for _, header, _ in seen["headers"]:
+		trace = json.loads(header)["trace"]
+		assert trace["trace_id"] in ids and trace.get("public_key") != "foreign"

@@ -260,22 +260,24 @@ _SENTRY_TRACE = re.compile(r"[ \t]*([0-9a-fA-F]{32})-([0-9a-fA-F]{16})(?:-([01])
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
-def _parse_sentry_trace(state: RequestState, value: str) -> None:
+def _parse_sentry_trace(state: RequestState, value: str) -> bool:
 	"""
 	Continue the caller's trace from ``sentry-trace: <trace id>-<span id>[-<sampled>]`` (32 and 16 hex digits,
-	sampled ``1`` or ``0``). Anything else, all-zero ids included (invalid in W3C trace context, refused by
-	Relay), is ignored: the request starts a trace of its own.
+	sampled ``1`` or ``0``); True when it is continued. Anything else, all-zero ids included (invalid in W3C trace
+	context, refused by Relay), is ignored: the request starts a trace of its own (and the caller's ``baggage``,
+	another trace's context, is not its own either).
 	"""
 	match = _SENTRY_TRACE.fullmatch(value)
 	if match is None:
-		return
+		return False
 	trace_id, span_id, sampled = match.groups()
 	if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-		return
+		return False
 	state._trace_id = trace_id.lower()
 	state.ParentSpanId = span_id.lower()
 	if sampled is not None:
 		state.ParentSampled = sampled == "1"
+	return True
 
 
 def _sentry_baggage(value: str | None) -> str | None:
@@ -382,8 +384,7 @@ class WebInstrumentation:
 			state = RequestState(request)
 			headers = request.headers
 			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None:
-				_parse_sentry_trace(state, sentry_trace)
+			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
@@ -428,8 +429,7 @@ class WebInstrumentation:
 			state = RequestState(request)
 			headers = request.headers
 			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None:
-				_parse_sentry_trace(state, sentry_trace)
+			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
