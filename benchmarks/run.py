@@ -38,6 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "src")
 SETUPS = ("plain", "sdk", "ours")
 DSN_NOWHERE = "http://benchmark@127.0.0.1:9/1"  # port 9 (discard) refuses; the no-op transport replaces it
+#: The delivery mode of "ours" in the storm (``[sentry] delivery``): the one that meets the goal; the other runs beside.
+STORM_DELIVERY = "process"
+OTHER_DELIVERY = "threads"
 SCALE = 1.0  # iterations per measurement, relative; --quick lowers it (workers get it as a parameter)
 
 
@@ -79,7 +82,7 @@ def null_transport():
 	return NullTransport()
 
 
-def setup(kind: str, traces_sample_rate: float = 0.0, dsn: str | None = None):
+def setup(kind: str, traces_sample_rate: float = 0.0, dsn: str | None = None, delivery: str | None = None):
 	"""Return the service object the application would call (None for plain)."""
 	import asab
 
@@ -95,6 +98,8 @@ def setup(kind: str, traces_sample_rate: float = 0.0, dsn: str | None = None):
 	asab.Config.read_dict(
 		{"sentry": {"data_source_name": dsn or DSN_NOWHERE, "traces_sample_rate": str(traces_sample_rate)}}
 	)
+	if delivery is not None and kind == "ours":
+		asab.Config.read_dict({"sentry": {"delivery": delivery}})
 	app = asab.Application(args=[])
 	if kind == "sdk":
 		import asab.sentry
@@ -212,11 +217,63 @@ def work_memory(kind, count):
 	return {"before": before, "after": after, "growth": after - before}
 
 
-def work_storm(kind, dsn, rate, seconds, expect_delivery):
+def thread_cpu() -> dict[str, float]:
+	"""CPU seconds (user + system) of this process's threads by role, and of the delivery process if there is one."""
+	import threading
+
+	tick = os.sysconf("SC_CLK_TCK")
+	names = {t.native_id: t.name for t in threading.enumerate()}
+	roles = {
+		"MainThread": "main",
+		"asab-sentry-prepare": "prepare",
+		"asab-sentry-feeder": "feeder",
+		"asab-sentry-status": "status",
+	}
+	cpu: dict[str, float] = {}
+
+	def seconds(path: str) -> float:
+		with open(path) as f:
+			fields = f.read().rsplit(")", 1)[1].split()
+		return (int(fields[11]) + int(fields[12])) / tick
+
+	for tid in os.listdir("/proc/self/task"):
+		name = names.get(int(tid), "other")
+		role = roles.get(name, "senders" if name.startswith("asab-sentry-delivery") else "other")
+		try:
+			cpu[role] = cpu.get(role, 0.0) + seconds("/proc/self/task/{}/stat".format(tid))
+		except OSError:
+			pass
+	return cpu
+
+
+def child_cpu(svc) -> float | None:
+	pid = getattr(getattr(svc, "Delivery", None), "Pid", None)
+	if pid is None:
+		return None
+	try:
+		with open("/proc/{}/stat".format(pid)) as f:
+			fields = f.read().rsplit(")", 1)[1].split()
+		return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+	except OSError:
+		return None
+
+
+def child_rss(svc) -> float | None:
+	try:
+		with open("/proc/{}/status".format(svc.Delivery.Pid)) as f:
+			for line in f:
+				if line.startswith("VmRSS:"):
+					return int(line.split()[1]) / 1024
+	except (OSError, AttributeError, TypeError):
+		pass
+	return None
+
+
+def work_storm(kind, dsn, rate, seconds, expect_delivery, delivery=None):
 	"""``rate`` errors per second logged with their exception from tasks on the loop; the loop's worst lag."""
 	import logging
 
-	svc = setup(kind, dsn=dsn)
+	svc = setup(kind, dsn=dsn, delivery=delivery)
 	logger = logging.getLogger("bench.storm")
 	# The application's loop: where asab-sentry installed its hooks.
 	loop = svc.App.Loop if svc is not None else asyncio.new_event_loop()
@@ -267,11 +324,16 @@ def work_storm(kind, dsn, rate, seconds, expect_delivery):
 			import sentry_sdk
 
 			await loop.run_in_executor(None, sentry_sdk.get_client().flush, 60)
+		result["cpu"] = thread_cpu()
+		child = child_cpu(svc)
+		if child is not None:
+			result["cpu"]["delivery process"] = child
+			result["child_rss"] = child_rss(svc)
 		return result
 
 	result = loop.run_until_complete(main())
-	if svc is not None and hasattr(svc, "Delivery"):  # the delivery package's counters, when present
-		result["delivery"] = repr(svc.Delivery)
+	if getattr(svc, "Delivery", None) is not None:  # the delivery package's counters, when present
+		result["delivery"] = dict(svc.Delivery.Losses.Counters)
 	return result
 
 
@@ -295,7 +357,9 @@ def worker(args):
 	elif path == "memory":
 		result = work_memory(kind, params["count"])
 	elif path == "storm":
-		result = work_storm(kind, params["dsn"], params["rate"], params["seconds"], params["deliver"])
+		result = work_storm(
+			kind, params["dsn"], params["rate"], params["seconds"], params["deliver"], params.get("delivery")
+		)
 	else:
 		raise SystemExit("unknown path {}".format(path))
 	sys.stdout.write(json.dumps(result) + "\n")
@@ -501,29 +565,56 @@ def table(args) -> None:
 			)
 		)
 
+	# The storm runs ours in both delivery modes, side by side; the table's "ours" column is STORM_DELIVERY.
+	variants = {
+		"plain": ("plain", None),
+		"sdk": ("sdk", None),
+		"ours": ("ours", STORM_DELIVERY),
+		"ours_other": ("ours", OTHER_DELIVERY),
+	}
+	storm_cpu: dict[tuple[str, str], dict[str, list]] = {}
 	for answer in (True, False) if "storm" in only else ():
 		ep = RunningEndpoint(answer)
 		try:
-			storm: dict[str, list] = {kind: [] for kind in SETUPS}
+			storm: dict[str, list] = {name: [] for name in variants}
 			storm_rounds = max(1, rounds // 3)
+			names = list(variants)
 			for r in range(storm_rounds):
-				for kind in SETUPS[r % 3 :] + SETUPS[: r % 3]:
+				for name in names[r % len(names) :] + names[: r % len(names)]:
+					kind, delivery = variants[name]
 					before = ep.count() if answer else None
 					result = run_worker(
-						kind, "storm", dsn=ep.Dsn, rate=2000, seconds=storm_seconds, deliver=answer and kind != "plain"
+						kind,
+						"storm",
+						dsn=ep.Dsn,
+						rate=2000,
+						seconds=storm_seconds,
+						deliver=answer and kind != "plain",
+						delivery=delivery,
 					)
 					if answer and kind != "plain":
 						time.sleep(0.5)
 						result["delivered"] = ep.count()["events"] - before["events"]
-					storm[kind].append(result)
+					storm[name].append(result)
 			progress("storm ({} endpoint) done".format("fast" if answer else "never answering"))
 		finally:
 			ep.stop()
 		name = "fast endpoint" if answer else "endpoint never answering"
-		lag = {kind: [r["lag_ms"] for r in storm[kind]] for kind in SETUPS}
+		for variant in ("ours", "ours_other"):
+			for result in storm[variant]:
+				cpu = result.get("cpu", {})
+				roles = storm_cpu.setdefault((variants[variant][1], name), {})
+				per_error = 1e6 / max(1, result["sent"])
+				roles.setdefault("main", []).append(cpu.get("main", 0.0) * per_error)
+				threads = sum(v for k, v in cpu.items() if k not in ("main", "other", "delivery process"))
+				roles.setdefault("threads", []).append(threads * per_error)
+				roles.setdefault("process", []).append(cpu.get("delivery process", 0.0) * per_error)
+		lag = {kind: [r["lag_ms"] for r in storm[kind]] for kind in variants}
 		rows.append(
 			(
-				"storm 2000 errors/s {:g} s, {}: loop max lag (ms)".format(storm_seconds, name),
+				"storm 2000 errors/s {:g} s, {}: loop max lag (ms); ours: delivery = {}".format(
+					storm_seconds, name, STORM_DELIVERY
+				),
 				fmt(statistics.median(lag["plain"])),
 				fmt(statistics.median(lag["sdk"])),
 				fmt(statistics.median(lag["ours"])),
@@ -535,7 +626,9 @@ def table(args) -> None:
 
 		rows.append(
 			(
-				"  same: {}; errors/s achieved".format("events delivered/sent" if answer else "RSS growth"),
+				"  same: {}; errors/s achieved".format(
+					"events delivered/sent" if answer else "RSS growth (+ delivery process RSS)"
+				),
 				"{:.0f}/s".format(statistics.median(r["rate"] for r in storm["plain"])),
 				"{}, {:.0f}/s".format(
 					storm_share(storm["sdk"], answer), statistics.median(r["rate"] for r in storm["sdk"])
@@ -546,6 +639,23 @@ def table(args) -> None:
 				"-",
 				"-",
 				"every error" if answer else "bounded",
+			)
+		)
+		rows.append(
+			(
+				"  same, ours with delivery = {}: loop max lag (ms); {}".format(
+					OTHER_DELIVERY, "delivered/sent" if answer else "RSS growth"
+				),
+				"-",
+				"-",
+				"{}; {}, {:.0f}/s".format(
+					fmt(statistics.median(lag["ours_other"])),
+					storm_share(storm["ours_other"], answer),
+					statistics.median(r["rate"] for r in storm["ours_other"]),
+				),
+				ratio_cell(lag["ours_other"], lag["plain"]),
+				ratio_cell(lag["ours_other"], lag["sdk"]),
+				"-",
 			)
 		)
 
@@ -567,13 +677,32 @@ def table(args) -> None:
 		)
 
 	print_table(rows, rounds, smoke=args.quick)
+	if storm_cpu:
+		print()
+		print(
+			"storm, ours: CPU per error sent (µs, medians; /proc/self/task and the delivery process's /proc/PID/stat)"
+		)
+		print("| delivery, endpoint | event loop's thread | delivery threads of the service | delivery process |")
+		print("|---|---|---|---|")
+		for (mode, endpoint_name), roles in storm_cpu.items():
+			print(
+				"| {}, {} | {:.0f} | {:.0f} | {:.0f} |".format(
+					mode,
+					endpoint_name,
+					statistics.median(roles["main"]),
+					statistics.median(roles["threads"]),
+					statistics.median(roles["process"]),
+				)
+			)
 
 
 def storm_share(results: list[dict], answer: bool) -> str:
 	"""Events delivered/sent in the last round (fast endpoint), or the median RSS growth (never answering)."""
 	if answer:
 		return "{}/{}".format(results[-1].get("delivered", "-"), results[-1]["sent"])
-	return "+{:.0f} MB".format(statistics.median(r["rss_growth"] for r in results))
+	growth = "+{:.0f} MB".format(statistics.median(r["rss_growth"] for r in results))
+	child = [r["child_rss"] for r in results if r.get("child_rss") is not None]
+	return growth + (" (+ {:.0f} MB)".format(statistics.median(child)) if child else "")
 
 
 def print_table(rows, rounds, smoke: bool = False) -> None:

@@ -35,6 +35,7 @@ from . import tracing as tracing_module
 from . import web as web_module
 from .delivery import DeliveryOptions, DeliveryTransport, OutboxLocked
 from .delivery.http import CertificatesError
+from .delivery.process import ProcessDelivery
 from .delivery.spotlight import SpotlightTransport
 from .errors import SentryConfigError
 from .tracing import Measure
@@ -91,7 +92,9 @@ class SentryService(asab.Service):
 		Identity: release, server name, manifest and identity tags (`asab_sentry.identity.Identity`).
 		LogHandler: the `logging.Handler` on the root logger that turns records into events and breadcrumbs.
 		LoopHooks: the exception handler and task factory installed on the application's event loop.
-		Delivery: the `asab_sentry.delivery.DeliveryTransport` sending to the DSN (None in the testing kit);
+		Delivery: the `asab_sentry.delivery.DeliveryTransport` sending to the DSN, or with ``[sentry] delivery =
+			process`` the `asab_sentry.delivery.process.ProcessDelivery` handing envelopes to its delivery process
+			(None in the testing kit);
 			``Delivery.Losses.Counters`` counts what was captured, sent, retried and dropped by reason.
 		Web: the asab.web instrumentation (`asab_sentry.web.WebInstrumentation`), or None when the application
 			does not use asab.web or ``[sentry:web] enabled`` is false.
@@ -514,16 +517,19 @@ def _either(value: typing.Any, alias: typing.Any) -> typing.Any:
 	return alias if value is None else value
 
 
-def delivery_transport(transport: typing.Any) -> DeliveryTransport | None:
-	"""Our `DeliveryTransport` behind sentry-sdk's client transport (possibly wrapped by Spotlight), or None."""
+def delivery_transport(transport: typing.Any) -> DeliveryTransport | ProcessDelivery | None:
+	"""
+	Our `DeliveryTransport` (or `ProcessDelivery`) behind sentry-sdk's client transport (possibly wrapped by
+	Spotlight), or None.
+	"""
 	for _ in range(3):
-		if isinstance(transport, DeliveryTransport):
+		if isinstance(transport, (DeliveryTransport, ProcessDelivery)):
 			return transport
 		transport = getattr(transport, "Upstream", None)
 	return None
 
 
-def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
+def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport | ProcessDelivery:
 	"""The transport that replaces sentry-sdk's HttpTransport, configured by ``[sentry]``."""
 	options = DeliveryOptions(
 		queue_max_size=s.queue_max_size,
@@ -535,6 +541,8 @@ def _delivery_transport(s: settings_module.Settings) -> DeliveryTransport:
 		outbox_max_age=s.outbox_max_age,
 	)
 	try:
+		if s.delivery == "process":
+			return ProcessDelivery({"dsn": s.dsn, "send_client_reports": True}, options)
 		return DeliveryTransport({"dsn": s.dsn, "send_client_reports": True}, options)
 	except OutboxLocked as e:
 		raise SentryConfigError(

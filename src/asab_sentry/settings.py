@@ -64,6 +64,7 @@ _KNOWN_OPTIONS = {
 		"outbox",
 		"outbox_max_size",
 		"outbox_max_age",
+		"delivery",
 	},
 	LOGGING_SECTION: {"breadcrumbs", "events"},
 	WEB_SECTION: {"enabled", "failed_status_codes", "ignore_paths", "trace_propagation_targets"},
@@ -98,6 +99,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The smallest accepted ``max_value_length``: sentry-sdk applies it to every string of an event, and ids,
 #: timestamps, levels, releases (up to 200 characters) and tag values must stay whole.
 MIN_MAX_VALUE_LENGTH = 256
+
+#: Values of ``[sentry] delivery``: the HTTP delivery in threads of the service's process, or in a helper process.
+DELIVERY_MODES = ("threads", "process")
 
 #: The longest accepted ``shutdown_timeout`` (seconds).
 MAX_SHUTDOWN_TIMEOUT = 3600.0
@@ -139,6 +143,8 @@ class Settings:
 	outbox: str | None = None
 	outbox_max_size: int = 100 * 1024 * 1024
 	outbox_max_age: float = 7 * 86400.0
+	#: Where the HTTP delivery runs: ``threads`` of the service's process, or a helper ``process``.
+	delivery: str = "threads"
 
 	def __repr__(self) -> str:
 		# The DSN's key must not appear in logs, tracebacks or the local variables sent to Sentry.
@@ -498,11 +504,28 @@ def _delivery_options(r: _Reader) -> dict[str, typing.Any]:
 			raise SentryConfigError(section, name, value, "expected a whole number from 1 to 64")
 		return number
 
+	outbox = r.config(SECTION, "outbox")
+
+	def mode(section: str, name: str, value: str) -> str:
+		value = value.strip().lower()
+		if value not in DELIVERY_MODES:
+			raise SentryConfigError(section, name, value, "expected one of: {}".format(", ".join(DELIVERY_MODES)))
+		if value == "process" and outbox is not None:
+			raise SentryConfigError(
+				section,
+				name,
+				value,
+				"not with [sentry] outbox (the outbox is written by the service before capture returns; "
+				"use delivery = threads)",
+			)
+		return value
+
 	return {
+		"delivery": option("delivery", mode, "threads"),
 		"queue_max_size": option("queue_max_size", parse_size, 16 * 1024 * 1024),
 		"max_concurrent_requests": option("max_concurrent_requests", concurrency, 4),
 		"request_timeout": option("request_timeout", positive_duration, 10.0),
-		"outbox": r.config(SECTION, "outbox"),
+		"outbox": outbox,
 		"outbox_max_size": option("outbox_max_size", parse_size, 100 * 1024 * 1024),
 		"outbox_max_age": option("outbox_max_age", positive_duration, 7 * 86400.0),
 	}

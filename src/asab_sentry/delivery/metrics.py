@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import typing
 
+from .process import ProcessDelivery
 from .transport import DeliveryTransport
 
 COUNTERS = ("captured", "sent", "retried", "rate_limited")
@@ -21,7 +22,7 @@ COUNTERS = ("captured", "sent", "retried", "rate_limited")
 class DeliveryMetrics:
 	"""Publishes a `DeliveryTransport`'s counters; created by `SentryService.initialize` when metrics exist."""
 
-	def __init__(self, app: typing.Any, metrics_service: typing.Any, transport: DeliveryTransport):
+	def __init__(self, app: typing.Any, metrics_service: typing.Any, transport: DeliveryTransport | ProcessDelivery):
 		self.Transport = transport
 		self.Counters = metrics_service.create_gauge(
 			"sentry.delivery",

@@ -100,3 +100,13 @@ class RateLimits:
 	def any_active(self) -> bool:
 		now = self._clock()
 		return any(until > now for until in list(self._until.values()))
+
+	def windows(self) -> dict[str, float]:
+		"""Until when (monotonic seconds) each category is limited: what the delivery process tells the service."""
+		with self._lock:
+			return dict(self._until)
+
+	def adopt(self, windows: dict[str, float]) -> None:
+		"""Take the windows of another `RateLimits` (the delivery process's; the monotonic clock is system-wide)."""
+		with self._lock:
+			self._until = dict(windows)

@@ -184,6 +184,11 @@ def intake(envelope: Envelope) -> Envelope | Serialized:
 	return Serialized(envelope.serialize(), categories, quantities)
 
 
+def quantities_of(entry: Envelope | Serialized) -> list[tuple[str, int]]:
+	"""The client-report quantities of an envelope as `intake` made it."""
+	return entry.quantities if isinstance(entry, Serialized) else describe(entry)[1]
+
+
 def _categories(entry: Envelope | Serialized) -> frozenset[str]:
 	return entry.categories if isinstance(entry, Serialized) else describe(entry)[0]
 
@@ -214,7 +219,9 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		OutboxLocked: the outbox directory is used by another process.
 	"""
 
-	def __init__(self, options: dict[str, typing.Any], delivery: DeliveryOptions | None = None):
+	def __init__(
+		self, options: dict[str, typing.Any], delivery: DeliveryOptions | None = None, losses: Losses | None = None
+	):
 		super().__init__(options)
 		self.Options = delivery or DeliveryOptions()
 		o = self.Options
@@ -228,7 +235,7 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			"X-Sentry-Auth": self._auth.to_header(),
 		}
 		self._send_client_reports = bool((options or {}).get("send_client_reports", True))
-		self.Losses = Losses(where="Sentry at {}".format(self.parsed_dsn.host))
+		self.Losses = losses if losses is not None else Losses(where="Sentry at {}".format(self.parsed_dsn.host))
 		self.RateLimits = RateLimits()
 		self._connect = connection_factory(self._url, o.request_timeout)  # before the outbox is locked: may raise
 		self.Outbox = (
@@ -283,7 +290,16 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 			categories, quantities = describe(envelope)
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities)
 			return
-		entry = intake(envelope)
+		self.hand_over(intake(envelope))
+
+	def hand_over(self, entry: Envelope | Serialized) -> None:
+		"""
+		Queue an envelope as `intake` made it (the delivery process hands over what the service serialized).
+		Without an outbox only: with one, `capture_envelope` writes it to disk first.
+		"""
+		if len(self._incoming) >= MAX_INCOMING or self._killed:
+			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities_of(entry))
+			return
 		if isinstance(entry, Serialized):
 			if self._queued_bytes + len(entry.data) // MAX_COMPRESSION > self.Options.queue_max_size:
 				# The compressed queue is full (an endpoint that does not answer): it would be dropped anyway.

@@ -1,0 +1,947 @@
+"""
+The delivery process (``[sentry] delivery = process``): the HTTP delivery runs in a helper process.
+
+Why: a Python process runs Python code on one core at a time (the interpreter lock). In an error storm the event
+loop needs most of that core for capturing, and `DeliveryTransport`'s preparing and sender threads (compressing,
+pipelined HTTP, acting on responses) need ~150-250 µs of it per envelope more: the loop stalls behind them, or the
+delivery falls behind and the queue overflows. In this mode the service process keeps only the hand-over:
+
+- ``capture_envelope`` (the event loop) appends the envelope, serialized by `transport.intake` as the in-process
+  mode does it, to the *feed*, bounded in bytes by `INCOMING_FACTOR` x ``queue_max_size``, as the in-process mode
+  bounds what waits uncompressed (over it: ``queue_full``, counted and said);
+- one feeder thread writes the feed in batches to the delivery process's standard input (``os.write`` releases the
+  interpreter lock while the pipe is full);
+- one status thread reads what the delivery process tells: counters and drops (into `Losses`: the service's
+  counters, client reports and once-a-minute lines stay where they were), its log lines (re-logged on the service's
+  ``asab_sentry`` loggers, never as events), how much it holds, its rate limits, the answers to flush, shutdown and
+  kill.
+
+The delivery process (``python -c ... asab_sentry.delivery.process.main``, a fresh interpreter, not a fork: the
+service's threads, locks and event loop do not come along) runs a `DeliveryTransport` with the same options:
+compression, pipelining, rate limits, retries, client reports of its own losses. It ends when the service ends: at
+the service's ``kill`` (sentry-sdk's exit), or when its standard input closes (the service died: it then delivers
+what it holds within ``shutdown_timeout`` and exits).
+
+When the delivery process ends unexpectedly, one line says so and counts what it held (``process_ended``); a new one
+takes over what the feed holds. When it cannot start, or ends within `STABLE_AFTER` seconds of its start twice in a
+row, the delivery continues in the service's own threads (an in-process `DeliveryTransport` sharing `Losses`).
+
+No outbox in this mode (`asab_sentry.settings` rejects the combination): the outbox's promise is that an envelope is
+on disk when capture returns, which only the capturing process can keep.
+
+Protocol. Service to delivery process, frames: kind (1 byte), length (4 bytes, big-endian), payload. ``E``: an
+envelope: meta length (2 bytes), meta (JSON ``[categories, quantities]``), the serialized envelope. ``C``: a command
+(JSON: ``start``, ``flush``, ``shutdown``, ``kill``). Delivery process to service: one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import typing
+
+import sentry_sdk.transport
+from sentry_sdk.consts import VERSION as SDK_VERSION
+from sentry_sdk.consts import EndpointType
+from sentry_sdk.envelope import Envelope, Item
+
+from ..logging import NO_EVENT
+from .http import connection_factory
+from .losses import Losses, item_quantities
+from .ratelimits import RateLimits
+from .transport import (
+	IDLE_POLL,
+	INCOMING_FACTOR,
+	MAX_INCOMING,
+	DeliveryOptions,
+	DeliveryTransport,
+	Serialized,
+	describe,
+	intake,
+)
+
+L = logging.getLogger("asab_sentry.delivery")
+
+FRAME = struct.Struct("!cI")
+META = struct.Struct("!H")
+
+#: The feeder, woken for one envelope, waits this long (s) for more before it writes: one write (and one hand-over
+#: of the interpreter lock) per batch, not per envelope. Not while a flush or the exit waits.
+FEED_GATHER = 0.01
+
+#: With this many entries in the feed the feeder writes at once.
+FEED_NOW = 64
+
+#: The most bytes the feeder writes in one batch.
+FEED_BATCH = 1024 * 1024
+
+#: Pipe buffer asked for (Linux ``F_SETPIPE_SZ``; the default is 64 KiB): the feeder blocks less often.
+PIPE_SIZE = 1024 * 1024
+
+#: Seconds between two status messages of the delivery process (only when something changed).
+STATUS_INTERVAL = 0.05
+
+#: A delivery process that ends within this many seconds of its start twice in a row is not started again: the
+#: delivery continues in the service's threads.
+STABLE_AFTER = 10.0
+
+#: Seconds the service waits for the delivery process's answer after a deadline it passed on (the answer's way).
+ANSWER_GRACE = 0.25
+
+#: Seconds the service waits for the delivery process to answer ``kill`` and exit.
+KILL_WAIT = 2.0
+
+#: Seconds between two client reports of the service's own losses (as `DeliveryTransport` sends them).
+REPORT_INTERVAL = 30.0
+
+
+class _Command:
+	"""A command in the feed, and its answer."""
+
+	__slots__ = ("Payload", "Child", "Answer", "Fallback")
+
+	def __init__(self, payload: dict[str, typing.Any]):
+		self.Payload = payload
+		self.Child: _Child | None = None  # the delivery process it was written to
+		self.Answer: dict[str, typing.Any] | None = None
+		self.Fallback = False  # it reached the feed's end after the delivery moved into this process
+
+
+class _Child:
+	"""One delivery process, as the service sees it."""
+
+	def __init__(self, process: subprocess.Popen):
+		self.Process = process
+		self.Started = time.monotonic()
+		self.Ready = False
+		self.Ended = False
+		self.Written = 0  # envelopes written to its standard input (client reports too)
+		self.Received = 0  # envelopes it read (its last message)
+		# Written but not known to be read: they go to the next delivery process if this one ends (their bytes still
+		# count in the feed's bound until it says it read them).
+		self.Unreceived: collections.deque[Serialized] = collections.deque()
+		self.Pending = 0  # envelopes it holds, not delivered or dropped yet (its last message)
+		self.QueuedBytes = 0
+		self.Healthy = True
+		self.Failure: str | None = None  # why it could not start
+
+
+def _child_command(root: str) -> list[str]:
+	# -c rather than -m: the service's own asab_sentry (a checkout on sys.path, a virtualenv) is imported, and the
+	# service's working directory is not put on the delivery process's path.
+	code = (
+		"import sys\n"
+		"if sys.path and sys.path[0] == '': del sys.path[0]\n"
+		"if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
+		"from asab_sentry.delivery.process import main\n"
+		"sys.exit(main())\n"
+	).format(root=root)
+	return [sys.executable, "-c", code, "asab_sentry.delivery.process"]
+
+
+class ProcessDelivery(sentry_sdk.transport.Transport):
+	"""
+	sentry-sdk transport that hands envelopes to a delivery process (see the module's description).
+
+	Args:
+		options: sentry-sdk's client options (at least ``dsn``); ``send_client_reports`` is honoured.
+		delivery: the `DeliveryOptions` (the delivery process's `DeliveryTransport` gets them); no ``outbox``.
+
+	Attributes:
+		Options: the `DeliveryOptions`.
+		Losses: counters (captured, sent, retried, dropped_<reason>): the service's and the delivery process's.
+		RateLimits: the limits Sentry announced (as the delivery process last told them).
+		Outbox: always None.
+		Fallback: the in-process `DeliveryTransport` once the delivery process could not be kept running, else None.
+		Pid: the process id of the current delivery process, or None.
+
+	Raises:
+		ValueError: no DSN, or ``delivery.outbox`` is set.
+		asab_sentry.delivery.http.CertificatesError: as `DeliveryTransport` (checked here, at once).
+	"""
+
+	def __init__(self, options: dict[str, typing.Any], delivery: DeliveryOptions | None = None):
+		super().__init__(options)
+		self.Options = delivery or DeliveryOptions()
+		if self.parsed_dsn is None:
+			raise ValueError("ProcessDelivery needs a DSN")
+		if self.Options.outbox is not None:
+			raise ValueError("the delivery process does not take an outbox")
+		auth = self.parsed_dsn.to_auth("sentry.python/{}".format(SDK_VERSION))
+		connection_factory(auth.get_api_url(EndpointType.ENVELOPE), self.Options.request_timeout)  # may raise
+		self._client_options = {
+			"dsn": str(options["dsn"]),
+			"send_client_reports": bool(options.get("send_client_reports", True)),
+		}
+		self._send_client_reports = self._client_options["send_client_reports"]
+		self.Losses = Losses(where="Sentry at {}".format(self.parsed_dsn.host))
+		self.RateLimits = RateLimits()
+		self.Outbox = None
+		self.Fallback: DeliveryTransport | None = None
+
+		self._cond = threading.Condition()
+		self._feed: collections.deque[Serialized | _Command] = collections.deque()
+		self._feed_bytes = 0
+		self._feed_envelopes = 0
+		self._bytes_lock = threading.Lock()
+		self._feeder_idle = False
+		self._urgent = 0  # flush/shutdown waiting: no gathering
+		self._killed = False
+		self._exit_warned = False
+		self._shutdown_deadline: float | None = None
+		self._last_report = time.monotonic()
+		self._quick_ends = 0  # consecutive delivery processes that ended within STABLE_AFTER
+		self._meta: dict[tuple, bytes] = {}
+		self._commands: list[_Command] = []  # waiting for their answers
+		self._write_lock = threading.Lock()  # one writer of frames at a time: the feeder, or kill
+		self._child: _Child | None = None
+		self._start_child()
+		self._feeder = threading.Thread(target=self._feed_loop, name="asab-sentry-feeder", daemon=True)
+		self._feeder.start()
+
+	@property
+	def Pid(self) -> int | None:
+		child = self._child
+		return child.Process.pid if child is not None and not child.Ended else None
+
+	# sentry-sdk's Transport interface
+
+	def capture_envelope(self, envelope: Envelope) -> None:
+		"""Hand an envelope over: serialized (`intake`) and appended to the feed; no I/O, no compression."""
+		fallback = self.Fallback
+		if fallback is not None:
+			fallback.capture_envelope(envelope)
+			return
+		if self._killed or len(self._feed) >= MAX_INCOMING:
+			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, describe(envelope)[1])
+			return
+		entry = intake(envelope)
+		if not isinstance(entry, Serialized):
+			# Not encoded by the final pass (sessions, check-ins, ... or sentry-sdk without SentryService): serialized
+			# here, so that the feed is bounded in bytes.
+			entry = Serialized(entry.serialize(), *describe(entry))
+		size = len(entry.data)
+		with self._bytes_lock:  # never held for more than an addition
+			full = self._feed_bytes + size > INCOMING_FACTOR * self.Options.queue_max_size
+			if not full:
+				self._feed_bytes += size
+				self._feed_envelopes += bool(entry.categories)
+		if full:
+			self.Losses.dropped("queue_full", 1, entry.quantities)
+			return
+		self._feed.append(entry)
+		if self._feeder_idle:
+			self._wake()
+
+	def _wake(self) -> None:
+		# Never waits on the lock: the feeder holds it only to look at the feed, and looks every IDLE_POLL.
+		if self._cond.acquire(blocking=False):
+			try:
+				self._cond.notify_all()
+			finally:
+				self._cond.release()
+
+	def flush(self, timeout: float, callback: typing.Any = None) -> None:
+		"""Wait until everything handed over is delivered (or dropped), at most ``timeout`` seconds."""
+		deadline = time.monotonic() + max(0.0, timeout)
+		if self._shutdown_deadline is not None:
+			deadline = min(deadline, self._shutdown_deadline)
+		self._ask("flush", deadline)
+
+	def shutdown(self, timeout: float | None = None) -> int:
+		"""
+		Flush for the exit, as `DeliveryTransport.shutdown`: one exit deadline that later flushes share; one warning
+		says what is left. Returns the number of envelopes still undelivered.
+		"""
+		timeout = self.Options.shutdown_timeout if timeout is None else timeout
+		if self._shutdown_deadline is None:
+			self._shutdown_deadline = time.monotonic() + timeout
+		answer = self._ask("shutdown", self._shutdown_deadline)
+		if self.Fallback is not None:
+			pending = self.pending()
+			if pending and self.Fallback._exit_warned:
+				self._exit_warned = True
+		elif answer is not None:
+			pending = int(answer.get("undelivered", 0)) + self._feed_envelopes
+			child = self._child
+			if child is not None:
+				pending += max(0, child.Written - child.Received)
+		else:
+			pending = self.pending()
+		if pending and not self._exit_warned:
+			self._say_undelivered(pending)
+		return pending
+
+	def kill(self) -> None:
+		"""Stop the delivery process and the feeder; one warning says what was not delivered."""
+		with self._cond:
+			if self._killed:
+				return
+			self._killed = True
+			left = [e for e in self._feed if isinstance(e, Serialized) and e.categories]
+			commands = [e for e in self._feed if isinstance(e, _Command)]
+			self._feed.clear()
+			with self._bytes_lock:
+				self._feed_bytes = 0
+				self._feed_envelopes = 0
+			child = self._child
+			for command in commands:
+				command.Answer = {}
+			self._cond.notify_all()
+		undelivered = len(left)
+		if child is not None and not child.Ended:
+			answer = self._kill_child(child)
+			if answer is not None:
+				undelivered += int(answer.get("undelivered", 0))
+			else:
+				with self._cond:
+					lost = max(0, child.Written - child.Received) + child.Pending
+				self.Losses.count("dropped_shutdown", lost)
+				undelivered += lost
+		if left:
+			self.Losses.count("dropped_shutdown", len(left))
+		fallback = self.Fallback
+		if fallback is not None:
+			undelivered += fallback.pending()
+			if fallback._exit_warned:
+				self._exit_warned = True
+			fallback.kill()  # says its own
+			if fallback._exit_warned:
+				self._exit_warned = True
+		if undelivered and not self._exit_warned:
+			self._say_undelivered(undelivered)
+		self.Losses.say_pending()
+
+	def record_lost_event(
+		self,
+		reason: str,
+		data_category: typing.Any = None,
+		item: Item | None = None,
+		*,
+		quantity: int = 1,
+	) -> None:
+		"""sentry-sdk's losses before the transport (sampling, before_send, ...): into the next client report."""
+		if not self._send_client_reports:
+			return
+		if item is not None:
+			for category, n in item_quantities(item):
+				self.Losses.record_lost_event(reason, category, n)
+		elif data_category is not None:
+			self.Losses.record_lost_event(reason, data_category, quantity)
+
+	def is_healthy(self) -> bool:
+		"""False while rate-limited or with the queue over 90 % (sentry-sdk's monitor then samples down)."""
+		if self.Fallback is not None:
+			return self.Fallback.is_healthy()
+		child = self._child
+		child_ok = child is None or child.Healthy
+		return child_ok and not (self.RateLimits.any_active() or self._feed_bytes > 0.9 * self.Options.queue_max_size)
+
+	# State
+
+	def pending(self) -> int:
+		"""Envelopes handed over and neither delivered nor dropped yet (the delivery process's as it last told)."""
+		n = self._feed_envelopes
+		child = self._child
+		if child is not None and not child.Ended:
+			n += max(0, child.Written - child.Received) + child.Pending
+		if self.Fallback is not None:
+			n += self.Fallback.pending()
+		return n
+
+	@property
+	def QueuedBytes(self) -> int:
+		"""Bytes waiting in the feed plus the compressed bytes the delivery process holds."""
+		n = self._feed_bytes
+		child = self._child
+		if child is not None and not child.Ended:
+			n += child.QueuedBytes
+		if self.Fallback is not None:
+			n += self.Fallback.QueuedBytes
+		return n
+
+	# Commands
+
+	def _ask(self, op: str, deadline: float) -> dict[str, typing.Any] | None:
+		"""Put ``op`` in the feed behind everything handed over; its answer, or None (deadline, no process)."""
+		self._queue_client_report()
+		command = _Command({"op": op, "deadline": deadline})
+		with self._cond:
+			if self._killed:
+				return None
+			self._commands.append(command)
+			self._feed.append(command)
+			self._urgent += 1
+			self._cond.notify_all()
+			try:
+				while command.Answer is None and not command.Fallback:
+					if command.Child is not None and command.Child.Ended:
+						# Its delivery process ended before it answered: ask the next one, or the fallback.
+						command.Child = None
+						self._feed.appendleft(command)
+						self._cond.notify_all()
+					left = deadline + (ANSWER_GRACE if command.Child is not None else 0.0) - time.monotonic()
+					if left <= 0:
+						if command in self._feed:
+							self._feed.remove(command)
+						return None
+					self._cond.wait(min(left, IDLE_POLL))
+			finally:
+				self._urgent -= 1
+				self._commands.remove(command)
+		if command.Fallback and self.Fallback is not None:
+			left = deadline - time.monotonic()
+			if op == "shutdown":
+				self.Fallback.shutdown(max(0.0, left))
+			else:
+				self.Fallback.flush(max(0.0, left))
+			return None
+		return command.Answer
+
+	def _queue_client_report(self) -> None:
+		"""The service's own losses (queue_full in the feed, sentry-sdk's) as a client report, through the feed."""
+		self._last_report = time.monotonic()
+		if not self._send_client_reports or self.Fallback is not None:
+			return
+		item = self.Losses.client_report()
+		if item is None:
+			return
+		self._feed.append(Serialized(Envelope(items=[item]).serialize(), frozenset(), []))
+
+	def _say_undelivered(self, n: int) -> None:
+		self._exit_warned = True
+		L.warning(
+			"{} envelope(s) not delivered to {} within shutdown_timeout={:g}s: dropped (no [sentry] outbox).".format(
+				n, self.Losses.Where, self.Options.shutdown_timeout
+			),
+			extra={NO_EVENT: True},
+		)
+
+	# The feeder
+
+	def _feed_loop(self) -> None:
+		while True:
+			try:
+				if not self._feed_once():
+					return
+			except Exception:  # never let the feeder die: the feed would only grow
+				L.exception(
+					"Handing envelopes to the Sentry delivery process failed unexpectedly", extra={NO_EVENT: True}
+				)
+				time.sleep(IDLE_POLL)
+
+	def _feed_once(self) -> bool:
+		with self._cond:
+			while not self._feed and not self._killed:
+				self._feeder_idle = True
+				self._cond.wait(IDLE_POLL)
+				self._feeder_idle = False
+				if time.monotonic() - self._last_report > REPORT_INTERVAL:
+					self._queue_client_report()
+			if self._killed:
+				return False
+			urgent = self._urgent
+		if not urgent and len(self._feed) < FEED_NOW:
+			time.sleep(FEED_GATHER)
+		fallback = self.Fallback
+		if fallback is not None:
+			self._to_fallback(fallback)
+			return True
+		child = self._child
+		if child is None or child.Ended:
+			with self._cond:
+				self._cond.wait(IDLE_POLL)  # a new one is being started
+			return True
+		batch: list[Serialized | _Command] = []
+		chunks: list[bytes] = []
+		size = envelopes = frames = 0
+		while self._feed and size < FEED_BATCH:
+			entry = self._feed.popleft()
+			batch.append(entry)
+			if isinstance(entry, _Command):
+				entry.Child = child
+				payload = json.dumps(dict(entry.Payload, id=id(entry))).encode()
+				chunks.append(FRAME.pack(b"C", len(payload)))
+				chunks.append(payload)
+				size += len(payload)
+				continue
+			data, categories, quantities = entry
+			frames += 1
+			if categories:
+				envelopes += 1
+			meta = self._meta_of(categories, quantities)
+			chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
+			chunks.append(META.pack(len(meta)))
+			chunks.append(meta)
+			chunks.append(data)
+			size += len(data)
+		try:
+			with self._write_lock:
+				if self._killed:
+					raise ValueError("killed")
+				_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
+		except (OSError, ValueError):
+			# The delivery process is gone: the batch goes to the next one (or this process's threads).
+			with self._cond:
+				for entry in batch:
+					if isinstance(entry, _Command):
+						entry.Child = None
+				self._feed.extendleft(reversed(batch))
+			self._ended(child)
+			return True
+		with self._cond:
+			child.Written += frames
+			child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
+			self._cond.notify_all()
+		with self._bytes_lock:
+			self._feed_envelopes -= envelopes
+		return True
+
+	def _meta_of(self, categories: frozenset[str], quantities: list[tuple[str, int]]) -> bytes:
+		key = (categories, tuple(quantities))
+		meta = self._meta.get(key)
+		if meta is None:
+			meta = json.dumps([sorted(categories), quantities]).encode()
+			if len(self._meta) < 1000:
+				self._meta[key] = meta
+		return meta
+
+	def _to_fallback(self, fallback: DeliveryTransport) -> None:
+		"""Hand what the feed holds to the in-process delivery."""
+		while self._feed:
+			entry = self._feed.popleft()
+			if isinstance(entry, _Command):
+				with self._cond:
+					entry.Fallback = True
+					self._cond.notify_all()
+				continue
+			if entry.categories:
+				with self._bytes_lock:
+					self._feed_envelopes -= 1
+					self._feed_bytes -= len(entry.data)
+			fallback.hand_over(entry)
+
+	# The delivery process
+
+	def _start_child(self) -> None:
+		root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+		try:
+			process = subprocess.Popen(
+				_child_command(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
+			)
+		except OSError as e:
+			self._fall_back("the Sentry delivery process cannot start ({}: {})".format(type(e).__name__, e))
+			return
+		child = _Child(process)
+		fd = process.stdin.fileno()  # type: ignore[union-attr]
+		try:
+			fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+		except OSError:
+			pass  # the system's limit (/proc/sys/fs/pipe-max-size) or not Linux: the default buffer
+		start = {
+			"op": "start",
+			"options": self._client_options,
+			"delivery": dataclasses.asdict(self.Options),
+			"where": self.Losses.Where,
+		}
+		payload = json.dumps(start).encode()
+		try:
+			_write_all(fd, FRAME.pack(b"C", len(payload)) + payload)
+		except OSError:
+			pass  # it ended already: its status thread sees the end
+		with self._cond:
+			killed = self._killed
+			if not killed:
+				self._child = child
+				self._cond.notify_all()
+		if killed:  # the exit came meanwhile: it ends at once (its input closes, it holds nothing)
+			_close(child)
+			return
+		threading.Thread(target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True).start()
+
+	def _read_status(self, child: _Child) -> None:
+		stream = child.Process.stdout
+		assert stream is not None
+		try:
+			for line in stream:
+				try:
+					message = json.loads(line)
+				except ValueError:
+					continue
+				try:
+					self._on_message(child, message)
+				except Exception:
+					L.exception("A message of the Sentry delivery process was not understood", extra={NO_EVENT: True})
+		except (OSError, ValueError):
+			pass
+		self._ended(child)
+
+	def _on_message(self, child: _Child, message: dict[str, typing.Any]) -> None:
+		for name, n in (message.get("counts") or {}).items():
+			self.Losses.count(name, int(n))
+		for reason, n, detail in message.get("drops") or ():
+			self.Losses.dropped(reason, int(n), (), detail)
+		kind = message.get("t")
+		if kind == "log":
+			name = str(message.get("name") or "")
+			logger = logging.getLogger(name if name.startswith("asab_sentry") else "asab_sentry.delivery")
+			logger.log(int(message.get("level", logging.WARNING)), str(message.get("msg")), extra={NO_EVENT: True})
+		limits = message.get("limits")
+		if limits is not None:
+			self.RateLimits.adopt({str(k): float(v) for k, v in limits.items()})
+		read = 0  # bytes of envelopes it now says it read: they leave the feed's bound
+		with self._cond:
+			if "received" in message:
+				received = int(message["received"])
+				for _ in range(min(received - child.Received, len(child.Unreceived))):
+					entry = child.Unreceived.popleft()
+					if entry.categories:
+						read += len(entry.data)
+				child.Received = received
+				child.Pending = int(message["pending"])
+				child.QueuedBytes = int(message.get("bytes", 0))
+				child.Healthy = bool(message.get("healthy", True))
+			if kind == "ready":
+				child.Ready = True
+			elif kind == "failed":
+				child.Failure = str(message.get("error"))
+			elif kind == "answer":
+				for command in self._commands:
+					if id(command) == message.get("id"):
+						command.Answer = message
+			self._cond.notify_all()
+		if read:
+			with self._bytes_lock:
+				self._feed_bytes -= read
+
+	def _kill_child(self, child: _Child) -> dict[str, typing.Any] | None:
+		"""Ask the delivery process to stop (it counts what it still holds); its answer, or None."""
+		command = _Command({"op": "kill"})
+		payload = json.dumps(dict(command.Payload, id=id(command))).encode()
+		with self._cond:
+			self._commands.append(command)
+		try:
+			# The feeder may be writing (a slow delivery process): wait for it, a while.
+			if not self._write_lock.acquire(timeout=KILL_WAIT):
+				return None
+			try:
+				_write_all(child.Process.stdin.fileno(), FRAME.pack(b"C", len(payload)) + payload)  # type: ignore[union-attr]
+			except (OSError, ValueError):
+				return None
+			finally:
+				self._write_lock.release()
+			deadline = time.monotonic() + KILL_WAIT
+			with self._cond:
+				while command.Answer is None and not child.Ended and time.monotonic() < deadline:
+					self._cond.wait(0.05)
+			return command.Answer
+		finally:
+			with self._cond:
+				self._commands.remove(command)
+			_close(child)
+			try:
+				child.Process.wait(timeout=KILL_WAIT)
+			except subprocess.TimeoutExpired:
+				child.Process.kill()
+
+	def _ended(self, child: _Child) -> None:
+		"""The delivery process ended (its output closed, or writing to it failed): say it, count, carry on."""
+		with self._cond:
+			if child.Ended:
+				return
+			child.Ended = True
+			self._cond.notify_all()
+			if self._killed:
+				return
+			# What it did not read goes to the next one; what it read and held is lost.
+			again = list(child.Unreceived)
+			child.Unreceived.clear()
+			self._feed.extendleft(reversed(again))
+			with self._bytes_lock:
+				self._feed_envelopes += sum(1 for entry in again if entry.categories)
+			lost = child.Pending
+			lived = time.monotonic() - child.Started
+			ready = child.Ready
+			failure = child.Failure
+		try:
+			code = child.Process.wait(timeout=5.0)
+		except subprocess.TimeoutExpired:
+			child.Process.kill()
+			code = child.Process.wait()
+		_close(child)
+		how = "killed by signal {}".format(-code) if code < 0 else "exit code {}".format(code)
+		if failure is not None:
+			how += ": {}".format(failure)
+		if lost:
+			self.Losses.count("dropped_process_ended", lost)
+		self._quick_ends = self._quick_ends + 1 if lived < STABLE_AFTER else 0
+		what = "the Sentry delivery process (pid {}) ended unexpectedly ({}){}".format(
+			child.Process.pid,
+			how,
+			"; {} envelope(s) it had not delivered are lost".format(lost) if lost else "",
+		)
+		if not ready or failure is not None or self._quick_ends >= 2:
+			self._fall_back(what)
+			return
+		L.warning("{}; a new one takes over.".format(what[0].upper() + what[1:]), extra={NO_EVENT: True})
+		self._start_child()
+
+	def _fall_back(self, why: str) -> None:
+		"""The delivery continues in this process's threads (an in-process `DeliveryTransport` sharing `Losses`)."""
+		L.warning(
+			"{}; delivery continues in the service's own threads.".format(why[0].upper() + why[1:]),
+			extra={NO_EVENT: True},
+		)
+		fallback = DeliveryTransport(self._client_options, self.Options, losses=self.Losses)
+		if self._shutdown_deadline is not None:
+			fallback._shutdown_deadline = self._shutdown_deadline
+		with self._cond:
+			self.RateLimits = fallback.RateLimits
+			self.Fallback = fallback
+			self._child = None
+			self._cond.notify_all()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+	view = memoryview(data)
+	while view:
+		written = os.write(fd, view)
+		view = view[written:]
+
+
+def _close(child: _Child) -> None:
+	for stream in (child.Process.stdin,):
+		try:
+			if stream is not None:
+				stream.close()
+		except OSError:
+			pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The delivery process's side
+
+
+class _Relay:
+	"""What the delivery process tells the service: one JSON object per line on its (duplicated) standard output."""
+
+	def __init__(self, fd: int):
+		self._fd = fd
+		self._lock = threading.Lock()  # the counters (taken by the transport's threads)
+		self._send_lock = threading.Lock()  # the messages, in order, each with the state when it was written
+		self._counts: collections.Counter[str] = collections.Counter()
+		self._drops: collections.Counter[tuple[str, str]] = collections.Counter()
+		self.Received = 0
+		self.Transport: DeliveryTransport | None = None
+		self._last: tuple | None = None
+
+	def counted(self, name: str, n: int) -> None:
+		with self._lock:
+			self._counts[name] += n
+
+	def dropped(self, reason: str, n: int, detail: str) -> None:
+		with self._lock:
+			self._drops[reason, detail] += n
+
+	def send(self, message: dict[str, typing.Any], status: bool = True) -> None:
+		"""Send ``message`` with the counts, drops and state gathered since the last one (under one lock: in order)."""
+		with self._send_lock:
+			if status:
+				self._status(message)
+			line = (json.dumps(message) + "\n").encode()
+			try:
+				_write_all(self._fd, line)
+			except OSError:
+				pass  # the service is gone: its end of the pipe is closed
+
+	def _status(self, message: dict[str, typing.Any]) -> None:
+		# The transport's state first (its lock), then the counters (ours): never one lock inside the other.
+		transport = self.Transport
+		if transport is not None:
+			message["received"] = self.Received
+			message["pending"] = transport.pending()
+			message["bytes"] = transport.QueuedBytes
+			message["healthy"] = transport.is_healthy()
+			message["limits"] = transport.RateLimits.windows()
+		with self._lock:
+			if self._counts:
+				message["counts"] = dict(self._counts)
+				self._counts.clear()
+			if self._drops:
+				message["drops"] = [[reason, n, detail] for (reason, detail), n in self._drops.items()]
+				self._drops.clear()
+
+	def changed(self) -> bool:
+		transport = self.Transport
+		state = (
+			self.Received,
+			transport.pending() if transport is not None else 0,
+			transport.RateLimits.windows().__repr__() if transport is not None else "",
+		)
+		with self._lock:
+			news = bool(self._counts or self._drops)
+		if news or state != self._last:
+			self._last = state
+			return True
+		return False
+
+
+class _RelayedLosses(Losses):
+	"""The delivery process's `Losses`: counts and drops go to the service (which says them); client reports stay."""
+
+	def __init__(self, relay: _Relay, where: str):
+		super().__init__(where=where)
+		self._relay = relay
+
+	def count(self, name: str, n: int = 1) -> None:
+		super().count(name, n)
+		self._relay.counted(name, n)
+
+	def dropped(
+		self, reason: str, envelopes: int = 1, quantities: typing.Iterable[tuple[str, int]] = (), detail: str = ""
+	) -> None:
+		super().dropped(reason, envelopes, quantities, detail)
+		self._relay.dropped(reason, envelopes, detail)
+
+	def _warn(self, reason: str, detail: str) -> None:
+		with self._lock:
+			self._unsaid.pop(reason, None)  # the service says it
+
+	def say_pending(self) -> None:
+		pass
+
+
+class _RelayHandler(logging.Handler):
+	"""The delivery process's log lines (asab_sentry loggers), re-logged by the service."""
+
+	def __init__(self, relay: _Relay):
+		super().__init__(logging.INFO)
+		self._relay = relay
+
+	def emit(self, record: logging.LogRecord) -> None:
+		try:
+			text = record.getMessage()
+			if record.exc_info:
+				text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+			self._relay.send({"t": "log", "level": record.levelno, "name": record.name, "msg": text}, status=False)
+		except Exception:
+			pass
+
+
+class _ChildTransport(DeliveryTransport):
+	"""The delivery process's transport: the service says the exit's line (with what its feed still held)."""
+
+	def _say_undelivered(self, n: int, memory_only: int = 0) -> None:
+		self._exit_warned = True
+
+
+def _frames(fd: int) -> typing.Iterator[tuple[bytes, memoryview]]:
+	buffer = bytearray()
+	start = 0
+	while True:
+		while len(buffer) - start >= FRAME.size:
+			kind, length = FRAME.unpack_from(buffer, start)
+			end = start + FRAME.size + length
+			if len(buffer) < end:
+				break
+			yield kind, memoryview(bytes(memoryview(buffer)[start + FRAME.size : end]))
+			start = end
+		del buffer[:start]  # once per read, not per frame
+		start = 0
+		chunk = os.read(fd, 1024 * 1024)
+		if not chunk:
+			return
+		buffer += chunk
+
+
+def main() -> int:
+	"""The delivery process: read envelopes and commands from standard input until ``kill`` or its end."""
+	out = os.dup(1)
+	os.dup2(2, 1)  # a stray print goes to standard error, not into the messages
+	# Ctrl-C in a terminal and systemd's stop signal reach every process of the service: the service decides when
+	# this one ends (kill, or its end: the standard input closes), after it had its chance to deliver.
+	signal.signal(signal.SIGINT, signal.SIG_IGN)
+	signal.signal(signal.SIGTERM, signal.SIG_IGN)
+	relay = _Relay(out)
+	logger = logging.getLogger("asab_sentry")
+	logger.handlers[:] = [_RelayHandler(relay)]
+	logger.setLevel(logging.INFO)
+	logger.propagate = False
+	frames = _frames(0)
+	try:
+		kind, payload = next(frames)
+		start = json.loads(bytes(payload))
+		assert kind == b"C" and start["op"] == "start"
+		delivery = DeliveryOptions(**start["delivery"])
+		losses = _RelayedLosses(relay, start.get("where", "Sentry"))
+		transport = _ChildTransport(start["options"], delivery, losses=losses)
+	except StopIteration:
+		return 0
+	except Exception as e:
+		relay.send({"t": "failed", "error": "{}: {}".format(type(e).__name__, e)}, status=False)
+		return 1
+	relay.Transport = transport
+	relay.send({"t": "ready", "pid": os.getpid()})
+	parent = os.getppid()
+	threading.Thread(target=_status_loop, args=(relay, transport, parent), daemon=True).start()
+
+	def answer(command: dict[str, typing.Any]) -> None:
+		left = max(0.0, float(command.get("deadline", 0.0)) - time.monotonic())
+		pending = 0
+		try:
+			if command["op"] == "shutdown":
+				pending = transport.shutdown(left)
+			else:
+				transport.flush(left)
+				pending = transport.pending()
+		finally:
+			relay.send({"t": "answer", "id": command.get("id"), "undelivered": pending})
+
+	for kind, payload in frames:
+		if kind == b"E":
+			(size,) = META.unpack_from(payload)
+			categories, quantities = json.loads(bytes(payload[META.size : META.size + size]))
+			data = bytes(payload[META.size + size :])
+			relay.Received += 1
+			transport.hand_over(Serialized(data, frozenset(categories), [tuple(q) for q in quantities]))
+			continue
+		command = json.loads(bytes(payload))
+		if command["op"] in ("flush", "shutdown"):
+			threading.Thread(target=answer, args=(command,), daemon=True).start()
+		elif command["op"] == "kill":
+			before = transport.Losses.Counters["dropped_shutdown"]
+			transport.kill()
+			undelivered = transport.Losses.Counters["dropped_shutdown"] - before
+			relay.send({"t": "answer", "id": command.get("id"), "undelivered": undelivered})
+			return 0
+	# The service ended without a kill (it crashed, or was killed): deliver what is here, then end.
+	transport.shutdown()
+	transport.kill()
+	return 0
+
+
+def _status_loop(relay: _Relay, transport: DeliveryTransport, parent: int) -> None:
+	while True:
+		time.sleep(STATUS_INTERVAL)
+		if os.getppid() != parent:
+			# The service is gone but the pipe is still open (a fork of it holds it): deliver, then end.
+			transport.shutdown()
+			transport.kill()
+			os._exit(0)
+		if relay.changed():
+			relay.send({"t": "status"})
+
+
+if __name__ == "__main__":
+	sys.exit(main())

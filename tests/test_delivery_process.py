@@ -1,0 +1,362 @@
+"""
+The delivery process (``[sentry] delivery = process``, asab_sentry.delivery.process): a real helper process, real
+HTTP on 127.0.0.1 (tests/faultserver.py), the service's counters, lines and exit as with the in-process delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sentry_sdk
+
+from asab_sentry import SentryConfigError
+from asab_sentry.delivery import DeliveryOptions
+from asab_sentry.delivery import process as process_module
+from asab_sentry.delivery.process import ProcessDelivery
+from asab_sentry.logging import NO_EVENT
+from faultserver import FaultServer
+from helpers import App, configure, run_app
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_RETRY = {"retry_initial": 0.05, "retry_max": 0.3}
+
+
+@pytest.fixture
+def server():
+	s = FaultServer()
+	try:
+		yield s
+	finally:
+		sentry_sdk.get_client().close(timeout=0.5)  # stop sending (and the delivery process) before the server goes
+		s.close()
+
+
+def start(server: FaultServer, **options) -> ProcessDelivery:
+	"""sentry-sdk's real client with the process delivery, sending to the fault server."""
+	transport = ProcessDelivery({"dsn": server.dsn, "send_client_reports": True}, DeliveryOptions(**options))
+	sentry_sdk.init(dsn=server.dsn, transport=transport, default_integrations=False, traces_sample_rate=1.0)
+	return transport
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+	deadline = time.monotonic() + timeout
+	while not condition():
+		if time.monotonic() > deadline:
+			return False
+		time.sleep(0.02)
+	return True
+
+
+def messages(server: FaultServer) -> list[str]:
+	return [e.get("message") or e.get("logentry", {}).get("message") for e in server.events()]
+
+
+def delivery_lines(caplog) -> list[str]:
+	return [r.getMessage() for r in caplog.records if r.name == "asab_sentry.delivery" and r.levelno >= logging.WARNING]
+
+
+def gone(pid: int) -> bool:
+	"""The process ended (a zombie not reaped yet counts as ended)."""
+	try:
+		with open("/proc/{}/stat".format(pid)) as f:
+			return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+	except FileNotFoundError:
+		return True
+
+
+def test_an_asab_service_delivers_through_its_delivery_process(server):
+	"""``[sentry] delivery = process``: every error of a burst arrives; the process ends with the service."""
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process"}})
+	seen = {}
+
+	async def burst(app):
+		seen["pid"] = app.SentryService.Delivery.Pid
+		for row in range(300):
+			logging.getLogger("importer").error("Row %d rejected", row)
+
+	app = run_app(burst, App)
+	delivery = app.SentryService.Delivery
+	assert isinstance(delivery, ProcessDelivery) and seen["pid"] not in (None, os.getpid())
+	sentry_sdk.get_client().close(timeout=5)  # the exit's kill
+	assert delivery.Losses.Counters["sent"] == 300 and delivery.Losses.Counters["captured"] == 300
+	assert len({e["logentry"]["params"][0] for e in server.events()}) == 300
+	assert wait_for(lambda: gone(seen["pid"]), timeout=10)
+
+
+def test_metrics_count_what_the_delivery_process_did(server):
+	import asab.metrics
+
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process"}, "asab:metrics": {"target": ""}})
+
+	async def body(app):
+		app.SentryService.capture_message("counted")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 10)
+		server.Status = 413
+		app.SentryService.capture_message("rejected")
+		await app.Loop.run_in_executor(None, app.SentryService.Delivery.flush, 10)
+		app.SentryService.DeliveryMetrics.update()
+		app.Values = dict(app.SentryService.DeliveryMetrics.Counters.Storage["fieldset"][0]["values"])
+		app.Queue = dict(app.SentryService.DeliveryMetrics.Queue.Storage["fieldset"][0]["values"])
+
+	class WithMetrics(App):
+		def __init__(self):
+			super().__init__()
+			self.add_module(asab.metrics.Module)
+
+	app = run_app(body, WithMetrics)
+	assert app.Values["captured"] == 2 and app.Values["sent"] == 1 and app.Values["dropped_rejected_413"] == 1
+	assert app.Queue == {"items": 0, "bytes": 0}
+
+
+def test_flush_waits_until_the_delivery_process_delivered(server):
+	server.Delay = 0.05
+	transport = start(server)
+	for i in range(40):
+		sentry_sdk.capture_message("m{}".format(i))
+	assert transport.pending() > 0
+	transport.flush(30)
+	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(40))
+	assert transport.pending() == 0 and transport.Losses.Counters["sent"] == 40
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_flush_returns_at_its_timeout(server, stopped):
+	"""A flush that cannot complete (the endpoint never answers, or the delivery process is stopped) returns at
+	its timeout, as the in-process flush does."""
+	server.Delay = 60.0
+	transport = start(server, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	sentry_sdk.capture_message("stuck")
+	if stopped:
+		os.kill(transport.Pid, signal.SIGSTOP)
+	try:
+		started = time.monotonic()
+		transport.flush(1.0)
+		took = time.monotonic() - started
+	finally:
+		if stopped:
+			os.kill(transport.Pid, signal.SIGCONT)
+	assert 0.9 <= took < 1.0 + 3.0  # a slow machine's margin; it does not wait for the answer beyond it
+	assert transport.pending() == 1
+
+
+def test_shutdown_counts_and_says_once_what_was_not_delivered(server, caplog):
+	server.Delay = 60.0  # never answers within the test
+	transport = start(server, request_timeout=30.0, shutdown_timeout=1.0)
+	for i in range(7):
+		sentry_sdk.capture_message("stuck {}".format(i))
+	started = time.monotonic()
+	assert transport.shutdown() == 7
+	assert time.monotonic() - started < 1.0 + 5.0  # the exit deadline, plus a slow machine's margin
+	transport.kill()
+	assert transport.Losses.Counters["dropped_shutdown"] == 7
+	said = [line for line in delivery_lines(caplog) if "not delivered" in line]
+	assert said == [
+		"7 envelope(s) not delivered to Sentry at 127.0.0.1 within shutdown_timeout=1s: dropped (no [sentry] outbox)."
+	]
+	assert all(getattr(r, NO_EVENT, False) for r in caplog.records if r.name.startswith("asab_sentry"))
+
+
+def test_rate_limit_is_honoured_by_the_delivery_process(server):
+	state = {"done": False}
+
+	def behaviour(request):
+		if not state["done"]:
+			state["done"] = True
+			return 429, {"Retry-After": "2"}
+		return 200, {}
+
+	server.Behaviour = behaviour
+	transport = start(server)
+	sentry_sdk.capture_message("first")
+	assert wait_for(transport.RateLimits.any_active)  # the delivery process read the 429 and told the service
+	limited_at = server.Requests[0].At
+	for i in range(10):
+		sentry_sdk.capture_message("waiting {}".format(i))
+	server.wait_events(11)
+	assert sorted(messages(server)) == sorted(["first"] + ["waiting {}".format(i) for i in range(10)])
+	inside = [r for r in server.Requests[1:] if limited_at + 0.3 < r.At < limited_at + 1.7]
+	assert inside == []
+	assert transport.Losses.Counters["rate_limited"] == 1
+
+
+def test_drops_are_counted_and_said_once_by_the_service_and_reported_to_sentry(server, caplog):
+	transport = start(server)
+	server.Status = 413
+	for i in range(3):
+		sentry_sdk.capture_message("too big {}".format(i))
+	assert wait_for(lambda: transport.Losses.Counters["dropped_rejected_413"] == 3)
+	said = delivery_lines(caplog)
+	assert len(said) == 1 and "HTTP 413" in said[0] and "Sentry at 127.0.0.1" in said[0]
+	assert all(getattr(r, NO_EVENT, False) for r in caplog.records if r.name.startswith("asab_sentry"))
+	server.Status = 200
+	transport.flush(10)
+	assert wait_for(lambda: server.client_reports())
+	discarded = [d for r in server.client_reports() for d in r["discarded_events"]]
+	assert {"reason": "send_error", "category": "error", "quantity": 3} in discarded
+
+
+def test_the_services_own_losses_reach_sentry_through_the_delivery_process(server):
+	transport = start(server)
+	transport.record_lost_event("before_send", data_category="error", quantity=2)
+	transport.flush(10)
+	assert wait_for(lambda: server.client_reports())
+	discarded = [d for r in server.client_reports() for d in r["discarded_events"]]
+	assert {"reason": "before_send", "category": "error", "quantity": 2} in discarded
+
+
+def test_a_killed_delivery_process_is_said_counted_and_replaced(server, caplog):
+	transport = start(server)
+	sentry_sdk.capture_message("before")
+	transport.flush(30)
+	assert wait_for(lambda: transport.Pid is not None and transport._child.Ready)
+	first = transport.Pid
+	server.Delay = 60.0  # what it holds when killed is not delivered
+	sentry_sdk.capture_message("held")
+	assert wait_for(lambda: transport._child.Received == 2 and transport._child.Pending == 1)
+	os.kill(first, signal.SIGKILL)
+	assert wait_for(lambda: transport.Pid not in (None, first))
+	said = [line for line in delivery_lines(caplog) if "ended unexpectedly" in line]
+	assert said == [
+		"The Sentry delivery process (pid {}) ended unexpectedly (killed by signal 9); 1 envelope(s) it had not "
+		"delivered are lost; a new one takes over.".format(first)
+	]
+	assert transport.Losses.Counters["dropped_process_ended"] == 1
+	server.Delay = 0.0
+	for i in range(20):
+		sentry_sdk.capture_message("after {}".format(i))
+	transport.flush(30)
+	assert {"after {}".format(i) for i in range(20)} <= set(messages(server))
+	assert transport.Fallback is None
+
+
+def test_a_delivery_process_that_cannot_run_falls_back_to_threads(server, caplog, monkeypatch):
+	# It reads nothing and ends after a while: what was written into its pipe meanwhile is not lost.
+	code = "import time; time.sleep(2); raise SystemExit(3)"
+	monkeypatch.setattr(process_module, "_child_command", lambda root: [sys.executable, "-c", code])
+	transport = start(server)
+	for i in range(10):
+		sentry_sdk.capture_message("m{}".format(i))
+	assert wait_for(lambda: transport._child is not None and transport._child.Written >= 10, timeout=1.5)
+	assert wait_for(lambda: transport.Fallback is not None)
+	transport.flush(30)
+	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(10))
+	said = [line for line in delivery_lines(caplog) if "delivery process" in line]
+	assert len(said) == 1 and "(exit code 3)" in said[0] and "continues in the service's own threads" in said[0]
+	assert transport.Losses.Counters["sent"] == 10  # one set of counters
+
+
+PARENT = r"""
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from asab_sentry.delivery import DeliveryOptions
+from asab_sentry.delivery.process import ProcessDelivery
+t = ProcessDelivery({{"dsn": sys.argv[1]}}, DeliveryOptions(shutdown_timeout=1.0))
+deadline = time.monotonic() + 30
+while not (t._child.Ready or time.monotonic() > deadline):
+	time.sleep(0.02)
+print(t.Pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill -9", "exit without kill"])
+def test_the_delivery_process_ends_when_the_service_dies(server, how):
+	code = PARENT.format(tests=os.path.dirname(__file__))
+	if how == "exit without kill":
+		code = code.replace("time.sleep(60)", "os._exit(0)")
+	parent = subprocess.Popen(
+		[sys.executable, "-c", code, server.dsn], stdout=subprocess.PIPE, text=True, cwd=REPO, env=_env()
+	)
+	try:
+		pid = int(parent.stdout.readline())
+		assert not gone(pid)
+		if how == "kill -9":
+			parent.kill()
+		parent.wait(timeout=30)
+		assert wait_for(lambda: gone(pid), timeout=1.0 + 10.0)  # shutdown_timeout, then it ends
+	finally:
+		parent.kill()
+		parent.wait()
+
+
+def test_ctrl_c_or_sigterm_to_the_process_group_does_not_end_it(server, caplog):
+	"""The service decides when its delivery process ends (Ctrl-C and systemd's stop reach every process)."""
+	transport = start(server)
+	assert wait_for(lambda: transport._child.Ready)
+	pid = transport.Pid
+	os.kill(pid, signal.SIGINT)
+	os.kill(pid, signal.SIGTERM)
+	sentry_sdk.capture_message("still here")
+	transport.flush(30)
+	assert messages(server) == ["still here"] and transport.Pid == pid
+	assert not [line for line in delivery_lines(caplog) if "ended unexpectedly" in line]
+
+
+def test_the_exit_waits_once_and_says_what_it_dropped_with_the_delivery_process():
+	"""As tests/test_delivery.py's exit test: finalize and sentry-sdk's atexit together wait shutdown_timeout."""
+	from test_delivery import EXIT_CHILD
+
+	code = EXIT_CHILD.replace('"shutdown_timeout": "2s"', '"shutdown_timeout": "2s", "delivery": "process"')
+	assert code != EXIT_CHILD
+	out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=_env())
+	(took,) = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("exit ")]
+	said = [line for line in (out.stdout + out.stderr).splitlines() if "not delivered" in line]
+	assert len(said) == 1, out.stderr
+	assert "20 envelope(s) not delivered" in said[0] and "shutdown_timeout=2s: dropped" in said[0]
+	assert took < 2 * 2.0
+	assert "ended unexpectedly" not in out.stderr
+
+
+def _env() -> dict[str, str]:
+	env = dict(os.environ)
+	env["PYTHONPATH"] = os.path.join(REPO, "src") + os.pathsep + env.get("PYTHONPATH", "")
+	return env
+
+
+def test_memory_stays_bounded_while_the_endpoint_never_answers(server, caplog):
+	"""The service holds at most 4 x queue_max_size bytes (its feed) and the delivery process its own bounds."""
+	server.Delay = 60.0
+	bound = 60_000
+	transport = start(server, queue_max_size=bound, max_concurrent_requests=1, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	os.kill(transport.Pid, signal.SIGSTOP)  # it reads nothing more: the service's feed fills
+	try:
+		for i in range(1200):
+			sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
+			assert transport._feed_bytes <= 4 * bound
+		assert transport.Losses.Counters["dropped_queue_full"] > 0
+	finally:
+		os.kill(transport.Pid, signal.SIGCONT)
+	assert wait_for(lambda: transport.pending() == transport._child.Pending and transport._feed_bytes == 0)
+	assert transport.QueuedBytes <= 2 * bound
+	said = [line for line in delivery_lines(caplog) if "queue_max_size" in line]
+	assert len(said) == 1  # the service's drops and the delivery process's: one line a minute for the reason
+
+
+@pytest.mark.parametrize(
+	"config, message",
+	[
+		("[sentry]\ndelivery = fast\n", "[sentry] delivery = 'fast': expected one of: threads, process"),
+		(
+			"[sentry]\ndelivery = process\noutbox = /tmp/outbox\n",
+			"[sentry] delivery = 'process': not with [sentry] outbox",
+		),
+	],
+)
+def test_invalid_delivery_mode_is_one_clear_line(config, message):
+	import configparser
+
+	from asab_sentry.settings import load_settings
+
+	parser = configparser.ConfigParser(interpolation=None)
+	parser.read_string(config)
+	with pytest.raises(SentryConfigError) as e:
+		load_settings(parser, {"SENTRY_DSN": "https://k@localhost/1"})
+	assert str(e.value).startswith(message) and "\n" not in str(e.value)
