@@ -186,17 +186,22 @@ def _retained(instrumentation) -> int:
 
 async def big_data(request):
 	# A large value unique to each request in the transaction's data (a query's text, say).
-	sentry_sdk.get_current_span().set_data("db.statement", request.match_info["n"] * 50_000)
+	n = request.match_info["n"]
+	if "name" in request.query:  # or as the transaction's name, set by the handler
+		sentry_sdk.get_current_scope().set_transaction_name("GET /big/" + n * 50_000)
+	else:
+		sentry_sdk.get_current_span().set_data("db.statement", n * 50_000)
 	return aiohttp.web.Response(text="ok")
 
 
-def test_template_caches_do_not_keep_large_values(collector):
+@pytest.mark.parametrize("where", ["", "?name"])
+def test_template_caches_do_not_keep_large_values(collector, where):
 	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
 	count = 20
 
 	async def client(session, base, app):
 		for n in range(count):
-			async with session.get(base + "/big/{}".format(n)) as response:
+			async with session.get(base + "/big/{}{}".format(n, where)) as response:
 				await response.read()
 		return _retained(app.SentryService.Web)
 

@@ -646,7 +646,10 @@ class WebInstrumentation:
 			user_items,
 			tuple(span_data.items()),
 		)
-		size = 0
+		name = key[0]
+		if name.__class__ is not str:
+			return None
+		size = len(name)  # (a name the handler set may be unique per request too)
 		for pairs in key[-3:]:
 			for k, v in pairs:
 				# (values that compare equal encode alike only when they are str or int: 1 == 1.0 == True)
@@ -654,9 +657,8 @@ class WebInstrumentation:
 					return None
 				size += len(k) + (len(v) if v.__class__ is str else 0)
 		if size > MAX_TEMPLATED_TEXT:
-			return (
-				None  # (the caches keep their kinds' texts: large values, maybe unique per request, go the usual way)
-			)
+			# (the caches keep their kinds' texts: large values, maybe unique per request, go the usual way)
+			return None
 		template = self._templates.get(key, _MISSING)
 		if template is _MISSING:
 			# A template is made the second time a kind of request is seen: a kind seen once only (a tag
@@ -963,7 +965,7 @@ class WebInstrumentation:
 
 
 MAX_TEMPLATES = 256  # kept per instrumentation, for payloads and for envelope headers (then forgotten, made again)
-MAX_TEMPLATED_TEXT = 4096  # characters of tag, user and data keys and values a templated kind may have (memory bound)
+MAX_TEMPLATED_TEXT = 4096  # characters of name, tag, user and data keys and values a templated kind may have (memory)
 # The slots of a payload template: format fields {0} to {7}, in the order `_slot_values` gives their texts.
 _PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url", "query")
 _PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
