@@ -5,6 +5,7 @@ request: inputs that differ between requests of one kind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -268,3 +269,35 @@ def test_baggage_without_a_valid_sentry_trace_starts_a_trace_of_its_own(collecto
 	for _, header, _ in seen["headers"]:
 		trace = json.loads(header)["trace"]
 		assert trace["trace_id"] in ids and trace.get("public_key") != "foreign"
+
+
+def test_concurrent_requests_of_mixed_kinds(collector, monkeypatch):
+	# Requests of a few kinds interleaved (the handler awaits in between): each transaction its own request's.
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": "1"}})
+	seen = record(monkeypatch)
+
+	async def slow(request):
+		sentry_sdk.set_tag("kind", request.query["k"])
+		asab.contextvars.Tenant.set("t" + request.query["k"])
+		await asyncio.sleep(0.001 * (int(request.query["i"]) % 3))
+		return aiohttp.web.Response(status=200 + int(request.query["k"]), text="x")
+
+	async def client(session, base, app):
+		async def one(i):
+			path = "/s/{}?k={}&i={}".format(i, i % 4, i)
+			async with session.get(base + path) as response:
+				await response.read()
+
+		await asyncio.gather(*(one(i) for i in range(60)))
+
+	serve([("GET", "/s/{i}", slow)], client)
+	received = transactions(collector, count=60)
+	assert len(received) == 60
+	assert check(seen) >= 40
+	for t in received:
+		i = t["request"]["url"].rsplit("/", 1)[1]
+		k = str(int(i) % 4)
+		assert t["request"]["query_string"] == "k={}&i={}".format(k, i)
+		assert t["tags"]["kind"] == k and t["tags"]["tenant"] == "t" + k
+		assert t["contexts"]["response"]["status_code"] == 200 + int(k)
+	assert len({t["contexts"]["trace"]["trace_id"] for t in received}) == 60
