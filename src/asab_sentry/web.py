@@ -646,21 +646,16 @@ class WebInstrumentation:
 			user_items,
 			tuple(span_data.items()),
 		)
-		name = key[0]
-		if name.__class__ is not str:
-			return None
-		size = len(name)  # (a name the handler set may be unique per request too)
 		for pairs in key[-3:]:
 			for k, v in pairs:
 				# (values that compare equal encode alike only when they are str or int: 1 == 1.0 == True)
 				if k.__class__ is not str or (v.__class__ is not str and v.__class__ is not int):
 					return None
-				size += len(k) + (len(v) if v.__class__ is str else 0)
-		if size > MAX_TEMPLATED_TEXT:
-			# (the caches keep their kinds' texts: large values, maybe unique per request, go the usual way)
-			return None
 		template = self._templates.get(key, _MISSING)
 		if template is _MISSING:
+			if _key_size(key) > MAX_TEMPLATED_TEXT:
+				# (the caches keep their kinds' texts: large values, maybe unique per request, go the usual way)
+				return None
 			# A template is made the second time a kind of request is seen: a kind seen once only (a tag
 			# unique to each request) costs no more than the usual way.
 			if key not in self._seen:
@@ -969,6 +964,16 @@ MAX_TEMPLATED_TEXT = 4096  # characters of name, tag, user and data keys and val
 # The slots of a payload template: format fields {0} to {7}, in the order `_slot_values` gives their texts.
 _PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url", "query")
 _PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
+
+
+def _key_size(key: tuple) -> int:
+	"""Characters of a `_templated` key's name and of its tags', user's and data's keys and values (str or int)."""
+	name = key[0]
+	size = len(name) if name.__class__ is str else MAX_TEMPLATED_TEXT + 1
+	for pairs in key[-3:]:
+		for k, v in pairs:
+			size += len(k) + (len(v) if v.__class__ is str else 0)
+	return size
 
 
 def _slot_values(
