@@ -108,7 +108,8 @@ def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
 
 def _breadcrumb_data(record: logging.LogRecord) -> dict:
 	# A breadcrumb stays in memory for the next max_breadcrumbs records: an empty ``{}`` is not tracked by the
-	# garbage collector (a `limits.Bag` always is), and renders the same.
+	# garbage collector (a `limits.Bag` always is), and renders the same. (Where a before_breadcrumb callback may
+	# fill it, `SentryLogHandler._breadcrumb` makes it a Bag.)
 	data = record_data(record)
 	return limits.Bag(data) if data else {}
 
@@ -271,7 +272,11 @@ class SentryLogHandler(logging.Handler):
 		if self.LazyBreadcrumbs:
 			_sdk.append_breadcrumb(LogBreadcrumb(record, message, builder), self._max_breadcrumbs)
 		else:
-			sentry_sdk.add_breadcrumb(builder(record, message), hint={"log_record": record})
+			crumb = builder(record, message)
+			if type(crumb.get("data")) is dict and not crumb["data"]:
+				# The before_breadcrumb callback sees a `limits.Bag`: keys it adds are all kept, as a record's own.
+				crumb["data"] = limits.Bag()
+			sentry_sdk.add_breadcrumb(crumb, hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:
