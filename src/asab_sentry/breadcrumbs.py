@@ -90,13 +90,30 @@ class LogBreadcrumb(dict):
 	def __getitem__(self, key):
 		return dict.__getitem__(self.build(), key)
 
+	def _change(self, method: typing.Callable, *args: typing.Any) -> typing.Any:
+		# Under the lock `serialized` holds: a serialization running meanwhile (another thread's event) cannot
+		# keep the form it made of the content before the change.
+		with _building:
+			try:
+				return method(self.build(), *args)
+			finally:
+				self._changed()
+
 	def __setitem__(self, key, value):
-		self._changed()
-		dict.__setitem__(self.build(), key, value)
+		self._change(dict.__setitem__, key, value)
 
 	def __delitem__(self, key):
-		self._changed()
-		dict.__delitem__(self.build(), key)
+		self._change(dict.__delitem__, key)
+
+	def __ior__(self, other):
+		self._change(dict.update, other)
+		return self
+
+	def __or__(self, other):
+		return dict(dict.items(self.build())) | other
+
+	def __ror__(self, other):
+		return other | dict(dict.items(self.build()))
 
 	def __contains__(self, key):
 		return dict.__contains__(self.build(), key)
@@ -137,16 +154,19 @@ class LogBreadcrumb(dict):
 		return dict(dict.items(self.build()))
 
 	def pop(self, *args):
-		self._changed()
-		return dict.pop(self.build(), *args)
+		return self._change(dict.pop, *args)
+
+	def popitem(self):
+		return self._change(dict.popitem)
 
 	def setdefault(self, key, default=None):
-		self._changed()
-		return dict.setdefault(self.build(), key, default)
+		return self._change(dict.setdefault, key, default)
 
 	def update(self, *args, **kwargs):
-		self._changed()
-		dict.update(self.build(), *args, **kwargs)
+		self._change(dict.update, dict(*args, **kwargs))
+
+	def clear(self):
+		self._change(dict.clear)
 
 
 def stash(event: dict, hint: dict) -> dict:
