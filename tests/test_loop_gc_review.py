@@ -104,3 +104,31 @@ def test_a_log_breadcrumb_changed_by_another_thread_while_an_event_serializes_it
 	first, second = sentry_capture.events
 	assert messages(first) in (["as logged"], ["changed meanwhile"])
 	assert messages(second) == ["changed meanwhile"]
+
+
+class NoThreads(threading.Thread):
+	"""The warm-up thread cannot be started (a container's limit of threads or processes reached)."""
+
+	def start(self):
+		if self.name == "asab-sentry-warm-up":
+			raise RuntimeError("can't start new thread")
+		super().start()
+
+
+def test_a_service_starts_and_reports_when_the_warm_up_thread_cannot_be_started(monkeypatch):
+	"""The warm-up is an optimisation: without it the first event computes the installed modules, as before."""
+	import asab
+	import sentry_sdk.utils
+
+	import asab_sentry
+	from asab_sentry import _sdk, testing
+
+	monkeypatch.setattr(sentry_sdk.utils, "_installed_modules", None)
+	monkeypatch.setattr(_sdk.threading, "Thread", NoThreads)
+	with testing.capture_sentry() as capture:
+		app = capture.application(asab.Application)
+		svc = app.get_service("asab.SentryService")
+		assert isinstance(svc, asab_sentry.SentryService)
+		svc.capture_message("first")
+	[event] = capture.events
+	assert event["modules"] == dict(sentry_sdk.utils._generate_installed_modules())

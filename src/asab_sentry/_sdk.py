@@ -361,12 +361,16 @@ def warm_up() -> threading.Thread | None:
 	(about half a millisecond of work each): it never holds the interpreter lock for long while the service
 	starts or the loop runs (a thread that keeps it makes the others wait up to ``sys.getswitchinterval()``,
 	5 ms, each time). The result is what sentry-sdk would compute; an event captured before the thread is done
-	computes it itself, as before. Returns the thread, or None when there is nothing to do.
+	computes it itself, as before. Returns the thread, or None when there is nothing to do (or no thread
+	can be started: never raises).
 	"""
 	if getattr(sentry_sdk.utils, "_installed_modules", None) is not None:
 		return None
 	thread = threading.Thread(target=_warm_installed_modules, name="asab-sentry-warm-up", daemon=True)
-	thread.start()
+	try:
+		thread.start()
+	except RuntimeError:  # no thread to be had (a limit of threads or processes): the first event computes it
+		return None
 	_warm_up[:] = [thread]
 	return thread
 
