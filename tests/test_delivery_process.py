@@ -360,3 +360,22 @@ def test_invalid_delivery_mode_is_one_clear_line(config, message):
 	with pytest.raises(SentryConfigError) as e:
 		load_settings(parser, {"SENTRY_DSN": "https://k@localhost/1"})
 	assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+# Review findings (each test failed before its fix)
+
+
+def test_a_late_flush_answer_does_not_answer_a_later_shutdown(server):
+	"""A flush that gave up (its delivery process was stopped) is answered later: that answer must not end the exit's
+	shutdown, which would then drop what the delivery process was about to deliver."""
+	server.Delay = 2.0
+	transport = start(server, request_timeout=30.0, shutdown_timeout=20.0)
+	sentry_sdk.capture_message("slow")
+	assert wait_for(lambda: transport._child.Ready and transport._child.Received == 1)
+	os.kill(transport.Pid, signal.SIGSTOP)
+	try:
+		transport.flush(0.3)  # gives up; its command waits in the pipe
+	finally:
+		os.kill(transport.Pid, signal.SIGCONT)
+	assert transport.shutdown() == 0
+	assert messages(server) == ["slow"] and transport.Losses.Counters["sent"] == 1

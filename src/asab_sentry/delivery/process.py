@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -106,13 +107,19 @@ KILL_WAIT = 2.0
 REPORT_INTERVAL = 30.0
 
 
+_COMMAND_IDS = itertools.count(1)
+
+
 class _Command:
 	"""A command in the feed, and its answer."""
 
-	__slots__ = ("Payload", "Child", "Answer", "Fallback")
+	__slots__ = ("Payload", "Id", "Child", "Answer", "Fallback")
 
 	def __init__(self, payload: dict[str, typing.Any]):
 		self.Payload = payload
+		# Never reused: an answer that comes after its command gave up must not answer a later one (``id()`` of a
+		# freed command is the address of the next one).
+		self.Id = next(_COMMAND_IDS)
 		self.Child: _Child | None = None  # the delivery process it was written to
 		self.Answer: dict[str, typing.Any] | None = None
 		self.Fallback = False  # it reached the feed's end after the delivery moved into this process
@@ -471,7 +478,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			batch.append(entry)
 			if isinstance(entry, _Command):
 				entry.Child = child
-				payload = json.dumps(dict(entry.Payload, id=id(entry))).encode()
+				payload = json.dumps(dict(entry.Payload, id=entry.Id)).encode()
 				chunks.append(FRAME.pack(b"C", len(payload)))
 				chunks.append(payload)
 				size += len(payload)
@@ -618,7 +625,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				child.Failure = str(message.get("error"))
 			elif kind == "answer":
 				for command in self._commands:
-					if id(command) == message.get("id"):
+					if command.Id == message.get("id"):
 						command.Answer = message
 			self._cond.notify_all()
 		if read:
@@ -628,7 +635,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 	def _kill_child(self, child: _Child) -> dict[str, typing.Any] | None:
 		"""Ask the delivery process to stop (it counts what it still holds); its answer, or None."""
 		command = _Command({"op": "kill"})
-		payload = json.dumps(dict(command.Payload, id=id(command))).encode()
+		payload = json.dumps(dict(command.Payload, id=command.Id)).encode()
 		with self._cond:
 			self._commands.append(command)
 		try:
