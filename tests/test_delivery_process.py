@@ -379,3 +379,20 @@ def test_a_late_flush_answer_does_not_answer_a_later_shutdown(server):
 		os.kill(transport.Pid, signal.SIGCONT)
 	assert transport.shutdown() == 0
 	assert messages(server) == ["slow"] and transport.Losses.Counters["sent"] == 1
+
+
+@pytest.mark.parametrize("interpreter", ["sys.executable is None", "sys.executable is empty", "frozen application"])
+def test_no_python_interpreter_to_start_falls_back_to_threads(server, caplog, monkeypatch, interpreter):
+	"""Embedded interpreters (sys.executable None or empty) and frozen applications (sys.executable is the
+	application: ``-c`` would start the service again): the delivery runs in the service's threads, said once."""
+	if interpreter == "frozen application":
+		monkeypatch.setattr(sys, "frozen", True, raising=False)
+	else:
+		monkeypatch.setattr(sys, "executable", None if "None" in interpreter else "")
+	transport = start(server)
+	assert transport.Fallback is not None and transport.Pid is None
+	sentry_sdk.capture_message("delivered anyway")
+	transport.flush(30)
+	assert messages(server) == ["delivered anyway"]
+	said = [line for line in delivery_lines(caplog) if "delivery process" in line]
+	assert len(said) == 1 and "cannot start" in said[0] and "continues in the service's own threads" in said[0]

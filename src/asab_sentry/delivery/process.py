@@ -543,11 +543,19 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 
 	def _start_child(self) -> None:
 		root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+		if getattr(sys, "frozen", False):
+			# PyInstaller, cx_Freeze, ...: sys.executable is the application itself, which `-c` would start again.
+			self._fall_back("the Sentry delivery process cannot start (a frozen application has no Python interpreter)")
+			return
+		if not sys.executable:
+			# An embedded interpreter: None or "" (https://docs.python.org/3/library/sys.html#sys.executable).
+			self._fall_back("the Sentry delivery process cannot start (sys.executable is {!r})".format(sys.executable))
+			return
 		try:
 			process = subprocess.Popen(
 				_child_command(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
 			)
-		except OSError as e:
+		except (OSError, ValueError) as e:
 			self._fall_back("the Sentry delivery process cannot start ({}: {})".format(type(e).__name__, e))
 			return
 		child = _Child(process)
