@@ -396,3 +396,22 @@ def test_no_python_interpreter_to_start_falls_back_to_threads(server, caplog, mo
 	assert messages(server) == ["delivered anyway"]
 	said = [line for line in delivery_lines(caplog) if "delivery process" in line]
 	assert len(said) == 1 and "cannot start" in said[0] and "continues in the service's own threads" in said[0]
+
+
+def test_a_delivery_process_that_never_gets_ready_is_ended_and_the_delivery_falls_back(server, caplog, monkeypatch):
+	"""An interpreter that hangs at start (or a program that is not one) reads nothing and never ends: without a
+	deadline nothing would ever be delivered."""
+	monkeypatch.setattr(
+		process_module, "_child_command", lambda root: [sys.executable, "-c", "import time; time.sleep(600)"]
+	)
+	monkeypatch.setattr(process_module, "START_TIMEOUT", 1.0, raising=False)
+	transport = start(server)
+	pid = transport.Pid
+	for i in range(10):
+		sentry_sdk.capture_message("m{}".format(i))
+	assert wait_for(lambda: transport.Fallback is not None, timeout=15)
+	transport.flush(30)
+	assert sorted(messages(server)) == sorted("m{}".format(i) for i in range(10))
+	said = [line for line in delivery_lines(caplog) if "delivery process" in line]
+	assert len(said) == 1 and "not ready within 1 s" in said[0] and "continues in the service's own threads" in said[0]
+	assert wait_for(lambda: gone(pid), timeout=10)

@@ -97,6 +97,10 @@ STATUS_INTERVAL = 0.05
 #: delivery continues in the service's threads.
 STABLE_AFTER = 10.0
 
+#: A delivery process not ready this many seconds after its start (an interpreter that hangs at start, a program
+#: that is not one) is ended: the delivery continues in the service's threads.
+START_TIMEOUT = 30.0
+
 #: Seconds the service waits for the delivery process's answer after a deadline it passed on (the answer's way).
 ANSWER_GRACE = 0.25
 
@@ -584,6 +588,20 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			_close(child)
 			return
 		threading.Thread(target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True).start()
+		timer = threading.Timer(START_TIMEOUT, self._not_ready, args=(child,))
+		timer.daemon = True
+		timer.start()
+
+	def _not_ready(self, child: _Child) -> None:
+		"""Ends a delivery process that did not say it is ready: its status thread sees the end (and falls back)."""
+		with self._cond:
+			if child.Ready or child.Ended or self._killed:
+				return
+			child.Failure = "not ready within {:g} s".format(START_TIMEOUT)
+		try:
+			child.Process.kill()
+		except OSError:
+			pass
 
 	def _read_status(self, child: _Child) -> None:
 		stream = child.Process.stdout
