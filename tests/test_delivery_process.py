@@ -415,3 +415,29 @@ def test_a_delivery_process_that_never_gets_ready_is_ended_and_the_delivery_fall
 	said = [line for line in delivery_lines(caplog) if "delivery process" in line]
 	assert len(said) == 1 and "not ready within 1 s" in said[0] and "continues in the service's own threads" in said[0]
 	assert wait_for(lambda: gone(pid), timeout=10)
+
+
+def test_the_exit_counts_every_envelope_when_the_delivery_process_reads_nothing(server, caplog):
+	"""The feeder's batch being written when the exit comes (the pipe full: the delivery process is stopped) was
+	neither in the feed nor written: it was not counted. What the line says and what is counted must match."""
+	transport = start(server, shutdown_timeout=1.0, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	child, counters = transport._child, transport.Losses.Counters
+	os.kill(child.Process.pid, signal.SIGSTOP)
+	try:
+		for i in range(4000):
+			sentry_sdk.capture_message("m{}".format(i), extras={"pad": os.urandom(300).hex()})
+		# The feeder waits in a write (the pipe is full) with a batch out of the feed.
+		assert wait_for(lambda: child.Written + len(transport._feed) + counters["dropped_queue_full"] < 4000)
+		undelivered = transport.shutdown()
+		transport.kill()
+	finally:
+		if child.Process.poll() is None:
+			os.kill(child.Process.pid, signal.SIGCONT)
+	assert undelivered == 4000 - counters["dropped_queue_full"]
+	assert counters["dropped_shutdown"] == undelivered
+	said = [line for line in delivery_lines(caplog) if "not delivered" in line]
+	assert said == [
+		"{} envelope(s) not delivered to Sentry at 127.0.0.1 within shutdown_timeout=1s: dropped (no [sentry] "
+		"outbox).".format(undelivered)
+	]

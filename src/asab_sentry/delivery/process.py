@@ -208,6 +208,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._bytes_lock = threading.Lock()
 		self._feeder_idle = False
 		self._urgent = 0  # flush/shutdown waiting: no gathering
+		self._inflight = 0  # envelopes of the batch the feeder is writing (out of the feed, not yet written)
 		self._killed = False
 		self._exit_warned = False
 		self._shutdown_deadline: float | None = None
@@ -300,9 +301,11 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			if self._killed:
 				return
 			self._killed = True
-			left = [e for e in self._feed if isinstance(e, Serialized) and e.categories]
-			commands = [e for e in self._feed if isinstance(e, _Command)]
-			self._feed.clear()
+			entries = []
+			while self._feed:  # one entry at a time: the loop may still append
+				entries.append(self._feed.popleft())
+			left = [e for e in entries if isinstance(e, Serialized) and e.categories]
+			commands = list(self._commands)  # in the feed, or written and not answered: none will be
 			with self._bytes_lock:
 				self._feed_bytes = 0
 				self._feed_envelopes = 0
@@ -320,6 +323,13 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					lost = max(0, child.Written - child.Received) + child.Pending
 				self.Losses.count("dropped_shutdown", lost)
 				undelivered += lost
+		with self._cond:
+			# A batch the feeder took out of the feed and did not write before the kill (the delivery process
+			# did not read it): nobody else counts it.
+			inflight, self._inflight = self._inflight, 0
+		if inflight:
+			self.Losses.count("dropped_shutdown", inflight)
+			undelivered += inflight
 		if left:
 			self.Losses.count("dropped_shutdown", len(left))
 		fallback = self.Fallback
@@ -477,46 +487,52 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		batch: list[Serialized | _Command] = []
 		chunks: list[bytes] = []
 		size = envelopes = frames = 0
-		while self._feed and size < FEED_BATCH:
-			entry = self._feed.popleft()
-			batch.append(entry)
-			if isinstance(entry, _Command):
-				entry.Child = child
-				payload = json.dumps(dict(entry.Payload, id=entry.Id)).encode()
-				chunks.append(FRAME.pack(b"C", len(payload)))
-				chunks.append(payload)
-				size += len(payload)
-				continue
-			data, categories, quantities = entry
-			frames += 1
-			if categories:
-				envelopes += 1
-			meta = self._meta_of(categories, quantities)
-			chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
-			chunks.append(META.pack(len(meta)))
-			chunks.append(meta)
-			chunks.append(data)
-			size += len(data)
+		with self._cond:  # kill sees every envelope either in the feed or in the batch (`_inflight`)
+			while self._feed and size < FEED_BATCH and not self._killed:
+				entry = self._feed.popleft()
+				batch.append(entry)
+				if isinstance(entry, _Command):
+					entry.Child = child
+					payload = json.dumps(dict(entry.Payload, id=entry.Id)).encode()
+					chunks.append(FRAME.pack(b"C", len(payload)))
+					chunks.append(payload)
+					size += len(payload)
+					continue
+				data, categories, quantities = entry
+				frames += 1
+				if categories:
+					envelopes += 1
+				meta = self._meta_of(categories, quantities)
+				chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
+				chunks.append(META.pack(len(meta)))
+				chunks.append(meta)
+				chunks.append(data)
+				size += len(data)
+			self._inflight = envelopes
 		try:
 			with self._write_lock:
 				if self._killed:
 					raise ValueError("killed")
 				_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
+				with self._cond:  # under the write lock: kill's answer covers the batch exactly when this is done
+					self._inflight = 0
+					child.Written += frames
+					child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
+					self._cond.notify_all()
+					if not self._killed:  # (kill emptied the count)
+						with self._bytes_lock:
+							self._feed_envelopes -= envelopes
 		except (OSError, ValueError):
 			# The delivery process is gone: the batch goes to the next one (or this process's threads).
 			with self._cond:
+				if self._killed:
+					return False  # kill counted the batch (`_inflight`)
+				self._inflight = 0
 				for entry in batch:
 					if isinstance(entry, _Command):
 						entry.Child = None
 				self._feed.extendleft(reversed(batch))
 			self._ended(child)
-			return True
-		with self._cond:
-			child.Written += frames
-			child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
-			self._cond.notify_all()
-		with self._bytes_lock:
-			self._feed_envelopes -= envelopes
 		return True
 
 	def _meta_of(self, categories: frozenset[str], quantities: list[tuple[str, int]]) -> bytes:
