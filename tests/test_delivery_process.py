@@ -441,3 +441,25 @@ def test_the_exit_counts_every_envelope_when_the_delivery_process_reads_nothing(
 		"{} envelope(s) not delivered to Sentry at 127.0.0.1 within shutdown_timeout=1s: dropped (no [sentry] "
 		"outbox).".format(undelivered)
 	]
+
+
+def test_the_exit_waits_for_a_stopped_delivery_process_once(server, monkeypatch):
+	"""kill with a delivery process that reads nothing (stopped, hung) waited KILL_WAIT for its answer and then
+	KILL_WAIT more for it to end: the exit lasted shutdown_timeout + 2 x KILL_WAIT."""
+	monkeypatch.setattr(process_module, "KILL_WAIT", 3.0)
+	transport = start(server, shutdown_timeout=0.5, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	child = transport._child
+	os.kill(child.Process.pid, signal.SIGSTOP)
+	try:
+		sentry_sdk.capture_message("never read")
+		assert transport.shutdown() == 1
+		started = time.monotonic()
+		transport.kill()
+		took = time.monotonic() - started
+	finally:
+		if child.Process.poll() is None:
+			os.kill(child.Process.pid, signal.SIGCONT)
+	assert took < 3.0 + 2.0  # one KILL_WAIT, and a slow machine's margin
+	assert child.Process.poll() is not None
+	assert transport.Losses.Counters["dropped_shutdown"] == 1

@@ -680,17 +680,20 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		payload = json.dumps(dict(command.Payload, id=command.Id)).encode()
 		with self._cond:
 			self._commands.append(command)
+		deadline = time.monotonic() + KILL_WAIT  # the whole kill: the exit deadline has passed already
 		try:
 			# The feeder may be writing (a slow delivery process): wait for it, a while.
 			if not self._write_lock.acquire(timeout=KILL_WAIT):
 				return None
 			try:
-				_write_all(child.Process.stdin.fileno(), FRAME.pack(b"C", len(payload)) + payload)  # type: ignore[union-attr]
+				fd = child.Process.stdin.fileno()  # type: ignore[union-attr]
+				# A full pipe (a stopped or hung delivery process): no waiting to write; it would not answer.
+				os.set_blocking(fd, False)
+				_write_all(fd, FRAME.pack(b"C", len(payload)) + payload)
 			except (OSError, ValueError):
 				return None
 			finally:
 				self._write_lock.release()
-			deadline = time.monotonic() + KILL_WAIT
 			with self._cond:
 				while command.Answer is None and not child.Ended and time.monotonic() < deadline:
 					self._cond.wait(0.05)
@@ -700,9 +703,14 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				self._commands.remove(command)
 			_close(child)
 			try:
-				child.Process.wait(timeout=KILL_WAIT)
+				# It answered: it ends by itself at once. It did not: it is not waited for any longer.
+				child.Process.wait(timeout=KILL_WAIT if command.Answer is not None else 0.0)
 			except subprocess.TimeoutExpired:
 				child.Process.kill()
+				try:
+					child.Process.wait(timeout=KILL_WAIT)
+				except subprocess.TimeoutExpired:
+					pass
 
 	def _ended(self, child: _Child) -> None:
 		"""The delivery process ended (its output closed, or writing to it failed): say it, count, carry on."""
