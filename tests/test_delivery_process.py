@@ -463,3 +463,48 @@ def test_the_exit_waits_for_a_stopped_delivery_process_once(server, monkeypatch)
 	assert took < 3.0 + 2.0  # one KILL_WAIT, and a slow machine's margin
 	assert child.Process.poll() is not None
 	assert transport.Losses.Counters["dropped_shutdown"] == 1
+
+
+FORKING = r"""
+import json, os, sys, time, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads (Python 3.12+)
+import sentry_sdk
+from asab_sentry.delivery import DeliveryOptions
+from asab_sentry.delivery.process import ProcessDelivery
+dsn = sys.argv[1]
+t = ProcessDelivery({"dsn": dsn}, DeliveryOptions(shutdown_timeout=5.0))
+sentry_sdk.init(dsn=dsn, transport=t, default_integrations=False)
+deadline = time.monotonic() + 30
+while not (t._child.Ready or time.monotonic() > deadline):
+	time.sleep(0.02)
+pid = t.Pid
+sentry_sdk.capture_message("before the fork")
+t.flush(10)
+worker = os.fork()
+if worker == 0:
+	sentry_sdk.capture_message("from the fork")
+	sentry_sdk.get_client().close(timeout=5.0)  # what sentry-sdk's atexit hook does when the fork exits
+	os._exit(0)
+os.waitpid(worker, 0)
+sentry_sdk.capture_message("after the fork")
+t.flush(10)
+print(json.dumps({"same": t.Pid == pid, "counters": dict(t.Losses.Counters)}), flush=True)
+sentry_sdk.get_client().close(timeout=5.0)
+"""
+
+
+def test_a_fork_of_the_service_neither_ends_its_delivery_process_nor_loses_its_events(server):
+	"""A service that forks workers (os.fork, multiprocessing's fork) after the delivery process started: the fork's
+	exit (sentry-sdk's kill) ended the parent's delivery process, and what the fork captured waited for a feeder the
+	fork does not have, then was dropped."""
+	import json
+
+	out = subprocess.run(
+		[sys.executable, "-c", FORKING, server.dsn], capture_output=True, text=True, timeout=120, cwd=REPO, env=_env()
+	)
+	assert out.returncode == 0, out.stderr
+	result = json.loads(out.stdout.splitlines()[-1])
+	assert result["same"], out.stderr
+	assert sorted(messages(server)) == ["after the fork", "before the fork", "from the fork"]
+	assert "ended unexpectedly" not in out.stderr and "not delivered" not in out.stderr
+	assert result["counters"]["sent"] == 2  # the parent's; the fork counted its own

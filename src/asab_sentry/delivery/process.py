@@ -51,6 +51,7 @@ import threading
 import time
 import traceback
 import typing
+import weakref
 
 import sentry_sdk.transport
 from sentry_sdk.consts import VERSION as SDK_VERSION
@@ -218,9 +219,11 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._commands: list[_Command] = []  # waiting for their answers
 		self._write_lock = threading.Lock()  # one writer of frames at a time: the feeder, or kill
 		self._child: _Child | None = None
+		self._forked = False  # this is a fork of the process that created it (see `_after_fork`)
 		self._start_child()
 		self._feeder = threading.Thread(target=self._feed_loop, name="asab-sentry-feeder", daemon=True)
 		self._feeder.start()
+		_INSTANCES.add(self)
 
 	@property
 	def Pid(self) -> int | None:
@@ -232,6 +235,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 	def capture_envelope(self, envelope: Envelope) -> None:
 		"""Hand an envelope over: serialized (`intake`) and appended to the feed; no I/O, no compression."""
 		fallback = self.Fallback
+		if fallback is None and self._forked:
+			fallback = self._forked_fallback()
 		if fallback is not None:
 			fallback.capture_envelope(envelope)
 			return
@@ -266,6 +271,9 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 
 	def flush(self, timeout: float, callback: typing.Any = None) -> None:
 		"""Wait until everything handed over is delivered (or dropped), at most ``timeout`` seconds."""
+		if self._forked:
+			self._forked_fallback().flush(timeout)
+			return
 		deadline = time.monotonic() + max(0.0, timeout)
 		if self._shutdown_deadline is not None:
 			deadline = min(deadline, self._shutdown_deadline)
@@ -277,6 +285,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		says what is left. Returns the number of envelopes still undelivered.
 		"""
 		timeout = self.Options.shutdown_timeout if timeout is None else timeout
+		if self._forked:
+			return self._forked_fallback().shutdown(timeout)
 		if self._shutdown_deadline is None:
 			self._shutdown_deadline = time.monotonic() + timeout
 		answer = self._ask("shutdown", self._shutdown_deadline)
@@ -368,6 +378,37 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		child = self._child
 		child_ok = child is None or child.Healthy
 		return child_ok and not (self.RateLimits.any_active() or self._feed_bytes > 0.9 * self.Options.queue_max_size)
+
+	# A fork of the service (os.fork, multiprocessing's fork start method)
+
+	def _after_fork(self) -> None:
+		"""
+		In the fork: the delivery process, the feeder and the status thread are the parent's. The fork must never
+		write to that delivery process (its exit would end it: the parent's delivery would be cut) and has no feeder:
+		its own envelopes go to an in-process delivery, started when it first needs one. What the feed held is the
+		parent's to deliver. The locks may have been held by the parent's threads at the fork: new ones.
+		"""
+		self._forked = True
+		self._cond = threading.Condition()
+		self._write_lock = threading.Lock()
+		self._bytes_lock = threading.Lock()
+		self._feed = collections.deque()
+		self._feed_bytes = self._feed_envelopes = self._inflight = self._urgent = 0
+		self._commands = []
+		self._child = None  # its pipes stay open here (closing them could block on the status thread's lock)
+		self.Losses._lock = threading.Lock()
+		self.Losses._unsaid.clear()  # the parent says and reports its losses; the fork its own
+		self.Losses._discarded.clear()
+		self.RateLimits = RateLimits()
+		self._fork_lock = threading.Lock()
+
+	def _forked_fallback(self) -> DeliveryTransport:
+		with self._fork_lock:
+			if self.Fallback is None:
+				fallback = DeliveryTransport(self._client_options, self.Options, losses=self.Losses)
+				self.RateLimits = fallback.RateLimits
+				self.Fallback = fallback
+			return self.Fallback
 
 	# State
 
@@ -768,6 +809,19 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self.Fallback = fallback
 			self._child = None
 			self._cond.notify_all()
+
+
+#: Every `ProcessDelivery` of this process: a fork marks them (`ProcessDelivery._after_fork`).
+_INSTANCES: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+	for transport in list(_INSTANCES):
+		transport._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+	os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _write_all(fd: int, data: bytes) -> None:
