@@ -508,3 +508,16 @@ def test_a_fork_of_the_service_neither_ends_its_delivery_process_nor_loses_its_e
 	assert sorted(messages(server)) == ["after the fork", "before the fork", "from the fork"]
 	assert "ended unexpectedly" not in out.stderr and "not delivered" not in out.stderr
 	assert result["counters"]["sent"] == 2  # the parent's; the fork counted its own
+
+
+def test_sighup_to_the_process_group_does_not_end_it(server, caplog):
+	"""A closed terminal (or ``kill -HUP -<group>``) reaches every process of the service; an asab Application
+	catches SIGHUP and carries on, and the delivery process must too: it ended, losing what it held."""
+	transport = start(server)
+	assert wait_for(lambda: transport._child.Ready)
+	pid = transport.Pid
+	os.kill(pid, signal.SIGHUP)
+	sentry_sdk.capture_message("still here")
+	transport.flush(30)
+	assert messages(server) == ["still here"] and transport.Pid == pid
+	assert not [line for line in delivery_lines(caplog) if "ended unexpectedly" in line]

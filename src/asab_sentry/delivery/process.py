@@ -984,6 +984,9 @@ def main() -> int:
 	# this one ends (kill, or its end: the standard input closes), after it had its chance to deliver.
 	signal.signal(signal.SIGINT, signal.SIG_IGN)
 	signal.signal(signal.SIGTERM, signal.SIG_IGN)
+	# A closed terminal sends SIGHUP to every process of the service too; asab's Application catches it (and
+	# carries on), so must this one.
+	signal.signal(signal.SIGHUP, signal.SIG_IGN)
 	relay = _Relay(out)
 	logger = logging.getLogger("asab_sentry")
 	logger.handlers[:] = [_RelayHandler(relay)]
