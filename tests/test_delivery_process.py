@@ -521,3 +521,25 @@ def test_sighup_to_the_process_group_does_not_end_it(server, caplog):
 	transport.flush(30)
 	assert messages(server) == ["still here"] and transport.Pid == pid
 	assert not [line for line in delivery_lines(caplog) if "ended unexpectedly" in line]
+
+
+def test_a_flush_waits_for_what_the_ended_delivery_process_had_not_read(server):
+	"""The delivery process ends with an envelope and a flush command unread in its pipe: the next one must get the
+	envelope before the flush (the flush was put back first, answered at once, and returned before delivery)."""
+	import threading
+
+	server.Delay = 0.5
+	transport = start(server)
+	assert wait_for(lambda: transport._child.Ready)
+	first = transport._child
+	os.kill(first.Process.pid, signal.SIGSTOP)  # reads nothing more
+	sentry_sdk.capture_message("unread")
+	assert wait_for(lambda: first.Written == 1)
+	done = threading.Event()
+	flusher = threading.Thread(target=lambda: (transport.flush(30), done.set()))
+	flusher.start()
+	assert wait_for(lambda: transport._commands and transport._commands[0].Child is first)  # written to it
+	os.kill(first.Process.pid, signal.SIGKILL)
+	flusher.join(60)
+	assert done.is_set() and messages(server) == ["unread"]
+	assert transport.Pid not in (None, first.Process.pid) and transport.Fallback is None

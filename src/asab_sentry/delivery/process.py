@@ -763,11 +763,16 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			if self._killed:
 				return
 			# What it did not read goes to the next one; what it read and held is lost.
-			again = list(child.Unreceived)
+			again: list[Serialized | _Command] = list(child.Unreceived)
 			child.Unreceived.clear()
-			self._feed.extendleft(reversed(again))
+			# Its unanswered flush/shutdown commands go behind those envelopes (a flush answered before them would
+			# return before they are delivered).
+			commands = [c for c in self._commands if c.Child is child and c.Answer is None]
+			for command in commands:
+				command.Child = None
+			self._feed.extendleft(reversed(again + commands))
 			with self._bytes_lock:
-				self._feed_envelopes += sum(1 for entry in again if entry.categories)
+				self._feed_envelopes += sum(1 for entry in again if isinstance(entry, Serialized) and entry.categories)
 			lost = child.Pending
 			lived = time.monotonic() - child.Started
 			ready = child.Ready
