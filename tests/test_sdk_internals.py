@@ -173,6 +173,24 @@ def test_own_isolation_scope_forks_only_the_isolation_scope():
 		_sdk.reset()
 
 
+def test_fork_scopes_is_what_isolation_scope_does():
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		outer, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
+		current.set_tag("before", "1")
+		tokens = _sdk.fork_scopes()
+		assert sentry_sdk.get_current_scope() is tokens[2] is not current
+		assert sentry_sdk.get_isolation_scope() is not outer
+		assert tokens[2]._tags == {"before": "1"}
+		sentry_sdk.get_isolation_scope().set_tag("request", "1")
+		sentry_sdk.get_current_scope().set_tag("span", "1")
+		_sdk.restore_scopes(tokens)
+		assert sentry_sdk.get_isolation_scope() is outer and "request" not in outer._tags
+		assert sentry_sdk.get_current_scope() is current and "span" not in current._tags
+	finally:
+		_sdk.reset()
+
+
 def test_the_client_serializes_events_through_its_module_name_serialize():
 	import sentry_sdk.client
 	import sentry_sdk.serializer

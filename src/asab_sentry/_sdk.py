@@ -135,6 +135,23 @@ def restore_isolation_scope(token: contextvars.Token) -> None:
 	sentry_sdk.scope._isolation_scope.reset(token)  # type: ignore[attr-defined]
 
 
+def fork_scopes() -> tuple[contextvars.Token, contextvars.Token, typing.Any]:
+	"""
+	`sentry_sdk.isolation_scope()` without the context manager (a hot path): the current and the isolation scope
+	forked. Returns the tokens for `restore_scopes` and the forked current scope.
+	"""
+	current = sentry_sdk.get_current_scope().fork()
+	current_token = sentry_sdk.scope._current_scope.set(current)  # type: ignore[attr-defined]
+	isolation_token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+	return current_token, isolation_token, current
+
+
+def restore_scopes(tokens: tuple[contextvars.Token, contextvars.Token, typing.Any]) -> None:
+	"""End the forks `fork_scopes` started."""
+	sentry_sdk.scope._current_scope.reset(tokens[0])  # type: ignore[attr-defined]
+	sentry_sdk.scope._isolation_scope.reset(tokens[1])  # type: ignore[attr-defined]
+
+
 def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
 	"""
 	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package

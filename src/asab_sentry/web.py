@@ -307,6 +307,11 @@ class WebInstrumentation:
 		self.Middleware = self._make_middleware()
 		self._dsc_client: typing.Any = None  # the client _dsc_base was read from
 		self._dsc_base: dict[str, str] = {}
+		# Request transactions' payloads and envelope headers from templates (_templated, _envelope_header).
+		self._templates: dict[tuple, str | None] = {}
+		self._templates_for: tuple = (None, None, None, None)  # the client, final pass and scrubbers they were made for
+		self._seen: dict[tuple, None] = {}  # kinds of request seen once (no template yet)
+		self._headers: dict[tuple, str | None] = {}
 
 	# Installation
 
@@ -363,9 +368,11 @@ class WebInstrumentation:
 		HTTPException = aiohttp.web.HTTPException
 		ignored = self._ignored
 		failed = self.FailedStatusCodes
-		tracing = self.Tracing
 		finish = self._finish
 		fork_scope, restore_scope = _sdk.fork_isolation_scope, _sdk.restore_isolation_scope
+
+		if self.Tracing:
+			return self._make_traced_middleware()
 
 		@aiohttp.web.middleware
 		async def asab_sentry_middleware(request, handler):
@@ -379,8 +386,6 @@ class WebInstrumentation:
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
-				if tracing:
-					return await self._traced(request, handler, state)
 				# Tracing off (every request): _handle inlined, one coroutine less per request.
 				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
 				# written after this, in the connection's scope: later requests of the connection show it.)
@@ -404,43 +409,83 @@ class WebInstrumentation:
 		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
 		return asab_sentry_middleware
 
-	async def _traced(self, request, handler, state: RequestState):
+	def _make_traced_middleware(self) -> typing.Callable:
+		"""The middleware with tracing on (one coroutine per request: the transaction's part inlined)."""
 		import aiohttp.web
 
-		HTTPException, failed = aiohttp.web.HTTPException, self.FailedStatusCodes
-		with sentry_sdk.isolation_scope():
-			if not self._sample(state):
-				return await self._handle(request, handler, state, HTTPException, failed)
-			# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
-			# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
-			transaction = sentry_sdk.tracing.Transaction(
-				# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded generator
-				# per request), so that what sentry-sdk propagates agrees with this module's dynamic sampling context.
-				baggage=sentry_sdk.tracing_utils.Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
-				trace_id=state.TraceId,
-				span_id=state.SpanId,
-				parent_span_id=state.ParentSpanId,
-				parent_sampled=state.ParentSampled,
-				same_process_as_parent=False,
-				sampled=True,
-				op=OP_SERVER,
-				name=state.route_name(),
-				source=state.Source,
-				origin=ORIGIN,
-			)
-			transaction.init_span_recorder(maxlen=MAX_SPANS)
-			state.Transaction = transaction
-			scope = sentry_sdk.get_current_scope()
-			scope.span = transaction
-			start = time.time()
+		HTTPException = aiohttp.web.HTTPException
+		ignored = self._ignored
+		failed = self.FailedStatusCodes
+		finish, sample, send, handle = self._finish, self._sample, self._send_transaction, self._handle
+		fork_scopes, restore_scopes = _sdk.fork_scopes, _sdk.restore_scopes
+		Transaction, Baggage = sentry_sdk.tracing.Transaction, sentry_sdk.tracing_utils.Baggage
+
+		@aiohttp.web.middleware
+		async def asab_sentry_middleware(request, handler):
+			if ignored(request.path):
+				return await handler(request)
+			state = RequestState(request)
+			headers = request.headers
+			sentry_trace = headers.get("sentry-trace")
+			if sentry_trace is not None:
+				_parse_sentry_trace(state, sentry_trace)
+				state.Baggage = _sentry_baggage(headers.get("baggage"))
+			token = current.set(state)
 			try:
-				return await self._handle(request, handler, state, HTTPException, failed)
-			finally:
-				scope.span = None
+				tokens = fork_scopes()  # the request's own current and isolation scopes
 				try:
-					self._send_transaction(state, transaction, start, time.time())
-				except Exception:
-					sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+					if not sample(state):
+						return await handle(request, handler, state, HTTPException, failed)
+					# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+					# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+					transaction = Transaction(
+						# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
+						# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
+						# sampling context.
+						baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
+						trace_id=state.TraceId,
+						span_id=state.SpanId,
+						parent_span_id=state.ParentSpanId,
+						parent_sampled=state.ParentSampled,
+						same_process_as_parent=False,
+						sampled=True,
+						op=OP_SERVER,
+						name=state.route_name(),
+						source=state.Source,
+						origin=ORIGIN,
+					)
+					transaction.init_span_recorder(maxlen=MAX_SPANS)
+					state.Transaction = transaction
+					scope = tokens[2]
+					scope.span = transaction
+					start = time.time()
+					try:
+						try:
+							response = await handler(request)
+						except HTTPException as e:
+							finish(state, e.status, e if e.status in failed else None, failed)
+							raise
+						except Exception as e:
+							finish(state, 500, e, failed)
+							raise
+						except BaseException:  # cancelled: the client went away
+							transaction.set_status("cancelled")
+							raise
+						finish(state, response.status, None, failed)
+						return response
+					finally:
+						scope.span = None
+						try:
+							send(state, transaction, start, time.time())
+						except Exception:
+							sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+				finally:
+					restore_scopes(tokens)
+			finally:
+				current.reset(token)
+
+		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
+		return asab_sentry_middleware
 
 	def _sample(self, state: RequestState) -> bool:
 		"""Sentry's rule: the caller's decision when there is one, else ``sample_rand < traces_sample_rate``."""
@@ -468,9 +513,47 @@ class WebInstrumentation:
 		tags, user, contexts = _sdk.scope_data()
 		span_tags, span_data = _sdk.span_tags_and_data(transaction)
 		tags.update(span_tags)
-		trace = {"trace_id": state.TraceId, "span_id": state.SpanId, "op": OP_SERVER, "origin": ORIGIN}
+		spans = _sdk.finished_child_spans(transaction)
+		event_id = "%032x" % _random_bits(128)
+		payload = None
+		if not spans and not contexts:
+			payload = self._templated(client, state, transaction, tags, user, span_data, event_id, start, end)
+		if payload is None:
+			event = self._transaction_event(
+				client, state, transaction, tags, user, contexts, span_data, spans, event_id, start, end
+			)
+			payload = _transaction_payload(event)
+		header = self._envelope_header(state, event_id, client)
+		transport.capture_envelope(_EncodedEnvelope(header, "transaction", payload))
+
+	def _transaction_event(
+		self,
+		client: typing.Any,
+		state: RequestState,
+		transaction: typing.Any,
+		tags: dict,
+		user: dict | None,
+		contexts: dict,
+		span_data: dict,
+		spans: list,
+		event_id: str,
+		start: typing.Any,
+		end: typing.Any,
+		slots: dict[str, str] | None = None,
+	) -> dict:
+		"""
+		The transaction event of a request. With ``slots`` (`_templated`), the ids, timestamps and URL are
+		those placeholders.
+		"""
+		slot = (slots or {}).get
+		trace = {
+			"trace_id": slot("trace_id", state.TraceId),
+			"span_id": slot("span_id", state.SpanId),
+			"op": OP_SERVER,
+			"origin": ORIGIN,
+		}
 		if state.ParentSpanId is not None:
-			trace["parent_span_id"] = state.ParentSpanId
+			trace["parent_span_id"] = slot("parent_span_id", state.ParentSpanId)
 		if transaction.status:
 			trace["status"] = transaction.status
 		if span_data:
@@ -483,14 +566,14 @@ class WebInstrumentation:
 			contexts["response"] = {"status_code": status}
 		event: dict[str, typing.Any] = {
 			"type": "transaction",
-			"event_id": "%032x" % _random_bits(128),
+			"event_id": slot("event_id", event_id),
 			"transaction": transaction.name,
 			"transaction_info": {"source": state.Source},
 			"contexts": contexts,
 			"tags": tags,
-			"start_timestamp": start,
-			"timestamp": end,
-			"spans": [span.to_json() for span in _sdk.finished_child_spans(transaction)],
+			"start_timestamp": slot("start", start),
+			"timestamp": slot("end", end),
+			"spans": [span.to_json() for span in spans],
 			"request": {},  # method, URL, query string: _add_request
 			"platform": "python",
 			"sdk": {"name": "sentry.python", "version": sentry_sdk.VERSION},
@@ -502,13 +585,152 @@ class WebInstrumentation:
 			if options.get(key):
 				event[key] = options[key]
 		self._add_request(event, state)
-		payload = _transaction_payload(event)
-		headers: dict[str, typing.Any] = {"event_id": event["event_id"], "trace": self._dsc(state)}
-		envelope = sentry_sdk.envelope.Envelope(headers=headers)
-		envelope.add_item(
-			sentry_sdk.envelope.Item(payload=sentry_sdk.envelope.PayloadRef(bytes=payload), type="transaction")
+		if slots is not None:
+			event["request"]["url"] = slots["url"]
+			if "query_string" in event["request"]:
+				event["request"]["query_string"] = slots["query"]
+		return event
+
+	def _templated(
+		self,
+		client: typing.Any,
+		state: RequestState,
+		transaction: typing.Any,
+		tags: dict,
+		user: dict | None,
+		span_data: dict,
+		event_id: str,
+		start: float,
+		end: float,
+	) -> bytes | None:
+		"""
+		The payload of a transaction without spans or scope contexts (a hello world's) as `_transaction_payload`
+		gives it for the event `_transaction_event` builds, from a template: what varies per request (the ids,
+		the timestamps, the URL) filled into the text of an earlier request that had everything else in common
+		(route, status, tags, user, query string, the transaction's data), made when that request's payload was
+		made the usual way and found equal. None when there is no such template (the caller goes the usual way).
+		"""
+		final_pass = limits._active[0] if limits._active else None
+		if final_pass is None or type(final_pass) is not limits.FinalPass or final_pass.Before not in _NO_OP_BEFORE:
+			return None
+		scrubber = final_pass.Scrubber or scrub.active()
+		known = self._templates_for
+		active = scrub.active()  # (_add_request scrubs the query string with it)
+		if known[0] is not client or known[1] is not final_pass or known[2] is not scrubber or known[3] is not active:
+			self._templates.clear()
+			self._seen.clear()
+			self._templates_for = (client, final_pass, scrubber, active)
+		# What _add_request adds: request data, the tenant tag, the user (``tags`` and ``user`` are the caller's
+		# own copies: what is added here, _add_request adds again the same way).
+		request: dict[str, typing.Any] = {}
+		added: dict[str, typing.Any] = {"type": "transaction", "tags": tags, "request": request}
+		if user:
+			added["user"] = user
+		self._add_request(added, state)
+		final_user = added.get("user")
+		if "env" in request:
+			return None
+		user_items = tuple(final_user.items()) if final_user else ()
+		key = (
+			transaction.name,
+			state.Source,
+			transaction.status,
+			state.ParentSpanId is None,
+			bool(user),
+			final_user is None,
+			request.get("method"),
+			"query_string" in request,
+			tuple(tags.items()),
+			user_items,
+			tuple(span_data.items()),
 		)
-		transport.capture_envelope(envelope)
+		for pairs in key[-3:]:
+			for k, v in pairs:
+				# (values that compare equal encode alike only when they are str or int: 1 == 1.0 == True)
+				if k.__class__ is not str or (v.__class__ is not str and v.__class__ is not int):
+					return None
+		template = self._templates.get(key, _MISSING)
+		if template is _MISSING:
+			# A template is made the second time a kind of request is seen: a kind seen once only (a tag
+			# unique to each request) costs no more than the usual way.
+			if key not in self._seen:
+				if len(self._seen) >= MAX_TEMPLATES:
+					self._seen.clear()
+				self._seen[key] = None
+				return None
+			template = self._make_template(client, state, transaction, tags, user, span_data, event_id, start, end)
+			if len(self._templates) >= MAX_TEMPLATES:
+				self._templates.clear()
+			self._templates[key] = template
+		if template is None:
+			return None
+		try:
+			payload = template.format(*_slot_values(scrubber, state, request, event_id, start, end))
+			payload = payload.encode("utf-8")
+		except UnicodeEncodeError:
+			return None
+		if len(payload) * 3 > min(final_pass.MaxCompressed, final_pass.MaxBytes):
+			return None
+		return payload
+
+	def _make_template(
+		self, client, state: RequestState, transaction, tags, user, span_data, event_id, start, end
+	) -> str | None:
+		"""A format string for `_templated`, checked against this request's payload made the usual way."""
+		slots = {name: _SLOT.format(name) for name in _PAYLOAD_SLOTS}
+		copies = (dict(tags), dict(user) if user else user, dict(span_data))
+		placeholders = {name: slots[number] for name, number in zip(_PAYLOAD_SLOT_NAMES, _PAYLOAD_SLOTS, strict=True)}
+		event = self._transaction_event(
+			client, state, transaction, *copies[:2], {}, copies[2], [], "", 0, 0, placeholders
+		)
+		text = _transaction_payload(event).decode("utf-8")
+		if state.ParentSpanId is None:
+			del slots[_PAYLOAD_SLOTS[_PAYLOAD_SLOT_NAMES.index("parent_span_id")]]
+		if "query_string" not in event["request"]:
+			del slots[_PAYLOAD_SLOTS[_PAYLOAD_SLOT_NAMES.index("query")]]
+		template = _format_template(text, {number: _json_encode(slot) for number, slot in slots.items()})
+		if template is None:
+			return None
+		expected = _transaction_payload(
+			self._transaction_event(client, state, transaction, tags, user, {}, span_data, [], event_id, start, end)
+		)
+		request: dict = {}
+		self._add_request({"type": "transaction", "request": request}, state)
+		values = _slot_values(self._templates_for[2], state, request, event_id, start, end)
+		try:
+			if template.format(*values).encode("utf-8") == expected:
+				return template
+		except UnicodeEncodeError:
+			pass
+		return None
+
+	def _envelope_header(self, state: RequestState, event_id: str, client: typing.Any) -> bytes:
+		"""The envelope's headers (event id, the trace's dynamic sampling context) as sentry-sdk writes them."""
+		if state.Baggage is not None or state.ParentSpanId is not None or state.SampleRand is None:
+			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
+		if client is not self._dsc_client:
+			self._headers.clear()  # (_dsc reads the new client's public key, environment and release)
+		key = (state.route_name(), state.Transaction is not None)
+		template = self._headers.get(key, _MISSING)
+		values = ('"' + event_id + '"', '"' + state.TraceId + '"', '"{:.6f}"'.format(state.SampleRand))
+		if template is _MISSING:
+			template = None
+			dsc = self._dsc(state)
+			encode = sentry_sdk.utils.json_dumps
+			slots = [_SLOT.format(number) for number in range(3)]
+			text = encode({"event_id": slots[0], "trace": dict(dsc, trace_id=slots[1], sample_rand=slots[2])})
+			slot_texts = {str(number): encode(slot).decode("utf-8") for number, slot in enumerate(slots)}
+			candidate = _format_template(text.decode("utf-8"), slot_texts)
+			if candidate is not None and candidate.format(*values).encode("utf-8") == encode(
+				{"event_id": event_id, "trace": dsc}
+			):
+				template = candidate
+			if len(self._headers) >= MAX_TEMPLATES:
+				self._headers.clear()
+			self._headers[key] = template
+		if template is None:
+			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
+		return template.format(*values).encode("utf-8")
 
 	def _dsc(self, state: RequestState) -> dict[str, str]:
 		"""The trace's dynamic sampling context: the caller's when continued, else this service's."""
@@ -729,6 +951,111 @@ class WebInstrumentation:
 		if state.ParentSpanId is not None:
 			return None  # the caller sent a trace without baggage: it stays without (frozen, Sentry's rule)
 		return ",".join("sentry-{}={}".format(k, quote(v, safe="")) for k, v in self._dsc(state).items())
+
+
+MAX_TEMPLATES = 256  # kept per instrumentation, for payloads and for envelope headers (then forgotten, made again)
+# The slots of a payload template: format fields {0} to {7}, in the order `_slot_values` gives their texts.
+_PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url", "query")
+_PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
+
+
+def _slot_values(
+	scrubber: scrub.Scrubber, state: RequestState, request: dict, event_id: str, start: float, end: float
+) -> tuple[str, ...]:
+	"""
+	The JSON texts of what varies per request (`_PAYLOAD_SLOT_NAMES`), as the final pass and `_json_encode` give
+	them; ``request`` is the request data `WebInstrumentation._add_request` gives.
+	"""
+	url = request["url"]
+	if "@" in url or "?" in url:  # (nothing else scrub_url changes: a password, query parameters)
+		url = scrubber.scrub_url(url)
+	query = request.get("query_string")
+	parent = state.ParentSpanId
+	return (
+		'"' + event_id + '"',
+		'"' + state.TraceId + '"',
+		'"' + state.SpanId + '"',
+		"" if parent is None else '"' + parent + '"',
+		_float_repr(start),  # (time.time() is finite: the encoder writes its repr)
+		_float_repr(end),
+		_encode_string(url),
+		"" if query is None else _encode_string(scrubber.scrub_query(query)),
+	)
+
+
+_MISSING = object()
+# A placeholder for what varies per request in a template's text: private-use characters, which the encoders keep as
+# they are (or escape, in ASCII JSON) and no scrubbing rule looks at.
+_SLOT = "\ue000asab-sentry-{}\ue000"
+
+
+def _format_template(text: str, slots: dict[str, str]) -> str | None:
+	"""
+	``text`` as a format string: each slot's text (found exactly once) replaced by ``{name}``, braces doubled.
+	None when a slot is not found exactly once.
+	"""
+	found = []
+	for name, slot in slots.items():
+		at = text.find(slot)
+		if at < 0 or text.find(slot, at + 1) >= 0:
+			return None
+		found.append((at, name, slot))
+	found.sort()
+	pieces, position = [], 0
+	for at, name, slot in found:
+		pieces.append(text[position:at].replace("{", "{{").replace("}", "}}"))
+		pieces.append("{" + name + "}")
+		position = at + len(slot)
+	pieces.append(text[position:].replace("{", "{{").replace("}", "}}"))
+	return "".join(pieces)
+
+
+_float_repr = float.__repr__
+_encode_string = json.encoder.encode_basestring  # (what _json_encode does with a str: ensure_ascii=False)
+
+
+class _EncodedEnvelope(sentry_sdk.envelope.Envelope):
+	"""
+	A sentry-sdk envelope of one item whose bytes are made when it is built: `serialize` gives them (a transport
+	serializes it without encoding anything), the same bytes as sentry-sdk's ``Envelope.serialize`` of its headers
+	and item. ``headers`` is decoded when read; an envelope whose headers were read or whose items changed is
+	serialized by sentry-sdk's code.
+	"""
+
+	def __init__(self, header: bytes, item_type: str, payload: bytes):
+		self.items = [sentry_sdk.envelope.Item(payload=sentry_sdk.envelope.PayloadRef(bytes=payload), type=item_type)]
+		self._item = self.items[0]
+		self._header = header
+		self._headers: dict | None = None
+		item_header = b'{"type":"%s","content_type":"application/octet-stream","length":%d}' % (
+			item_type.encode("ascii"),  # (a name such as "transaction": nothing to escape)
+			len(payload),
+		)
+		self._data: bytes | None = b"".join((header, b"\n", item_header, b"\n", payload, b"\n"))
+
+	@property  # type: ignore[override]
+	def headers(self) -> dict:
+		# Read (and maybe changed in place): from now on serialized by sentry-sdk's code.
+		if self._headers is None:
+			self._headers = json.loads(self._header)
+		self._data = None
+		return self._headers
+
+	@headers.setter
+	def headers(self, value: dict) -> None:
+		self._headers = value
+		self._data = None
+
+	def serialize_into(self, f: typing.Any) -> None:
+		if self._data is not None and len(self.items) == 1 and self.items[0] is self._item:
+			f.write(self._data)
+		else:
+			super().serialize_into(f)
+
+	def serialize(self) -> bytes:
+		if self._data is not None and len(self.items) == 1 and self.items[0] is self._item:
+			return self._data
+		return super().serialize()
 
 
 def _transaction_payload(event: dict) -> bytes:
