@@ -543,3 +543,40 @@ def test_a_flush_waits_for_what_the_ended_delivery_process_had_not_read(server):
 	flusher.join(60)
 	assert done.is_set() and messages(server) == ["unread"]
 	assert transport.Pid not in (None, first.Process.pid) and transport.Fallback is None
+
+
+LAUNCHED = r"""
+import json, sys, time
+sys.path[:0] = json.loads(sys.argv[2])  # as PEX, Bazel or a zipapp's bootstrap: the dependencies added at run time
+from asab_sentry.delivery import DeliveryOptions
+from asab_sentry.delivery.process import ProcessDelivery
+t = ProcessDelivery({"dsn": sys.argv[1]}, DeliveryOptions(shutdown_timeout=1.0))
+deadline = time.monotonic() + 30
+while not (t.Fallback is not None or t._child.Ready or time.monotonic() > deadline):
+	time.sleep(0.02)
+print(json.dumps({"ready": t.Fallback is None and t._child.Ready}), flush=True)
+t.kill()
+"""
+
+
+def test_the_delivery_process_imports_from_the_services_own_path(server):
+	"""A service whose launcher puts its dependencies on sys.path at run time (PEX, Bazel, a zipapp's bootstrap):
+	the delivery process started with the interpreter's default path could not import them and fell back to threads.
+	Here: the base interpreter of this virtualenv, the virtualenv's site-packages added at run time."""
+	import json
+	import sysconfig
+
+	interpreter = getattr(sys, "_base_executable", sys.executable)
+	paths = [os.path.join(REPO, "src"), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+	env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+	out = subprocess.run(
+		[interpreter, "-c", LAUNCHED, server.dsn, json.dumps(paths)],
+		capture_output=True,
+		text=True,
+		timeout=120,
+		cwd=REPO,
+		env=env,
+	)
+	assert out.returncode == 0, out.stderr
+	assert json.loads(out.stdout.splitlines()[-1]) == {"ready": True}, out.stderr
+	assert "ended unexpectedly" not in out.stderr

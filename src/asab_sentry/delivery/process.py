@@ -150,15 +150,22 @@ class _Child:
 
 
 def _child_command(root: str) -> list[str]:
-	# -c rather than -m: the service's own asab_sentry (a checkout on sys.path, a virtualenv) is imported, and the
-	# service's working directory is not put on the delivery process's path.
+	# The service's own import path, as it is now: a virtualenv, a checkout, and what a launcher added at run time
+	# (PEX, Bazel, a zipapp's bootstrap); without the working directory (""), which the service may have and which
+	# must not shadow modules here. -c rather than -m: no module is looked up before the path is set.
+	path: list[str] = []
+	for entry in sys.path:
+		try:
+			entry = os.fsdecode(entry)  # str, bytes or os.PathLike; anything else is not a path
+		except TypeError:
+			continue
+		if entry and entry not in path:
+			path.append(entry)
+	if root not in path:
+		path.insert(0, root)
 	code = (
-		"import sys\n"
-		"if sys.path and sys.path[0] == '': del sys.path[0]\n"
-		"if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
-		"from asab_sentry.delivery.process import main\n"
-		"sys.exit(main())\n"
-	).format(root=root)
+		"import sys\nsys.path[:] = {path!r}\nfrom asab_sentry.delivery.process import main\nsys.exit(main())\n"
+	).format(path=path)
 	return [sys.executable, "-c", code, "asab_sentry.delivery.process"]
 
 
