@@ -472,10 +472,12 @@ import sentry_sdk
 from asab_sentry.delivery import DeliveryOptions
 from asab_sentry.delivery.process import ProcessDelivery
 dsn = sys.argv[1]
+if sys.argv[2] == "fallen back":
+	executable, sys.executable = sys.executable, None  # the delivery falls back to the service's threads
 t = ProcessDelivery({"dsn": dsn}, DeliveryOptions(shutdown_timeout=5.0))
 sentry_sdk.init(dsn=dsn, transport=t, default_integrations=False)
 deadline = time.monotonic() + 30
-while not (t._child.Ready or time.monotonic() > deadline):
+while not (t.Fallback is not None or t._child.Ready or time.monotonic() > deadline):
 	time.sleep(0.02)
 pid = t.Pid
 sentry_sdk.capture_message("before the fork")
@@ -493,20 +495,26 @@ sentry_sdk.get_client().close(timeout=5.0)
 """
 
 
-def test_a_fork_of_the_service_neither_ends_its_delivery_process_nor_loses_its_events(server):
+@pytest.mark.parametrize("mode", ["delivery process", "fallen back"])
+def test_a_fork_of_the_service_neither_ends_its_delivery_process_nor_loses_its_events(server, mode):
 	"""A service that forks workers (os.fork, multiprocessing's fork) after the delivery process started: the fork's
 	exit (sentry-sdk's kill) ended the parent's delivery process, and what the fork captured waited for a feeder the
 	fork does not have, then was dropped."""
 	import json
 
 	out = subprocess.run(
-		[sys.executable, "-c", FORKING, server.dsn], capture_output=True, text=True, timeout=120, cwd=REPO, env=_env()
+		[sys.executable, "-c", FORKING, server.dsn, mode],
+		capture_output=True,
+		text=True,
+		timeout=120,
+		cwd=REPO,
+		env=_env(),
 	)
 	assert out.returncode == 0, out.stderr
 	result = json.loads(out.stdout.splitlines()[-1])
 	assert result["same"], out.stderr
 	assert sorted(messages(server)) == ["after the fork", "before the fork", "from the fork"]
-	assert "ended unexpectedly" not in out.stderr and "not delivered" not in out.stderr
+	assert "ended unexpectedly" not in out.stderr and "not delivered" not in out.stderr and "dropped" not in out.stderr
 	assert result["counters"]["sent"] == 2  # the parent's; the fork counted its own
 
 

@@ -403,6 +403,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._feed_bytes = self._feed_envelopes = self._inflight = self._urgent = 0
 		self._commands = []
 		self._child = None  # its pipes stay open here (closing them could block on the status thread's lock)
+		self.Fallback = None  # an in-process delivery of the parent's has no threads here: the fork gets its own
 		self.Losses._lock = threading.Lock()
 		self.Losses._unsaid.clear()  # the parent says and reports its losses; the fork its own
 		self.Losses._discarded.clear()
