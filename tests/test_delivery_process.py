@@ -588,3 +588,23 @@ def test_the_delivery_process_imports_from_the_services_own_path(server):
 	assert out.returncode == 0, out.stderr
 	assert json.loads(out.stdout.splitlines()[-1]) == {"ready": True}, out.stderr
 	assert "ended unexpectedly" not in out.stderr
+
+
+def test_is_healthy_until_the_feed_is_close_to_dropping(server):
+	"""sentry-sdk's monitor samples transactions down while the transport is not healthy. In-process that is a queue
+	over 90 % of its bound (close to dropping); the feed (bound: 4 x queue_max_size) said "not healthy" at 22 % of
+	its bound, long before anything would be dropped."""
+	bound = 60_000
+	transport = start(server, queue_max_size=bound, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	child = transport._child
+	os.kill(child.Process.pid, signal.SIGSTOP)  # the feed fills
+	try:
+		while transport._feed_bytes < 2 * bound:
+			sentry_sdk.capture_message("m", extras={"pad": os.urandom(300).hex()})
+		assert transport.is_healthy() and transport.Losses.Counters["dropped_queue_full"] == 0
+		while not transport.Losses.Counters["dropped_queue_full"]:
+			sentry_sdk.capture_message("m", extras={"pad": os.urandom(300).hex()})
+		assert not transport.is_healthy()
+	finally:
+		os.kill(child.Process.pid, signal.SIGCONT)

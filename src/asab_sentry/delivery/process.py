@@ -379,12 +379,16 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self.Losses.record_lost_event(reason, data_category, quantity)
 
 	def is_healthy(self) -> bool:
-		"""False while rate-limited or with the queue over 90 % (sentry-sdk's monitor then samples down)."""
+		"""
+		False while rate-limited, or with the feed or the delivery process's queue over 90 % of its bound (close to
+		dropping, as in-process; sentry-sdk's monitor then samples down).
+		"""
 		if self.Fallback is not None:
 			return self.Fallback.is_healthy()
 		child = self._child
 		child_ok = child is None or child.Healthy
-		return child_ok and not (self.RateLimits.any_active() or self._feed_bytes > 0.9 * self.Options.queue_max_size)
+		full = self._feed_bytes > 0.9 * INCOMING_FACTOR * self.Options.queue_max_size
+		return child_ok and not (self.RateLimits.any_active() or full)
 
 	# A fork of the service (os.fork, multiprocessing's fork start method)
 
