@@ -608,3 +608,27 @@ def test_is_healthy_until_the_feed_is_close_to_dropping(server):
 		assert not transport.is_healthy()
 	finally:
 		os.kill(child.Process.pid, signal.SIGCONT)
+
+
+def test_client_reports_in_the_pipe_are_not_counted_as_undelivered_envelopes(server, caplog):
+	"""A client report (the service's own losses, queued at each flush) written to a delivery process that reads
+	nothing was counted as an undelivered envelope: in pending(), the exit's line and dropped_shutdown."""
+	transport = start(server, shutdown_timeout=1.0, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready)
+	child = transport._child
+	os.kill(child.Process.pid, signal.SIGSTOP)
+	try:
+		for i in range(3):
+			sentry_sdk.capture_message("stuck {}".format(i))
+		transport.record_lost_event("sample_rate", data_category="error")  # goes with the next flush
+		transport.flush(0.5)
+		assert child.Written == 4  # the three envelopes and the client report
+		assert transport.pending() == 3
+		assert transport.shutdown() == 3
+		transport.kill()
+	finally:
+		if child.Process.poll() is None:
+			os.kill(child.Process.pid, signal.SIGCONT)
+	assert transport.Losses.Counters["dropped_shutdown"] == 3
+	said = [line for line in delivery_lines(caplog) if "not delivered" in line]
+	assert len(said) == 1 and said[0].startswith("3 envelope(s) not delivered")

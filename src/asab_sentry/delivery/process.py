@@ -143,6 +143,7 @@ class _Child:
 		# Written but not known to be read: they go to the next delivery process if this one ends (their bytes still
 		# count in the feed's bound until it says it read them).
 		self.Unreceived: collections.deque[Serialized] = collections.deque()
+		self.Unread = 0  # envelopes among them (client reports are not envelopes a user counts)
 		self.Pending = 0  # envelopes it holds, not delivered or dropped yet (its last message)
 		self.QueuedBytes = 0
 		self.Healthy = True
@@ -305,7 +306,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			pending = int(answer.get("undelivered", 0)) + self._feed_envelopes
 			child = self._child
 			if child is not None:
-				pending += max(0, child.Written - child.Received)
+				pending += child.Unread
 		else:
 			pending = self.pending()
 		if pending and not self._exit_warned:
@@ -337,7 +338,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				undelivered += int(answer.get("undelivered", 0))
 			else:
 				with self._cond:
-					lost = max(0, child.Written - child.Received) + child.Pending
+					lost = child.Unread + child.Pending
 				self.Losses.count("dropped_shutdown", lost)
 				undelivered += lost
 		with self._cond:
@@ -429,7 +430,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		n = self._feed_envelopes
 		child = self._child
 		if child is not None and not child.Ended:
-			n += max(0, child.Written - child.Received) + child.Pending
+			n += child.Unread + child.Pending
 		if self.Fallback is not None:
 			n += self.Fallback.pending()
 		return n
@@ -571,6 +572,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					self._inflight = 0
 					child.Written += frames
 					child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
+					child.Unread += envelopes
 					self._cond.notify_all()
 					if not self._killed:  # (kill emptied the count)
 						with self._bytes_lock:
@@ -710,6 +712,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					entry = child.Unreceived.popleft()
 					if entry.categories:
 						read += len(entry.data)
+						child.Unread -= 1
 				child.Received = received
 				child.Pending = int(message["pending"])
 				child.QueuedBytes = int(message.get("bytes", 0))
@@ -777,6 +780,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			# What it did not read goes to the next one; what it read and held is lost.
 			again: list[Serialized | _Command] = list(child.Unreceived)
 			child.Unreceived.clear()
+			child.Unread = 0
 			# Its unanswered flush/shutdown commands go behind those envelopes (a flush answered before them would
 			# return before they are delivered).
 			commands = [c for c in self._commands if c.Child is child and c.Answer is None]
