@@ -632,3 +632,23 @@ def test_client_reports_in_the_pipe_are_not_counted_as_undelivered_envelopes(ser
 	assert transport.Losses.Counters["dropped_shutdown"] == 3
 	said = [line for line in delivery_lines(caplog) if "not delivered" in line]
 	assert len(said) == 1 and said[0].startswith("3 envelope(s) not delivered")
+
+
+def test_an_envelope_with_thousands_of_items_is_handed_over(server, caplog):
+	"""The client-report quantities of each item went into the frame's 2-byte meta length: an envelope with a few
+	thousand items (attachments) made the feeder fail; the batch it had taken was lost without being counted."""
+	from sentry_sdk.envelope import Envelope, Item, PayloadRef
+
+	transport = start(server)
+	envelope = Envelope(headers={"event_id": "a" * 32})
+	envelope.add_event({"event_id": "a" * 32, "message": "many attachments", "level": "error"})
+	for i in range(4000):
+		envelope.add_item(
+			Item(PayloadRef(bytes=b"x" * (i % 7 + 1)), type="attachment", headers={"filename": "f{}".format(i)})
+		)
+	transport.capture_envelope(envelope)
+	sentry_sdk.capture_message("after it")
+	transport.flush(30)
+	assert sorted(messages(server)) == ["after it", "many attachments"]
+	assert not [r for r in caplog.records if r.name.startswith("asab_sentry") and r.levelno >= logging.ERROR]
+	assert transport.pending() == 0 and transport._feed_bytes == 0

@@ -594,7 +594,12 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		key = (categories, tuple(quantities))
 		meta = self._meta.get(key)
 		if meta is None:
-			meta = json.dumps([sorted(categories), quantities]).encode()
+			# Summed per category (what a client report counts): bounded by the categories, not by the items (the
+			# frame gives the meta 2 bytes of length; an envelope may hold thousands of attachments).
+			totals: collections.Counter[str] = collections.Counter()
+			for category, n in quantities:
+				totals[category] += n
+			meta = json.dumps([sorted(categories), sorted(totals.items())]).encode()
 			if len(self._meta) < 1000:
 				self._meta[key] = meta
 		return meta
