@@ -23,8 +23,10 @@ the service's ``kill`` (sentry-sdk's exit), or when its standard input closes (t
 what it holds within ``shutdown_timeout`` and exits).
 
 When the delivery process ends unexpectedly, one line says so and counts what it held (``process_ended``); a new one
-takes over what the feed holds. When it cannot start, or ends within `STABLE_AFTER` seconds of its start twice in a
-row, the delivery continues in the service's own threads (an in-process `DeliveryTransport` sharing `Losses`).
+takes over what the feed holds. When it cannot start (no interpreter to start: ``sys.executable`` empty, a frozen
+application), is not ready within `START_TIMEOUT` seconds, or ends within `STABLE_AFTER` seconds of its start twice in
+a row, the delivery continues in the service's own threads (an in-process `DeliveryTransport` sharing `Losses`). A
+fork of the service never writes to its parent's delivery process: its own envelopes go to an in-process delivery.
 
 No outbox in this mode (`asab_sentry.settings` rejects the combination): the outbox's promise is that an envelope is
 on disk when capture returns, which only the capturing process can keep.
