@@ -260,22 +260,24 @@ _SENTRY_TRACE = re.compile(r"[ \t]*([0-9a-fA-F]{32})-([0-9a-fA-F]{16})(?:-([01])
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
-def _parse_sentry_trace(state: RequestState, value: str) -> None:
+def _parse_sentry_trace(state: RequestState, value: str) -> bool:
 	"""
 	Continue the caller's trace from ``sentry-trace: <trace id>-<span id>[-<sampled>]`` (32 and 16 hex digits,
-	sampled ``1`` or ``0``). Anything else, all-zero ids included (invalid in W3C trace context, refused by
-	Relay), is ignored: the request starts a trace of its own.
+	sampled ``1`` or ``0``); True when it is continued. Anything else, all-zero ids included (invalid in W3C trace
+	context, refused by Relay), is ignored: the request starts a trace of its own (and the caller's ``baggage``,
+	another trace's context, is not its own either).
 	"""
 	match = _SENTRY_TRACE.fullmatch(value)
 	if match is None:
-		return
+		return False
 	trace_id, span_id, sampled = match.groups()
 	if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-		return
+		return False
 	state._trace_id = trace_id.lower()
 	state.ParentSpanId = span_id.lower()
 	if sampled is not None:
 		state.ParentSampled = sampled == "1"
+	return True
 
 
 def _sentry_baggage(value: str | None) -> str | None:
@@ -312,6 +314,7 @@ class WebInstrumentation:
 		self._templates_for: tuple = (None, None, None, None)  # the client, final pass and scrubbers they were made for
 		self._seen: dict[tuple, None] = {}  # kinds of request seen once (no template yet)
 		self._headers: dict[tuple, str | None] = {}
+		self._headers_for: typing.Any = None  # the client _headers were made for (_dsc_client also follows _baggage)
 
 	# Installation
 
@@ -381,8 +384,7 @@ class WebInstrumentation:
 			state = RequestState(request)
 			headers = request.headers
 			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None:
-				_parse_sentry_trace(state, sentry_trace)
+			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
@@ -427,8 +429,7 @@ class WebInstrumentation:
 			state = RequestState(request)
 			headers = request.headers
 			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None:
-				_parse_sentry_trace(state, sentry_trace)
+			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
 				state.Baggage = _sentry_baggage(headers.get("baggage"))
 			token = current.set(state)
 			try:
@@ -499,7 +500,8 @@ class WebInstrumentation:
 					except ValueError:
 						pass
 		if rand is None or not (0.0 <= rand < 1.0):
-			rand = _random()
+			# Six decimals, never rounded up (sentry-sdk's rule): what is written ("{:.6f}") is what was decided on.
+			rand = int(_random() * 1_000_000) / 1_000_000
 		state.SampleRand = rand
 		if state.ParentSampled is not None:
 			return state.ParentSampled
@@ -651,6 +653,9 @@ class WebInstrumentation:
 					return None
 		template = self._templates.get(key, _MISSING)
 		if template is _MISSING:
+			if _key_size(key) > MAX_TEMPLATED_TEXT:
+				# (the caches keep their kinds' texts: large values, maybe unique per request, go the usual way)
+				return None
 			# A template is made the second time a kind of request is seen: a kind seen once only (a tag
 			# unique to each request) costs no more than the usual way.
 			if key not in self._seen:
@@ -708,8 +713,9 @@ class WebInstrumentation:
 		"""The envelope's headers (event id, the trace's dynamic sampling context) as sentry-sdk writes them."""
 		if state.Baggage is not None or state.ParentSpanId is not None or state.SampleRand is None:
 			return sentry_sdk.utils.json_dumps({"event_id": event_id, "trace": self._dsc(state)})
-		if client is not self._dsc_client:
+		if client is not self._headers_for:
 			self._headers.clear()  # (_dsc reads the new client's public key, environment and release)
+			self._headers_for = client
 		key = (state.route_name(), state.Transaction is not None)
 		template = self._headers.get(key, _MISSING)
 		values = ('"' + event_id + '"', '"' + state.TraceId + '"', '"{:.6f}"'.format(state.SampleRand))
@@ -954,9 +960,20 @@ class WebInstrumentation:
 
 
 MAX_TEMPLATES = 256  # kept per instrumentation, for payloads and for envelope headers (then forgotten, made again)
+MAX_TEMPLATED_TEXT = 4096  # characters of name, tag, user and data keys and values a templated kind may have (memory)
 # The slots of a payload template: format fields {0} to {7}, in the order `_slot_values` gives their texts.
 _PAYLOAD_SLOT_NAMES = ("event_id", "trace_id", "span_id", "parent_span_id", "start", "end", "url", "query")
 _PAYLOAD_SLOTS = tuple(str(number) for number in range(len(_PAYLOAD_SLOT_NAMES)))
+
+
+def _key_size(key: tuple) -> int:
+	"""Characters of a `_templated` key's name and of its tags', user's and data's keys and values (str or int)."""
+	name = key[0]
+	size = len(name) if name.__class__ is str else MAX_TEMPLATED_TEXT + 1
+	for pairs in key[-3:]:
+		for k, v in pairs:
+			size += len(k) + (len(v) if v.__class__ is str else 0)
+	return size
 
 
 def _slot_values(
