@@ -652,3 +652,49 @@ def test_an_envelope_with_thousands_of_items_is_handed_over(server, caplog):
 	assert sorted(messages(server)) == ["after it", "many attachments"]
 	assert not [r for r in caplog.records if r.name.startswith("asab_sentry") and r.levelno >= logging.ERROR]
 	assert transport.pending() == 0 and transport._feed_bytes == 0
+
+
+def test_the_end_of_a_delivery_process_seen_while_a_frame_is_written_does_not_corrupt_the_next_ones_input(
+	server, monkeypatch, tmp_path
+):
+	"""The delivery process ends while the feeder is blocked writing a batch (the pipe full), and the status thread
+	sees the end first: it closed the pipe under the writing feeder, the next delivery process's pipe took the same
+	descriptor number, and the rest of the batch (half a frame) went into it: that one read garbage and delivered
+	nothing more. (A process it started keeps the pipe's reading end open, so that the feeder's write returns only
+	after the end was handled, as when the status thread is the quicker one.)"""
+	import threading
+
+	holder = tmp_path / "holder.pid"
+	real = process_module._child_command
+	keep = (
+		"import subprocess\n"
+		"p = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+		"open({!r}, 'w').write(str(p.pid))\n".format(str(holder))
+	)
+
+	def command(root):
+		argv = real(root)
+		return [argv[0], "-c", keep + argv[2], *argv[3:]] if not holder.exists() else argv
+
+	monkeypatch.setattr(process_module, "_child_command", command)
+	monkeypatch.setattr(process_module, "FEED_GATHER", 1.0)  # the flush joins the batch of the envelopes before it
+	transport = start(server, request_timeout=30.0)
+	assert wait_for(lambda: transport._child.Ready and holder.exists())
+	first = transport._child
+	os.kill(first.Process.pid, signal.SIGSTOP)
+	pad = os.urandom(5_000).hex()  # ~10 kB envelopes
+	for i in range(50):  # ~0.5 MB written, not read
+		sentry_sdk.capture_message("unread {}".format(i), extras={"pad": pad})
+	assert wait_for(lambda: first.Written == 50)
+	for i in range(60):  # ~0.6 MB and the flush: one batch, more than the pipe still takes
+		sentry_sdk.capture_message("blocked {}".format(i), extras={"pad": pad})
+	done = threading.Event()
+	threading.Thread(target=lambda: (transport.flush(60), done.set()), daemon=True).start()
+	assert wait_for(lambda: transport._commands and transport._commands[0].Child is first)
+	os.kill(first.Process.pid, signal.SIGKILL)
+	assert wait_for(lambda: first.Ended)
+	os.kill(int(holder.read_text()), signal.SIGKILL)  # now the feeder's write fails
+	assert done.wait(60)
+	delivered = set(messages(server))
+	assert {"unread {}".format(i) for i in range(50)} <= delivered
+	assert {"blocked {}".format(i) for i in range(60)} <= delivered

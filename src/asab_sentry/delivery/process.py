@@ -228,6 +228,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._meta: dict[tuple, bytes] = {}
 		self._commands: list[_Command] = []  # waiting for their answers
 		self._write_lock = threading.Lock()  # one writer of frames at a time: the feeder, or kill
+		self._to_close: collections.deque[_Child] = collections.deque()  # see `_close_input`
 		self._child: _Child | None = None
 		self._forked = False  # this is a fork of the process that created it (see `_after_fork`)
 		self._start_child()
@@ -406,6 +407,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._cond = threading.Condition()
 		self._write_lock = threading.Lock()
 		self._bytes_lock = threading.Lock()
+		self._to_close = collections.deque()  # the parent's to close
 		self._feed = collections.deque()
 		self._feed_bytes = self._feed_envelopes = self._inflight = self._urgent = 0
 		self._commands = []
@@ -567,18 +569,21 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._inflight = envelopes
 		try:
 			with self._write_lock:
-				if self._killed:
-					raise ValueError("killed")
-				_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
-				with self._cond:  # under the write lock: kill's answer covers the batch exactly when this is done
-					self._inflight = 0
-					child.Written += frames
-					child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
-					child.Unread += envelopes
-					self._cond.notify_all()
-					if not self._killed:  # (kill emptied the count)
-						with self._bytes_lock:
-							self._feed_envelopes -= envelopes
+				try:
+					if self._killed:
+						raise ValueError("killed")
+					_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
+					with self._cond:  # under the write lock: kill's answer covers the batch exactly when this is done
+						self._inflight = 0
+						child.Written += frames
+						child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
+						child.Unread += envelopes
+						self._cond.notify_all()
+						if not self._killed:  # (kill emptied the count)
+							with self._bytes_lock:
+								self._feed_envelopes -= envelopes
+				finally:
+					self._close_pending()
 		except (OSError, ValueError):
 			# The delivery process is gone: the batch goes to the next one (or this process's threads).
 			with self._cond:
@@ -620,6 +625,24 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					self._feed_envelopes -= 1
 					self._feed_bytes -= len(entry.data)
 			fallback.hand_over(entry)
+
+	def _close_input(self, child: _Child) -> None:
+		"""
+		Close the delivery process's standard input, never while a frame is being written to it: the writer would go
+		on with the same descriptor number, which the next pipe (the next delivery process's) or file may have taken.
+		"""
+		if self._write_lock.acquire(blocking=False):
+			try:
+				_close(child)
+			finally:
+				self._write_lock.release()
+		else:
+			self._to_close.append(child)  # the writer closes it when its write returned
+
+	def _close_pending(self) -> None:
+		"""(With the write lock.) Close the inputs that could not be closed while a frame was being written."""
+		while self._to_close:
+			_close(self._to_close.popleft())
 
 	# The delivery process
 
@@ -764,7 +787,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		finally:
 			with self._cond:
 				self._commands.remove(command)
-			_close(child)
+			self._close_input(child)
 			try:
 				# It answered: it ends by itself at once. It did not: it is not waited for any longer.
 				child.Process.wait(timeout=KILL_WAIT if command.Answer is not None else 0.0)
@@ -805,7 +828,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		except subprocess.TimeoutExpired:
 			child.Process.kill()
 			code = child.Process.wait()
-		_close(child)
+		self._close_input(child)
 		how = "killed by signal {}".format(-code) if code < 0 else "exit code {}".format(code)
 		if failure is not None:
 			how += ": {}".format(failure)
