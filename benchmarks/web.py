@@ -8,6 +8,8 @@ Benchmark (measured, never asserted): an asab.web "hello world" under wrk on 127
 - sdk 1.0     the same at traces_sample_rate 1.0
 - ours off    asab_sentry.SentryService, traces_sample_rate unset (0)
 - ours 1.0    asab_sentry.SentryService, traces_sample_rate 1.0
+- ours 1.0 process   the same with ``[sentry] delivery = process`` (the HTTP work in a delivery process: its CPU
+              time is the "process" column, not part of the server's)
 
 Per configuration: requests/s (median of the rounds, rounds interleaved), ratio to plain, p50/p99 latency (wrk),
 CPU time of the server process per request, and transactions sent by the service (handed to its transport after
@@ -34,17 +36,19 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("plain", "sdk off", "sdk 1.0", "ours off", "ours 1.0")
+MODES = ("plain", "sdk off", "sdk 1.0", "ours off", "ours 1.0", "ours 1.0 process")
 
 SERVER = r"""
 import asyncio, logging, os, sys
 import aiohttp.web, asab, asab.web
 
 mode, dsn, senders = sys.argv[1], sys.argv[2], sys.argv[3]
-rate = "1.0" if mode.endswith("1.0") else "0"
+rate = "1.0" if "1.0" in mode else "0"
 asab.Config.read_dict({"sentry": {"data_source_name": dsn, "traces_sample_rate": rate}})
 if senders:
 	asab.Config.read_dict({"sentry": {"max_concurrent_requests": senders}})
+if mode.endswith("process"):
+	asab.Config.read_dict({"sentry": {"delivery": "process"}})
 sent = [0]
 
 
@@ -130,6 +134,22 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 	except FileNotFoundError:  # a thread that ended
 		return 0.0
 	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu(pid: int) -> float:
+	"""CPU seconds of the server's child processes (the delivery process of ``delivery = process``)."""
+	total = 0.0
+	for entry in os.listdir("/proc"):
+		if not entry.isdigit():
+			continue
+		try:
+			with open("/proc/{}/stat".format(entry)) as f:
+				fields = f.read().rsplit(")", 1)[1].split()
+		except OSError:
+			continue
+		if int(fields[1]) == pid:
+			total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+	return total
 
 
 def thread_group(name: str) -> str:
@@ -266,6 +286,7 @@ def run_mode(mode: str, receiver: Receiver, duration: float, connections: int, e
 		cpu = cpu_seconds(server.pid)
 		per_thread = thread_cpu(server.pid, threads)
 		receiver_cpu = cpu_seconds(receiver.Process.pid)
+		process_cpu = children_cpu(server.pid)
 		children = os.times()
 		result = wrk(url, duration, connections)
 		n = max(result["requests"], 1)
@@ -274,6 +295,7 @@ def run_mode(mode: str, receiver: Receiver, duration: float, connections: int, e
 		for group, seconds in after.items():
 			result["cpu_" + group] = (seconds - per_thread[group]) / n * 1e6
 		result["cpu_receiver"] = (cpu_seconds(receiver.Process.pid) - receiver_cpu) / n * 1e6
+		result["cpu_process"] = (children_cpu(server.pid) - process_cpu) / n * 1e6
 		done = os.times()
 		result["cpu_wrk"] = (
 			(done.children_user + done.children_system - children.children_user - children.children_system) / n * 1e6
@@ -321,7 +343,7 @@ def main() -> int:
 				)
 				r = results[mode][-1]
 				print(
-					"round {} {:<9} {:>8.0f} req/s  txn sent {} received {} {}".format(
+					"round {} {:<16} {:>8.0f} req/s  txn sent {} received {} {}".format(
 						n + 1, mode, r["rps"], r["sent"], r["received"], r["drops"]
 					),
 					file=sys.stderr,
@@ -338,7 +360,7 @@ def main() -> int:
 		)
 	)
 	print(
-		"{:<10} {:>9} {:>8} {:>9} {:>9} {:>12} {:>10} {:>10} {:>10}".format(
+		"{:<16} {:>9} {:>8} {:>9} {:>9} {:>12} {:>10} {:>10} {:>10}".format(
 			"", "req/s", "/plain", "p50 ms", "p99 ms", "CPU µs/req", "CPU /plain", "txn sent", "received"
 		)
 	)
@@ -347,7 +369,7 @@ def main() -> int:
 		rps = statistics.median(r["rps"] for r in rs)
 		cpu = statistics.median(r["cpu_us"] for r in rs)
 		print(
-			"{:<10} {:>9.0f} {:>7.2f}x {:>9.2f} {:>9.2f} {:>12.0f} {:>9.2f}x {:>10} {:>10}".format(
+			"{:<16} {:>9.0f} {:>7.2f}x {:>9.2f} {:>9.2f} {:>12.0f} {:>9.2f}x {:>10} {:>10}".format(
 				mode,
 				rps,
 				rps / plain,
@@ -361,12 +383,12 @@ def main() -> int:
 		)
 	print()
 	print("CPU µs per request, by thread of the server, and of the receiver and wrk (medians)")
-	groups = ("loop", "prepare", "senders", "other", "receiver", "wrk")
-	print("{:<10} ".format("") + " ".join("{:>9}".format(g) for g in groups))
+	groups = ("loop", "prepare", "senders", "other", "process", "receiver", "wrk")
+	print("{:<16} ".format("") + " ".join("{:>9}".format(g) for g in groups))
 	for mode in modes:
 		rs = results[mode]
 		print(
-			"{:<10} ".format(mode)
+			"{:<16} ".format(mode)
 			+ " ".join("{:>9.0f}".format(statistics.median(r["cpu_" + g] for r in rs)) for g in groups)
 		)
 	for mode in modes:

@@ -320,3 +320,20 @@ def test_scopes_put_breadcrumbs_into_events_through_apply_breadcrumbs_to_event()
 	finally:
 		_sdk.reset()
 	assert sentry_sdk.scope.Scope._apply_breadcrumbs_to_event is original
+
+
+def test_the_modules_integration_reads_the_installed_modules_cached_in_one_module_global(monkeypatch):
+	"""`_sdk.warm_up` fills sentry-sdk's cache of the installed distributions (what every event's ``modules`` is)."""
+	from sentry_sdk.integrations.modules import ModulesIntegration
+
+	monkeypatch.setattr(sentry_sdk.utils, "_installed_modules", None)
+	computed = dict(sentry_sdk.utils._generate_installed_modules())
+	assert computed and all(type(k) is str and type(v) is str for k, v in computed.items())
+	ready = {"asab-sentry-pinned": "1.0"}
+	sentry_sdk.utils._installed_modules = ready
+	assert sentry_sdk.utils._get_installed_modules() is ready
+	events = []
+	sentry_sdk.init(dsn=None, default_integrations=False, integrations=[ModulesIntegration()])
+	sentry_sdk.get_global_scope().add_event_processor(lambda event, hint: events.append(event) or event)
+	sentry_sdk.capture_message("modules")
+	assert events[0]["modules"] is ready

@@ -345,3 +345,49 @@ def use_breadcrumb_order(kind: type | None) -> None:
 		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _apply_breadcrumbs_to_event  # type: ignore[method-assign]
 	else:
 		sentry_sdk.scope.Scope._apply_breadcrumbs_to_event = _sdk_apply_breadcrumbs  # type: ignore[method-assign]
+
+
+_warm_up: list[threading.Thread] = []
+#: Seconds the warm-up thread sleeps before each distribution it reads (about 160 in a typical virtualenv).
+WARM_UP_PAUSE = 0.0005
+
+
+def warm_up() -> threading.Thread | None:
+	"""
+	Do in a background thread the one-off work sentry-sdk leaves to the first event: the list of installed
+	distributions that ModulesIntegration puts into every event (``_get_installed_modules``: the metadata of every
+	distribution read and parsed, 20–80 ms). Left to the first event, it lands on the event loop, in the middle
+	of whatever made that error (an error storm). The thread sleeps `WARM_UP_PAUSE` before each distribution
+	(about half a millisecond of work each): it never holds the interpreter lock for long while the service
+	starts or the loop runs (a thread that keeps it makes the others wait up to ``sys.getswitchinterval()``,
+	5 ms, each time). The result is what sentry-sdk would compute; an event captured before the thread is done
+	computes it itself, as before. Returns the thread, or None when there is nothing to do.
+	"""
+	if getattr(sentry_sdk.utils, "_installed_modules", None) is not None:
+		return None
+	thread = threading.Thread(target=_warm_installed_modules, name="asab-sentry-warm-up", daemon=True)
+	thread.start()
+	_warm_up[:] = [thread]
+	return thread
+
+
+def _warm_installed_modules() -> None:
+	try:
+		modules = {}
+		time.sleep(WARM_UP_PAUSE)  # `Thread.start()` returns to the service's start-up at once
+		for name, version in sentry_sdk.utils._generate_installed_modules():  # type: ignore[attr-defined]
+			modules[name] = version
+			time.sleep(WARM_UP_PAUSE)  # the other threads (the event loop's) get the interpreter lock
+		if sentry_sdk.utils._installed_modules is None:  # type: ignore[attr-defined]
+			sentry_sdk.utils._installed_modules = modules  # type: ignore[attr-defined]
+	except Exception:
+		pass  # the first event computes it, as without the warm-up
+
+
+def wait_warm_up(timeout: float) -> bool:
+	"""Wait for the `warm_up` thread (tests, benchmarks); True when it is done (or none ran)."""
+	for thread in list(_warm_up):
+		thread.join(timeout)
+		if thread.is_alive():
+			return False
+	return True

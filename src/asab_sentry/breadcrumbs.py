@@ -27,9 +27,9 @@ import sentry_sdk
 from . import _sdk
 
 _STASH = "asab_sentry_breadcrumbs"
-_SERIALIZED = operator.attrgetter("_serialized")
-_VALUE = operator.itemgetter(1)
-_META = operator.itemgetter(2)
+_SERIALIZED_FOR = operator.attrgetter("_serialized_for")
+_VALUE = operator.attrgetter("_value")
+_META = operator.attrgetter("_meta")
 
 # Held while a breadcrumb is built or scrubbed and serialized (at event time, never while logging).
 _building = threading.RLock()
@@ -42,9 +42,13 @@ class LogBreadcrumb(dict):
 	It behaves as the dict ``builder(record, message)`` returns; every read builds it first. The message is
 	formatted when the record is logged (later changes to the arguments do not show); ``extra`` data is
 	referenced, as sentry-sdk's own breadcrumbs reference it.
+
+	A breadcrumb stays in memory for the next ``max_breadcrumbs`` log records, long enough to reach the garbage
+	collector's oldest generation: its serialized form is kept in slots rather than in one more container, so
+	that each one adds as few objects as possible to what a full collection walks.
 	"""
 
-	__slots__ = ("_record", "_message", "_builder", "_serialized")
+	__slots__ = ("_record", "_message", "_builder", "_serialized_for", "_value", "_meta")
 
 	def __init__(
 		self, record: logging.LogRecord, message: str, builder: typing.Callable[[logging.LogRecord, str], dict]
@@ -52,7 +56,10 @@ class LogBreadcrumb(dict):
 		self._record: logging.LogRecord | None = record
 		self._message = message
 		self._builder = builder
-		self._serialized: tuple[typing.Any, dict, dict | None] | None = None
+		# The client options the breadcrumb was serialized with (None: not serialized), the result, its _meta.
+		self._serialized_for: dict | None = None
+		self._value: dict | None = None
+		self._meta: dict | None = None
 
 	def build(self) -> LogBreadcrumb:
 		if self._record is not None:
@@ -66,27 +73,29 @@ class LogBreadcrumb(dict):
 
 	def serialized(self, options: dict) -> tuple[dict, dict | None]:
 		"""This breadcrumb scrubbed and serialized as sentry-sdk would in an event, and its ``_meta``; once."""
-		cached = self._serialized
-		if cached is not None and cached[0] is options:
-			return cached[1], cached[2]
+		if self._serialized_for is options:
+			return typing.cast(dict, self._value), self._meta
 		with _building:
 			self.build()
 			scrubber = options.get("event_scrubber")
 			if scrubber:
 				scrubber.scrub_breadcrumbs({"breadcrumbs": {"values": [self]}})
 			value, meta = _sdk.serialize_breadcrumb(self, options)
-			self._serialized = (options, value, meta)
+			self._value, self._meta, self._serialized_for = value, meta, options
 		return value, meta
+
+	def _changed(self) -> None:
+		self._serialized_for = self._value = self._meta = None
 
 	def __getitem__(self, key):
 		return dict.__getitem__(self.build(), key)
 
 	def __setitem__(self, key, value):
-		self._serialized = None
+		self._changed()
 		dict.__setitem__(self.build(), key, value)
 
 	def __delitem__(self, key):
-		self._serialized = None
+		self._changed()
 		dict.__delitem__(self.build(), key)
 
 	def __contains__(self, key):
@@ -128,15 +137,15 @@ class LogBreadcrumb(dict):
 		return dict(dict.items(self.build()))
 
 	def pop(self, *args):
-		self._serialized = None
+		self._changed()
 		return dict.pop(self.build(), *args)
 
 	def setdefault(self, key, default=None):
-		self._serialized = None
+		self._changed()
 		return dict.setdefault(self.build(), key, default)
 
 	def update(self, *args, **kwargs):
-		self._serialized = None
+		self._changed()
 		dict.update(self.build(), *args, **kwargs)
 
 
@@ -162,12 +171,14 @@ def restore(event: dict, hint: dict) -> dict:
 		return event
 	options = sentry_sdk.get_client().options
 	# What `serialized` returns, looked up at C speed; only the breadcrumbs new to events are serialized here.
-	cached = list(map(_SERIALIZED, values))
-	for index in [i for i, c in enumerate(cached) if c is None or c[0] is not options]:
-		value, meta = values[index].serialized(options)
-		cached[index] = (options, value, meta)
-	serialized = list(map(_VALUE, cached))
-	metas = {str(i): m for i, m in enumerate(map(_META, cached)) if m} if any(map(_META, cached)) else {}
+	for index in [i for i, done in enumerate(map(_SERIALIZED_FOR, values)) if done is not options]:
+		values[index].serialized(options)
+	serialized = list(map(_VALUE, values))
+	metas = {str(i): m for i, m in enumerate(map(_META, values)) if m} if any(map(_META, values)) else {}
+	if None in serialized:  # a breadcrumb changed by another thread meanwhile: each one as it is now
+		pairs = [crumb.serialized(options) for crumb in values]
+		serialized = [value for value, _ in pairs]
+		metas = {str(i): meta for i, (_, meta) in enumerate(pairs) if meta}
 	event["breadcrumbs"] = {"values": serialized}
 	meta_root = event.get("_meta")
 	own = meta_root.get("breadcrumbs") if isinstance(meta_root, dict) else None

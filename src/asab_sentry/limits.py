@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import operator
+import threading
 import typing
 import uuid
 import zlib
@@ -468,9 +469,13 @@ _active: list[FinalPass] = []
 
 _DSC = "dynamic_sampling_context"
 
-#: id(event) -> (event, its values, its JSON as sent, its trace context or None): the encodings the final pass
-#: made of the events it let through, for `take_encoded`. Bounded: an event sentry-sdk drops after
-#: ``before_send`` (its error sampler) never comes to take its encoding.
+#: thread id -> (event, its values, its JSON as sent, its trace context or None): the encoding the final pass
+#: made of the last event it let through in that thread, for `take_encoded`. sentry-sdk hands an event to the
+#: transport in the thread and the ``capture_event`` call that ran ``before_send`` on it, before that thread
+#: captures anything else, so one per thread is enough. Bounded: an event sentry-sdk drops after
+#: ``before_send`` (its error sampler), or a transport that never asks, leaves its encoding here until the
+#: thread's next event; and an event kept stays in memory only that long (not, in an error storm, long enough
+#: to be promoted to the garbage collector's oldest generation by the dozen).
 _encoded: dict[int, tuple[dict, tuple, bytes, dict | None]] = {}
 _MAX_ENCODED = 64
 #: ... and at most this many bytes of them (events dropped by the sampler may be up to `MAX_EVENT_BYTES` each).
@@ -491,11 +496,8 @@ def take_encoded(event: typing.Any) -> bytes | None:
 	into the envelope's header (the encoding is made without it). None otherwise (a changed or unknown event).
 	Each encoding is given once.
 	"""
-	known = _encoded.pop(id(event), None)
+	known = _pop_encoded(event)
 	if known is None:
-		return None
-	_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(known[2]))
-	if known[0] is not event:
 		return None
 	_, values, raw, trace = known
 	if len(values) != len(event) or any(a is not b for a, b in zip(values, event.values(), strict=True)):
@@ -524,9 +526,7 @@ def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 	final_pass = _active[0] if _active else FinalPass()
 	result = final_pass(event, {})
 	if result is not None:
-		known = _encoded.pop(id(result), None)  # its caller encodes it its own way
-		if known is not None:
-			_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(known[2]))
+		_pop_encoded(result)  # its caller encodes it its own way
 	return result if result is not None else event
 
 
@@ -611,16 +611,18 @@ class FinalPass:
 		escapes = b"\\ud" in raw
 		cache = self._crumbs
 		# Most breadcrumbs were in the previous event: looked up at C speed, only the new ones handled one by one.
-		knowns = list(map(cache.get, map(id, values)))  # type: ignore[arg-type]
+		ids = list(map(id, values))  # type: ignore[arg-type]
+		knowns = list(map(cache.get, ids))
 		for index in [i for i, (k, c) in enumerate(zip(knowns, values, strict=True)) if k is None or k[0] is not c]:  # type: ignore[arg-type]
 			crumb = values[index]  # type: ignore[index]
 			scrubbed = scrubber.scrub_breadcrumb(crumb)
 			encoded, crumb_exact = _encode_exact(scrubbed)
 			known = (crumb, scrubbed, encoded, b"\\ud" in encoded, crumb_exact)
-			if len(cache) >= 400:  # the oldest half: breadcrumbs that left the scope first
-				for key in list(itertools.islice(cache, 200)):
-					cache.pop(key, None)
 			cache[id(crumb)] = knowns[index] = known
+		if len(cache) > len(ids) + 32:
+			# Only this event's breadcrumbs: those that left the scope are let go a few at a time (not hundreds
+			# kept long enough to reach the garbage collector's oldest generation).
+			self._crumbs = dict(zip(ids, knowns, strict=True))
 		values[:] = map(_SECOND, knowns)  # type: ignore[index]
 		escapes = escapes or any(map(_FOURTH, knowns))
 		exact = exact and all(map(_FIFTH, knowns))
@@ -678,8 +680,30 @@ def fill_encoded(envelope: typing.Any) -> bool:
 def _keep_encoded(event: dict[str, typing.Any], raw: bytes) -> None:
 	contexts = event.get("contexts")
 	trace = contexts.get("trace") if type(contexts) is dict else None
+	thread = threading.get_ident()
+	previous = _encoded.pop(thread, None)  # never taken: the thread's last event was not sent
+	if previous is not None:
+		_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(previous[2]))
 	if len(_encoded) >= _MAX_ENCODED or _encoded_bytes[0] + len(raw) > _MAX_ENCODED_BYTES:
 		_encoded.clear()
 		_encoded_bytes[0] = 0
-	_encoded[id(event)] = (event, tuple(event.values()), raw, trace if type(trace) is dict and _DSC in trace else None)
+	_encoded[thread] = (event, tuple(event.values()), raw, trace if type(trace) is dict and _DSC in trace else None)
 	_encoded_bytes[0] += len(raw)
+
+
+def _pop_encoded(event: typing.Any) -> tuple[dict, tuple, bytes, dict | None] | None:
+	"""The kept encoding of ``event`` (looked for in the calling thread first), forgotten; None when none is kept."""
+	thread = threading.get_ident()
+	known = _encoded.get(thread)
+	if known is None or known[0] is not event:
+		# Handed over in another thread than the one that ran the final pass (not sentry-sdk's way, but allowed).
+		for other, entry in list(_encoded.items()):
+			if entry[0] is event:
+				thread, known = other, entry
+				break
+		else:
+			return None
+	if _encoded.pop(thread, None) is not known:
+		return None  # taken meanwhile by another thread
+	_encoded_bytes[0] = max(0, _encoded_bytes[0] - len(known[2]))
+	return known

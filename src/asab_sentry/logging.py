@@ -102,8 +102,15 @@ def breadcrumb_from_record(record: logging.LogRecord, message: str) -> dict:
 		"category": record.name,
 		"message": message,
 		"timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
-		"data": limits.Bag(record_data(record)),
+		"data": _breadcrumb_data(record),
 	}
+
+
+def _breadcrumb_data(record: logging.LogRecord) -> dict:
+	# A breadcrumb stays in memory for the next max_breadcrumbs records: an empty ``{}`` is not tracked by the
+	# garbage collector (a `limits.Bag` always is), and renders the same.
+	data = record_data(record)
+	return limits.Bag(data) if data else {}
 
 
 def access_log_breadcrumb(record: logging.LogRecord, message: str) -> dict:

@@ -218,6 +218,8 @@ class SentryService(asab.Service):
 		_sdk.use_fast_serializer(speed.ENABLED)
 		_sdk.use_source_cache(speed.ENABLED)
 		_sdk.use_breadcrumb_order(breadcrumbs.LogBreadcrumb if speed.ENABLED else None)
+		if speed.ENABLED and "modules" in client.integrations:
+			_sdk.warm_up()  # the first event's one-off work, off the event loop
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		scope = sentry_sdk.get_global_scope()
