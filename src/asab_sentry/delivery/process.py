@@ -23,8 +23,10 @@ the service's ``kill`` (sentry-sdk's exit), or when its standard input closes (t
 what it holds within ``shutdown_timeout`` and exits).
 
 When the delivery process ends unexpectedly, one line says so and counts what it held (``process_ended``); a new one
-takes over what the feed holds. When it cannot start, or ends within `STABLE_AFTER` seconds of its start twice in a
-row, the delivery continues in the service's own threads (an in-process `DeliveryTransport` sharing `Losses`).
+takes over what the feed holds. When it cannot start (no interpreter to start: ``sys.executable`` empty, a frozen
+application), is not ready within `START_TIMEOUT` seconds, or ends within `STABLE_AFTER` seconds of its start twice in
+a row, the delivery continues in the service's own threads (an in-process `DeliveryTransport` sharing `Losses`). A
+fork of the service never writes to its parent's delivery process: its own envelopes go to an in-process delivery.
 
 No outbox in this mode (`asab_sentry.settings` rejects the combination): the outbox's promise is that an envelope is
 on disk when capture returns, which only the capturing process can keep.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -50,6 +53,7 @@ import threading
 import time
 import traceback
 import typing
+import weakref
 
 import sentry_sdk.transport
 from sentry_sdk.consts import VERSION as SDK_VERSION
@@ -96,6 +100,10 @@ STATUS_INTERVAL = 0.05
 #: delivery continues in the service's threads.
 STABLE_AFTER = 10.0
 
+#: A delivery process not ready this many seconds after its start (an interpreter that hangs at start, a program
+#: that is not one) is ended: the delivery continues in the service's threads.
+START_TIMEOUT = 30.0
+
 #: Seconds the service waits for the delivery process's answer after a deadline it passed on (the answer's way).
 ANSWER_GRACE = 0.25
 
@@ -106,13 +114,19 @@ KILL_WAIT = 2.0
 REPORT_INTERVAL = 30.0
 
 
+_COMMAND_IDS = itertools.count(1)
+
+
 class _Command:
 	"""A command in the feed, and its answer."""
 
-	__slots__ = ("Payload", "Child", "Answer", "Fallback")
+	__slots__ = ("Payload", "Id", "Child", "Answer", "Fallback")
 
 	def __init__(self, payload: dict[str, typing.Any]):
 		self.Payload = payload
+		# Never reused: an answer that comes after its command gave up must not answer a later one (``id()`` of a
+		# freed command is the address of the next one).
+		self.Id = next(_COMMAND_IDS)
 		self.Child: _Child | None = None  # the delivery process it was written to
 		self.Answer: dict[str, typing.Any] | None = None
 		self.Fallback = False  # it reached the feed's end after the delivery moved into this process
@@ -131,6 +145,7 @@ class _Child:
 		# Written but not known to be read: they go to the next delivery process if this one ends (their bytes still
 		# count in the feed's bound until it says it read them).
 		self.Unreceived: collections.deque[Serialized] = collections.deque()
+		self.Unread = 0  # envelopes among them (client reports are not envelopes a user counts)
 		self.Pending = 0  # envelopes it holds, not delivered or dropped yet (its last message)
 		self.QueuedBytes = 0
 		self.Healthy = True
@@ -138,15 +153,22 @@ class _Child:
 
 
 def _child_command(root: str) -> list[str]:
-	# -c rather than -m: the service's own asab_sentry (a checkout on sys.path, a virtualenv) is imported, and the
-	# service's working directory is not put on the delivery process's path.
+	# The service's own import path, as it is now: a virtualenv, a checkout, and what a launcher added at run time
+	# (PEX, Bazel, a zipapp's bootstrap); without the working directory (""), which the service may have and which
+	# must not shadow modules here. -c rather than -m: no module is looked up before the path is set.
+	path: list[str] = []
+	for entry in sys.path:
+		try:
+			entry = os.fsdecode(entry)  # str, bytes or os.PathLike; anything else is not a path
+		except TypeError:
+			continue
+		if entry and entry not in path:
+			path.append(entry)
+	if root not in path:
+		path.insert(0, root)
 	code = (
-		"import sys\n"
-		"if sys.path and sys.path[0] == '': del sys.path[0]\n"
-		"if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
-		"from asab_sentry.delivery.process import main\n"
-		"sys.exit(main())\n"
-	).format(root=root)
+		"import sys\nsys.path[:] = {path!r}\nfrom asab_sentry.delivery.process import main\nsys.exit(main())\n"
+	).format(path=path)
 	return [sys.executable, "-c", code, "asab_sentry.delivery.process"]
 
 
@@ -197,6 +219,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._bytes_lock = threading.Lock()
 		self._feeder_idle = False
 		self._urgent = 0  # flush/shutdown waiting: no gathering
+		self._inflight = 0  # envelopes of the batch the feeder is writing (out of the feed, not yet written)
 		self._killed = False
 		self._exit_warned = False
 		self._shutdown_deadline: float | None = None
@@ -205,10 +228,13 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._meta: dict[tuple, bytes] = {}
 		self._commands: list[_Command] = []  # waiting for their answers
 		self._write_lock = threading.Lock()  # one writer of frames at a time: the feeder, or kill
+		self._to_close: collections.deque[_Child] = collections.deque()  # see `_close_input`
 		self._child: _Child | None = None
+		self._forked = False  # this is a fork of the process that created it (see `_after_fork`)
 		self._start_child()
 		self._feeder = threading.Thread(target=self._feed_loop, name="asab-sentry-feeder", daemon=True)
 		self._feeder.start()
+		_INSTANCES.add(self)
 
 	@property
 	def Pid(self) -> int | None:
@@ -220,6 +246,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 	def capture_envelope(self, envelope: Envelope) -> None:
 		"""Hand an envelope over: serialized (`intake`) and appended to the feed; no I/O, no compression."""
 		fallback = self.Fallback
+		if fallback is None and self._forked:
+			fallback = self._forked_fallback()
 		if fallback is not None:
 			fallback.capture_envelope(envelope)
 			return
@@ -254,6 +282,9 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 
 	def flush(self, timeout: float, callback: typing.Any = None) -> None:
 		"""Wait until everything handed over is delivered (or dropped), at most ``timeout`` seconds."""
+		if self._forked:
+			self._forked_fallback().flush(timeout)
+			return
 		deadline = time.monotonic() + max(0.0, timeout)
 		if self._shutdown_deadline is not None:
 			deadline = min(deadline, self._shutdown_deadline)
@@ -265,6 +296,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		says what is left. Returns the number of envelopes still undelivered.
 		"""
 		timeout = self.Options.shutdown_timeout if timeout is None else timeout
+		if self._forked:
+			return self._forked_fallback().shutdown(timeout)
 		if self._shutdown_deadline is None:
 			self._shutdown_deadline = time.monotonic() + timeout
 		answer = self._ask("shutdown", self._shutdown_deadline)
@@ -276,7 +309,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			pending = int(answer.get("undelivered", 0)) + self._feed_envelopes
 			child = self._child
 			if child is not None:
-				pending += max(0, child.Written - child.Received)
+				pending += child.Unread
 		else:
 			pending = self.pending()
 		if pending and not self._exit_warned:
@@ -289,9 +322,11 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			if self._killed:
 				return
 			self._killed = True
-			left = [e for e in self._feed if isinstance(e, Serialized) and e.categories]
-			commands = [e for e in self._feed if isinstance(e, _Command)]
-			self._feed.clear()
+			entries = []
+			while self._feed:  # one entry at a time: the loop may still append
+				entries.append(self._feed.popleft())
+			left = [e for e in entries if isinstance(e, Serialized) and e.categories]
+			commands = list(self._commands)  # in the feed, or written and not answered: none will be
 			with self._bytes_lock:
 				self._feed_bytes = 0
 				self._feed_envelopes = 0
@@ -306,9 +341,16 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				undelivered += int(answer.get("undelivered", 0))
 			else:
 				with self._cond:
-					lost = max(0, child.Written - child.Received) + child.Pending
+					lost = child.Unread + child.Pending
 				self.Losses.count("dropped_shutdown", lost)
 				undelivered += lost
+		with self._cond:
+			# A batch the feeder took out of the feed and did not write before the kill (the delivery process
+			# did not read it): nobody else counts it.
+			inflight, self._inflight = self._inflight, 0
+		if inflight:
+			self.Losses.count("dropped_shutdown", inflight)
+			undelivered += inflight
 		if left:
 			self.Losses.count("dropped_shutdown", len(left))
 		fallback = self.Fallback
@@ -341,12 +383,49 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self.Losses.record_lost_event(reason, data_category, quantity)
 
 	def is_healthy(self) -> bool:
-		"""False while rate-limited or with the queue over 90 % (sentry-sdk's monitor then samples down)."""
+		"""
+		False while rate-limited, or with the feed or the delivery process's queue over 90 % of its bound (close to
+		dropping, as in-process; sentry-sdk's monitor then samples down).
+		"""
 		if self.Fallback is not None:
 			return self.Fallback.is_healthy()
 		child = self._child
 		child_ok = child is None or child.Healthy
-		return child_ok and not (self.RateLimits.any_active() or self._feed_bytes > 0.9 * self.Options.queue_max_size)
+		full = self._feed_bytes > 0.9 * INCOMING_FACTOR * self.Options.queue_max_size
+		return child_ok and not (self.RateLimits.any_active() or full)
+
+	# A fork of the service (os.fork, multiprocessing's fork start method)
+
+	def _after_fork(self) -> None:
+		"""
+		In the fork: the delivery process, the feeder and the status thread are the parent's. The fork must never
+		write to that delivery process (its exit would end it: the parent's delivery would be cut) and has no feeder:
+		its own envelopes go to an in-process delivery, started when it first needs one. What the feed held is the
+		parent's to deliver. The locks may have been held by the parent's threads at the fork: new ones.
+		"""
+		self._forked = True
+		self._cond = threading.Condition()
+		self._write_lock = threading.Lock()
+		self._bytes_lock = threading.Lock()
+		self._to_close = collections.deque()  # the parent's to close
+		self._feed = collections.deque()
+		self._feed_bytes = self._feed_envelopes = self._inflight = self._urgent = 0
+		self._commands = []
+		self._child = None  # its pipes stay open here (closing them could block on the status thread's lock)
+		self.Fallback = None  # an in-process delivery of the parent's has no threads here: the fork gets its own
+		self.Losses._lock = threading.Lock()
+		self.Losses._unsaid.clear()  # the parent says and reports its losses; the fork its own
+		self.Losses._discarded.clear()
+		self.RateLimits = RateLimits()
+		self._fork_lock = threading.Lock()
+
+	def _forked_fallback(self) -> DeliveryTransport:
+		with self._fork_lock:
+			if self.Fallback is None:
+				fallback = DeliveryTransport(self._client_options, self.Options, losses=self.Losses)
+				self.RateLimits = fallback.RateLimits
+				self.Fallback = fallback
+			return self.Fallback
 
 	# State
 
@@ -355,7 +434,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		n = self._feed_envelopes
 		child = self._child
 		if child is not None and not child.Ended:
-			n += max(0, child.Written - child.Received) + child.Pending
+			n += child.Unread + child.Pending
 		if self.Fallback is not None:
 			n += self.Fallback.pending()
 		return n
@@ -466,53 +545,68 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		batch: list[Serialized | _Command] = []
 		chunks: list[bytes] = []
 		size = envelopes = frames = 0
-		while self._feed and size < FEED_BATCH:
-			entry = self._feed.popleft()
-			batch.append(entry)
-			if isinstance(entry, _Command):
-				entry.Child = child
-				payload = json.dumps(dict(entry.Payload, id=id(entry))).encode()
-				chunks.append(FRAME.pack(b"C", len(payload)))
-				chunks.append(payload)
-				size += len(payload)
-				continue
-			data, categories, quantities = entry
-			frames += 1
-			if categories:
-				envelopes += 1
-			meta = self._meta_of(categories, quantities)
-			chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
-			chunks.append(META.pack(len(meta)))
-			chunks.append(meta)
-			chunks.append(data)
-			size += len(data)
+		with self._cond:  # kill sees every envelope either in the feed or in the batch (`_inflight`)
+			while self._feed and size < FEED_BATCH and not self._killed:
+				entry = self._feed.popleft()
+				batch.append(entry)
+				if isinstance(entry, _Command):
+					entry.Child = child
+					payload = json.dumps(dict(entry.Payload, id=entry.Id)).encode()
+					chunks.append(FRAME.pack(b"C", len(payload)))
+					chunks.append(payload)
+					size += len(payload)
+					continue
+				data, categories, quantities = entry
+				frames += 1
+				if categories:
+					envelopes += 1
+				meta = self._meta_of(categories, quantities)
+				chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
+				chunks.append(META.pack(len(meta)))
+				chunks.append(meta)
+				chunks.append(data)
+				size += len(data)
+			self._inflight = envelopes
 		try:
 			with self._write_lock:
-				if self._killed:
-					raise ValueError("killed")
-				_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
+				try:
+					if self._killed:
+						raise ValueError("killed")
+					_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
+					with self._cond:  # under the write lock: kill's answer covers the batch exactly when this is done
+						self._inflight = 0
+						child.Written += frames
+						child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
+						child.Unread += envelopes
+						self._cond.notify_all()
+						if not self._killed:  # (kill emptied the count)
+							with self._bytes_lock:
+								self._feed_envelopes -= envelopes
+				finally:
+					self._close_pending()
 		except (OSError, ValueError):
 			# The delivery process is gone: the batch goes to the next one (or this process's threads).
 			with self._cond:
+				if self._killed:
+					return False  # kill counted the batch (`_inflight`)
+				self._inflight = 0
 				for entry in batch:
 					if isinstance(entry, _Command):
 						entry.Child = None
 				self._feed.extendleft(reversed(batch))
 			self._ended(child)
-			return True
-		with self._cond:
-			child.Written += frames
-			child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
-			self._cond.notify_all()
-		with self._bytes_lock:
-			self._feed_envelopes -= envelopes
 		return True
 
 	def _meta_of(self, categories: frozenset[str], quantities: list[tuple[str, int]]) -> bytes:
 		key = (categories, tuple(quantities))
 		meta = self._meta.get(key)
 		if meta is None:
-			meta = json.dumps([sorted(categories), quantities]).encode()
+			# Summed per category (what a client report counts): bounded by the categories, not by the items (the
+			# frame gives the meta 2 bytes of length; an envelope may hold thousands of attachments).
+			totals: collections.Counter[str] = collections.Counter()
+			for category, n in quantities:
+				totals[category] += n
+			meta = json.dumps([sorted(categories), sorted(totals.items())]).encode()
 			if len(self._meta) < 1000:
 				self._meta[key] = meta
 		return meta
@@ -532,15 +626,41 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					self._feed_bytes -= len(entry.data)
 			fallback.hand_over(entry)
 
+	def _close_input(self, child: _Child) -> None:
+		"""
+		Close the delivery process's standard input, never while a frame is being written to it: the writer would go
+		on with the same descriptor number, which the next pipe (the next delivery process's) or file may have taken.
+		"""
+		if self._write_lock.acquire(blocking=False):
+			try:
+				_close(child)
+			finally:
+				self._write_lock.release()
+		else:
+			self._to_close.append(child)  # the writer closes it when its write returned
+
+	def _close_pending(self) -> None:
+		"""(With the write lock.) Close the inputs that could not be closed while a frame was being written."""
+		while self._to_close:
+			_close(self._to_close.popleft())
+
 	# The delivery process
 
 	def _start_child(self) -> None:
 		root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+		if getattr(sys, "frozen", False):
+			# PyInstaller, cx_Freeze, ...: sys.executable is the application itself, which `-c` would start again.
+			self._fall_back("the Sentry delivery process cannot start (a frozen application has no Python interpreter)")
+			return
+		if not sys.executable:
+			# An embedded interpreter: None or "" (https://docs.python.org/3/library/sys.html#sys.executable).
+			self._fall_back("the Sentry delivery process cannot start (sys.executable is {!r})".format(sys.executable))
+			return
 		try:
 			process = subprocess.Popen(
 				_child_command(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
 			)
-		except OSError as e:
+		except (OSError, ValueError) as e:
 			self._fall_back("the Sentry delivery process cannot start ({}: {})".format(type(e).__name__, e))
 			return
 		child = _Child(process)
@@ -569,6 +689,20 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			_close(child)
 			return
 		threading.Thread(target=self._read_status, args=(child,), name="asab-sentry-status", daemon=True).start()
+		timer = threading.Timer(START_TIMEOUT, self._not_ready, args=(child,))
+		timer.daemon = True
+		timer.start()
+
+	def _not_ready(self, child: _Child) -> None:
+		"""Ends a delivery process that did not say it is ready: its status thread sees the end (and falls back)."""
+		with self._cond:
+			if child.Ready or child.Ended or self._killed:
+				return
+			child.Failure = "not ready within {:g} s".format(START_TIMEOUT)
+		try:
+			child.Process.kill()
+		except OSError:
+			pass
 
 	def _read_status(self, child: _Child) -> None:
 		stream = child.Process.stdout
@@ -608,6 +742,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 					entry = child.Unreceived.popleft()
 					if entry.categories:
 						read += len(entry.data)
+						child.Unread -= 1
 				child.Received = received
 				child.Pending = int(message["pending"])
 				child.QueuedBytes = int(message.get("bytes", 0))
@@ -618,7 +753,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				child.Failure = str(message.get("error"))
 			elif kind == "answer":
 				for command in self._commands:
-					if id(command) == message.get("id"):
+					if command.Id == message.get("id"):
 						command.Answer = message
 			self._cond.notify_all()
 		if read:
@@ -628,20 +763,23 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 	def _kill_child(self, child: _Child) -> dict[str, typing.Any] | None:
 		"""Ask the delivery process to stop (it counts what it still holds); its answer, or None."""
 		command = _Command({"op": "kill"})
-		payload = json.dumps(dict(command.Payload, id=id(command))).encode()
+		payload = json.dumps(dict(command.Payload, id=command.Id)).encode()
 		with self._cond:
 			self._commands.append(command)
+		deadline = time.monotonic() + KILL_WAIT  # the whole kill: the exit deadline has passed already
 		try:
 			# The feeder may be writing (a slow delivery process): wait for it, a while.
 			if not self._write_lock.acquire(timeout=KILL_WAIT):
 				return None
 			try:
-				_write_all(child.Process.stdin.fileno(), FRAME.pack(b"C", len(payload)) + payload)  # type: ignore[union-attr]
+				fd = child.Process.stdin.fileno()  # type: ignore[union-attr]
+				# A full pipe (a stopped or hung delivery process): no waiting to write; it would not answer.
+				os.set_blocking(fd, False)
+				_write_all(fd, FRAME.pack(b"C", len(payload)) + payload)
 			except (OSError, ValueError):
 				return None
 			finally:
 				self._write_lock.release()
-			deadline = time.monotonic() + KILL_WAIT
 			with self._cond:
 				while command.Answer is None and not child.Ended and time.monotonic() < deadline:
 					self._cond.wait(0.05)
@@ -649,11 +787,16 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		finally:
 			with self._cond:
 				self._commands.remove(command)
-			_close(child)
+			self._close_input(child)
 			try:
-				child.Process.wait(timeout=KILL_WAIT)
+				# It answered: it ends by itself at once. It did not: it is not waited for any longer.
+				child.Process.wait(timeout=KILL_WAIT if command.Answer is not None else 0.0)
 			except subprocess.TimeoutExpired:
 				child.Process.kill()
+				try:
+					child.Process.wait(timeout=KILL_WAIT)
+				except subprocess.TimeoutExpired:
+					pass
 
 	def _ended(self, child: _Child) -> None:
 		"""The delivery process ended (its output closed, or writing to it failed): say it, count, carry on."""
@@ -665,11 +808,17 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			if self._killed:
 				return
 			# What it did not read goes to the next one; what it read and held is lost.
-			again = list(child.Unreceived)
+			again: list[Serialized | _Command] = list(child.Unreceived)
 			child.Unreceived.clear()
-			self._feed.extendleft(reversed(again))
+			child.Unread = 0
+			# Its unanswered flush/shutdown commands go behind those envelopes (a flush answered before them would
+			# return before they are delivered).
+			commands = [c for c in self._commands if c.Child is child and c.Answer is None]
+			for command in commands:
+				command.Child = None
+			self._feed.extendleft(reversed(again + commands))
 			with self._bytes_lock:
-				self._feed_envelopes += sum(1 for entry in again if entry.categories)
+				self._feed_envelopes += sum(1 for entry in again if isinstance(entry, Serialized) and entry.categories)
 			lost = child.Pending
 			lived = time.monotonic() - child.Started
 			ready = child.Ready
@@ -679,7 +828,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		except subprocess.TimeoutExpired:
 			child.Process.kill()
 			code = child.Process.wait()
-		_close(child)
+		self._close_input(child)
 		how = "killed by signal {}".format(-code) if code < 0 else "exit code {}".format(code)
 		if failure is not None:
 			how += ": {}".format(failure)
@@ -711,6 +860,19 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self.Fallback = fallback
 			self._child = None
 			self._cond.notify_all()
+
+
+#: Every `ProcessDelivery` of this process: a fork marks them (`ProcessDelivery._after_fork`).
+_INSTANCES: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+	for transport in list(_INSTANCES):
+		transport._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+	os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -873,6 +1035,9 @@ def main() -> int:
 	# this one ends (kill, or its end: the standard input closes), after it had its chance to deliver.
 	signal.signal(signal.SIGINT, signal.SIG_IGN)
 	signal.signal(signal.SIGTERM, signal.SIG_IGN)
+	# A closed terminal sends SIGHUP to every process of the service too; asab's Application catches it (and
+	# carries on), so must this one.
+	signal.signal(signal.SIGHUP, signal.SIG_IGN)
 	relay = _Relay(out)
 	logger = logging.getLogger("asab_sentry")
 	logger.handlers[:] = [_RelayHandler(relay)]
