@@ -115,6 +115,12 @@ def setup(kind: str, traces_sample_rate: float = 0.0, dsn: str | None = None, de
 		import asab_sentry
 
 		svc = asab_sentry.SentryService(app, transport=None if dsn else null_transport())
+		if dsn is None:
+			# Hot paths measure the steady state: the start-up's warm-up thread (sentry-sdk's list of installed
+			# distributions, built off the loop) takes the interpreter lock now and then for a few hundred ms.
+			from asab_sentry import _sdk
+
+			_sdk.wait_warm_up(timeout=30)
 	quiet_root_logging()
 	return svc
 
