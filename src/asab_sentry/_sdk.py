@@ -152,13 +152,18 @@ def restore_scopes(tokens: tuple[contextvars.Token, contextvars.Token, typing.An
 	sentry_sdk.scope._isolation_scope.reset(tokens[1])  # type: ignore[attr-defined]
 
 
+_ISOLATION_SCOPE: contextvars.ContextVar = sentry_sdk.scope._isolation_scope  # type: ignore[attr-defined]
+
+
 def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
 	"""
 	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package
 	does not use on its hot path: ``before_breadcrumb`` (callers use `sentry_sdk.add_breadcrumb` when it is
 	set), copying the dict, and looking up the client's options (callers pass ``max_breadcrumbs``).
 	"""
-	scope = sentry_sdk.Scope.get_isolation_scope()
+	# sentry-sdk's isolation-scope variable read directly (what ``Scope.get_isolation_scope`` does, without its
+	# class-method call): this runs for every log record kept as a breadcrumb.
+	scope = _ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
 	crumbs = scope._breadcrumbs
 	crumbs.append(crumb)
 	if len(crumbs) > max_breadcrumbs:

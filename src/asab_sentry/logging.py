@@ -150,7 +150,44 @@ class SentryLogHandler(logging.Handler):
 
 	def handle(self, record: logging.LogRecord) -> bool:
 		try:
-			return self._handle(record)
+			# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
+			levelno = record.levelno
+			if not self._enabled or levelno < self.level:
+				return False
+			if self.filters and not self.filter(record):
+				return False
+			events = self.EventsLevel
+			breadcrumbs = self.BreadcrumbsLevel
+			if (
+				self.LazyBreadcrumbs
+				and (events is None or levelno < events)
+				and breadcrumbs is not None
+				and levelno >= breadcrumbs
+				and (self.Claims is None or (record.exc_info is None and not isinstance(record.msg, BaseException)))
+			):
+				# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
+				# shortest path, what `emit` would do.
+				name = record.name
+				if name.startswith(_IGNORED_LOGGERS) or suppressed.get():
+					return True
+				builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
+				try:
+					_sdk.append_breadcrumb(
+						LogBreadcrumb(record, formatted_message(record, report=False), builder),
+						self._max_breadcrumbs,
+					)
+				except Exception as e:
+					notices.say(
+						"log record",
+						"A log record of logger {} was not kept as a breadcrumb: {}: {}".format(
+							notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
+						),
+						logging.ERROR,
+						L,
+					)
+				return True
+			self.emit(record)
+			return True
 		except Exception as e:  # a record of an odd shape (a non-str name, a non-int level) never raises into the app
 			notices.say(
 				"log record shape",
@@ -159,46 +196,6 @@ class SentryLogHandler(logging.Handler):
 				),
 			)
 			return False
-
-	def _handle(self, record: logging.LogRecord) -> bool:
-		# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
-		levelno = record.levelno
-		if not self._enabled or levelno < self.level:
-			return False
-		if self.filters and not self.filter(record):
-			return False
-		events = self.EventsLevel
-		breadcrumbs = self.BreadcrumbsLevel
-		if (
-			self.LazyBreadcrumbs
-			and (events is None or levelno < events)
-			and breadcrumbs is not None
-			and levelno >= breadcrumbs
-			and (self.Claims is None or (record.exc_info is None and not isinstance(record.msg, BaseException)))
-		):
-			# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
-			# shortest path, what `emit` would do.
-			name = record.name
-			if name.startswith(_IGNORED_LOGGERS) or suppressed.get():
-				return True
-			builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
-			try:
-				_sdk.append_breadcrumb(
-					LogBreadcrumb(record, formatted_message(record, report=False), builder),
-					self._max_breadcrumbs,
-				)
-			except Exception as e:
-				notices.say(
-					"log record",
-					"A log record of logger {} was not kept as a breadcrumb: {}: {}".format(
-						notices.safe_repr(record.name, 60), type(e).__name__, notices.safe_str(e)
-					),
-					logging.ERROR,
-					L,
-				)
-			return True
-		self.emit(record)
-		return True
 
 	def emit(self, record: logging.LogRecord) -> None:
 		if record.name.startswith(_IGNORED_LOGGERS) or suppressed.get():
