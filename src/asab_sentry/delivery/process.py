@@ -58,11 +58,11 @@ import weakref
 import sentry_sdk.transport
 from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
-from sentry_sdk.envelope import Envelope, Item
+from sentry_sdk.envelope import Envelope
 
 from ..logging import NO_EVENT
 from .http import connection_factory
-from .losses import Losses, item_quantities
+from .losses import Losses
 from .ratelimits import RateLimits
 from .transport import (
 	IDLE_POLL,
@@ -365,22 +365,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._say_undelivered(undelivered)
 		self.Losses.say_pending()
 
-	def record_lost_event(
-		self,
-		reason: str,
-		data_category: typing.Any = None,
-		item: Item | None = None,
-		*,
-		quantity: int = 1,
-	) -> None:
-		"""sentry-sdk's losses before the transport (sampling, before_send, ...): into the next client report."""
-		if not self._send_client_reports:
-			return
-		if item is not None:
-			for category, n in item_quantities(item):
-				self.Losses.record_lost_event(reason, category, n)
-		elif data_category is not None:
-			self.Losses.record_lost_event(reason, data_category, quantity)
+	# sentry-sdk's losses before the transport: as in-process (same ``_send_client_reports`` and ``Losses``).
+	record_lost_event = DeliveryTransport.record_lost_event
 
 	def is_healthy(self) -> bool:
 		"""
