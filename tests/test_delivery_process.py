@@ -553,6 +553,31 @@ def test_a_flush_waits_for_what_the_ended_delivery_process_had_not_read(server):
 	assert transport.Pid not in (None, first.Process.pid) and transport.Fallback is None
 
 
+def test_a_flush_being_written_when_the_end_is_seen_is_put_back_once_behind_the_unread_envelope(server):
+	"""The race behind a flaky run: the feeder took the flush for the delivery process and waited to write it while the
+	status thread saw the process end and put the unread envelope and the flush back; the failed write then put the
+	flush back again, in front: the next delivery process answered it first and the flush returned before delivery."""
+	import threading
+
+	server.Delay = 0.5
+	transport = start(server)
+	assert wait_for(lambda: transport._child.Ready)
+	first = transport._child
+	os.kill(first.Process.pid, signal.SIGSTOP)
+	sentry_sdk.capture_message("unread")
+	assert wait_for(lambda: first.Written == 1)
+	done = threading.Event()
+	with transport._write_lock:  # the feeder takes the flush and waits here to write it
+		flusher = threading.Thread(target=lambda: (transport.flush(30), done.set()))
+		flusher.start()
+		assert wait_for(lambda: transport._commands and transport._commands[0].Child is first)
+		os.kill(first.Process.pid, signal.SIGKILL)
+		assert wait_for(lambda: first.Ended)  # the status thread put the envelope and the flush back
+	flusher.join(60)
+	assert done.is_set() and messages(server) == ["unread"]
+	assert transport.Pid not in (None, first.Process.pid) and transport.Fallback is None
+
+
 LAUNCHED = r"""
 import json, sys, time
 sys.path[:0] = json.loads(sys.argv[2])  # as PEX, Bazel or a zipapp's bootstrap: the dependencies added at run time

@@ -146,6 +146,9 @@ class _Child:
 		# count in the feed's bound until it says it read them).
 		self.Unreceived: collections.deque[Serialized] = collections.deque()
 		self.Unread = 0  # envelopes among them (client reports are not envelopes a user counts)
+		# The batch the feeder took for it and is writing (still counted in the feed): whoever sees the end first puts
+		# it back once, behind `Unreceived` (`ProcessDelivery._ended`).
+		self.Writing: list[Serialized] = []
 		self.Pending = 0  # envelopes it holds, not delivered or dropped yet (its last message)
 		self.QueuedBytes = 0
 		self.Healthy = True
@@ -524,14 +527,13 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._to_fallback(fallback)
 			return True
 		child = self._child
-		if child is None or child.Ended:
-			with self._cond:
-				self._cond.wait(IDLE_POLL)  # a new one is being started
-			return True
 		batch: list[Serialized | _Command] = []
 		chunks: list[bytes] = []
 		size = envelopes = frames = 0
 		with self._cond:  # kill sees every envelope either in the feed or in the batch (`_inflight`)
+			if child is None or child.Ended:
+				self._cond.wait(IDLE_POLL)  # a new one is being started
+				return True
 			while self._feed and size < FEED_BATCH and not self._killed:
 				entry = self._feed.popleft()
 				batch.append(entry)
@@ -553,33 +555,35 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				chunks.append(data)
 				size += len(data)
 			self._inflight = envelopes
+			child.Writing = [entry for entry in batch if isinstance(entry, Serialized)]
 		try:
 			with self._write_lock:
 				try:
 					if self._killed:
 						raise ValueError("killed")
+					if child.Ended:
+						raise OSError("ended")  # its end was seen meanwhile, and the batch put back
 					_write_all(child.Process.stdin.fileno(), b"".join(chunks))  # type: ignore[union-attr]
 					with self._cond:  # under the write lock: kill's answer covers the batch exactly when this is done
 						self._inflight = 0
-						child.Written += frames
-						child.Unreceived.extend(entry for entry in batch if isinstance(entry, Serialized))
-						child.Unread += envelopes
 						self._cond.notify_all()
-						if not self._killed:  # (kill emptied the count)
-							with self._bytes_lock:
-								self._feed_envelopes -= envelopes
+						if not child.Ended:  # (an end seen meanwhile put the batch back in the feed)
+							child.Written += frames
+							child.Unreceived.extend(child.Writing)
+							child.Writing = []
+							child.Unread += envelopes
+							if not self._killed:  # (kill emptied the count)
+								with self._bytes_lock:
+									self._feed_envelopes -= envelopes
 				finally:
 					self._close_pending()
 		except (OSError, ValueError):
-			# The delivery process is gone: the batch goes to the next one (or this process's threads).
+			# The delivery process is gone: `_ended` puts the batch back (once: its status thread may have seen the end
+			# first), for the next one or this process's threads.
 			with self._cond:
 				if self._killed:
 					return False  # kill counted the batch (`_inflight`)
 				self._inflight = 0
-				for entry in batch:
-					if isinstance(entry, _Command):
-						entry.Child = None
-				self._feed.extendleft(reversed(batch))
 			self._ended(child)
 		return True
 
@@ -793,18 +797,21 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			self._cond.notify_all()
 			if self._killed:
 				return
-			# What it did not read goes to the next one; what it read and held is lost.
-			again: list[Serialized | _Command] = list(child.Unreceived)
+			# What it did not read goes to the next one, in the order it was handed over: what was written to it, then
+			# the batch being written (still counted in the feed); what it read and held is lost.
+			written: list[Serialized] = list(child.Unreceived)
+			again: list[Serialized | _Command] = [*written, *child.Writing]
 			child.Unreceived.clear()
+			child.Writing = []
 			child.Unread = 0
 			# Its unanswered flush/shutdown commands go behind those envelopes (a flush answered before them would
-			# return before they are delivered).
+			# return before they are delivered); each once, whether it was written or in the batch being written.
 			commands = [c for c in self._commands if c.Child is child and c.Answer is None]
 			for command in commands:
 				command.Child = None
 			self._feed.extendleft(reversed(again + commands))
 			with self._bytes_lock:
-				self._feed_envelopes += sum(1 for entry in again if isinstance(entry, Serialized) and entry.categories)
+				self._feed_envelopes += sum(1 for entry in written if entry.categories)
 			lost = child.Pending
 			lived = time.monotonic() - child.Started
 			ready = child.Ready
