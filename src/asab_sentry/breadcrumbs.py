@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import sys
 import threading
 import typing
 
@@ -35,13 +36,21 @@ _META = operator.attrgetter("_meta")
 _building = threading.RLock()
 
 
+def _alone() -> int:
+	# What `sys.getrefcount` says of an object that one local variable holds (2 up to CPython 3.13; the count of
+	# the argument may change between versions): measured here, the way the log handler asks.
+	probe = LogBreadcrumb.__new__(LogBreadcrumb)
+	return sys.getrefcount(probe)
+
+
 class LogBreadcrumb(dict):
 	"""
 	A breadcrumb kept as its log record and built on first use.
 
-	It behaves as the dict ``builder(record, message)`` returns; every read builds it first. The message is
-	formatted when the record is logged (later changes to the arguments do not show); ``extra`` data is
-	referenced, as sentry-sdk's own breadcrumbs reference it.
+	It behaves as the dict ``builder(record, message)`` returns; every read builds it first. The message is the
+	text at the time of the log call (later changes to the arguments do not show): ``message`` formatted then, or
+	None when the record's arguments are plain values (str, int, float, bool, None) and it is formatted, to the same
+	text, on first read. ``extra`` data is referenced, as sentry-sdk's own breadcrumbs reference it.
 
 	A breadcrumb stays in memory for the next ``max_breadcrumbs`` log records, long enough to reach the garbage
 	collector's oldest generation: its serialized form is kept in slots rather than in one more container, so
@@ -51,7 +60,10 @@ class LogBreadcrumb(dict):
 	__slots__ = ("_record", "_message", "_builder", "_serialized_for", "_value", "_meta")
 
 	def __init__(
-		self, record: logging.LogRecord, message: str, builder: typing.Callable[[logging.LogRecord, str], dict]
+		self,
+		record: logging.LogRecord,
+		message: str | None,
+		builder: typing.Callable[[logging.LogRecord, str], dict],
 	):
 		self._record: logging.LogRecord | None = record
 		self._message = message
@@ -61,13 +73,36 @@ class LogBreadcrumb(dict):
 		self._value: dict | None = None
 		self._meta: dict | None = None
 
+	def reuse(
+		self,
+		record: logging.LogRecord,
+		message: str | None,
+		builder: typing.Callable[[logging.LogRecord, str], dict],
+	) -> None:
+		"""
+		Make this breadcrumb, which nothing else references any more (the caller checked), the one of ``record``:
+		what a new ``LogBreadcrumb(record, message, builder)`` would be, without allocating one.
+		"""
+		self._record = record
+		self._message = message
+		self._builder = builder
+		if self._serialized_for is not None or self._value is not None:
+			self._serialized_for = self._value = self._meta = None
+		if dict.__len__(self):
+			dict.clear(self)
+
 	def build(self) -> LogBreadcrumb:
 		if self._record is not None:
 			# Events are prepared in any thread: the dict is complete before anyone can see the record gone.
 			with _building:
 				record = self._record
 				if record is not None:
-					dict.update(self, self._builder(record, self._message))
+					message = self._message
+					if message is None:
+						from .logging import formatted_message
+
+						message = formatted_message(record, report=False)
+					dict.update(self, self._builder(record, message))
 					self._record = None
 		return self
 
@@ -167,6 +202,13 @@ class LogBreadcrumb(dict):
 
 	def clear(self):
 		self._change(dict.clear)
+
+
+#: Breadcrumbs the log handler no longer keeps are reused (`LogBreadcrumb.reuse`) when the reference count says that
+#: nothing else holds them: in CPython with its global interpreter lock, where that count is exact for an object
+#: no other thread can reach. Not in free-threaded builds (3.13t) or other implementations.
+_REUSE = sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)()
+_ALONE = _alone()
 
 
 def stash(event: dict, hint: dict) -> dict:

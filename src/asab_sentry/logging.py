@@ -9,22 +9,45 @@ out formatter artefacts such as ``asctime``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import logging
+import threading
 import typing
+from sys import getrefcount
 
 import sentry_sdk
 import sentry_sdk.utils
 
 from . import _sdk, capture, limits, notices, speed
-from .breadcrumbs import LogBreadcrumb
+from .breadcrumbs import _ALONE, _REUSE, LogBreadcrumb
 
 L = logging.getLogger(__name__)
 
 #: Set while a record is logged that this package has already reported in a structured way
 #: (e.g. asab's loop exception handler logging an exception we captured), so it is not captured twice.
+#: Set it with `suppressing`, which keeps `_suppressing` in step (the log handler's shortcut reads the variable only
+#: while some thread suppresses).
 suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("asab_sentry_suppressed", default=False)
+_suppressing = 0
+_suppressing_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def suppressing() -> typing.Iterator[None]:
+	"""Within it, records of this thread (and task) are not reported: see `suppressed`."""
+	global _suppressing
+	with _suppressing_lock:
+		_suppressing += 1
+	token = suppressed.set(True)
+	try:
+		yield
+	finally:
+		suppressed.reset(token)
+		with _suppressing_lock:
+			_suppressing -= 1
+
 
 #: A record with this attribute set (``extra={NO_EVENT: True}``) never becomes an event.
 NO_EVENT = "asab_sentry_no_event"
@@ -37,6 +60,9 @@ _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 	"taskName",
 	NO_EVENT,
 }
+
+#: Log-call arguments whose text cannot change after the call (exact types: a subclass may format differently later).
+_PLAIN_ARGUMENTS = frozenset((str, int, float, bool, type(None)))
 
 _IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
 
@@ -136,46 +162,139 @@ class SentryLogHandler(logging.Handler):
 
 	def __init__(self, breadcrumbs_level: int | None, events_level: int | None):
 		levels = [lvl for lvl in (breadcrumbs_level, events_level) if lvl is not None]
+		self._ready = False  # (the attributes the shortcut depends on are being set)
 		super().__init__(level=min(levels) if levels else logging.CRITICAL + 1)
-		self.BreadcrumbsLevel = breadcrumbs_level
-		self.EventsLevel = events_level
+		self._breadcrumbs_level = breadcrumbs_level
+		self._events_level = events_level
 		#: Set by the asab.web instrumentation: True for a record whose exception it reports (or not) itself.
 		self.Claims: typing.Callable[[logging.LogRecord], bool] | None = None
 		self._enabled = bool(levels)
 		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
 		# dict as it is added.
 		options = sentry_sdk.get_client().options
-		self.LazyBreadcrumbs = speed.ENABLED and options.get("before_breadcrumb") is None
-		self._max_breadcrumbs = int(options.get("max_breadcrumbs") or 100)
+		self._lazy = speed.ENABLED and options.get("before_breadcrumb") is None
+		# sentry-sdk's own rule (``Scope.add_breadcrumb``): 0 keeps none, unset keeps 100.
+		max_breadcrumbs = options.get("max_breadcrumbs")
+		self._max_breadcrumbs = 100 if max_breadcrumbs is None else int(max_breadcrumbs)
+		#: Per logger name: the breadcrumb builder of its records, or None (sentry-sdk's own loggers: never kept).
+		self._builders: dict[typing.Any, typing.Callable[[logging.LogRecord, str], dict] | None] = {}
+		self._ready = True
+		self._shortcut()
+
+	# The levels and the lazy mode decide the shortcut's bounds: kept in step when they change.
+
+	@property
+	def BreadcrumbsLevel(self) -> int | None:
+		"""Records at or above this level (and below `EventsLevel`) become breadcrumbs; None: none do."""
+		return self._breadcrumbs_level
+
+	@BreadcrumbsLevel.setter
+	def BreadcrumbsLevel(self, value: int | None) -> None:
+		self._breadcrumbs_level = value
+		self._shortcut()
+
+	@property
+	def EventsLevel(self) -> int | None:
+		"""Records at or above this level become events; None: none do."""
+		return self._events_level
+
+	@EventsLevel.setter
+	def EventsLevel(self, value: int | None) -> None:
+		self._events_level = value
+		self._shortcut()
+
+	@property
+	def LazyBreadcrumbs(self) -> bool:
+		"""True: breadcrumbs are kept as their records (`LogBreadcrumb`), built when an event reads them."""
+		return self._lazy
+
+	@LazyBreadcrumbs.setter
+	def LazyBreadcrumbs(self, value: bool) -> None:
+		self._lazy = value
+		self._shortcut()
+
+	def setLevel(self, level: int | str) -> None:
+		super().setLevel(level)
+		self._shortcut()
+
+	def addFilter(self, filter: typing.Any) -> None:
+		super().addFilter(filter)
+		self._shortcut()
+
+	def removeFilter(self, filter: typing.Any) -> None:
+		super().removeFilter(filter)
+		self._shortcut()
+
+	def _shortcut(self) -> None:
+		# Levels in [_low, _high) take the shortcut in `handle`; an empty range when there is none.
+		if not getattr(self, "_ready", False):
+			return
+		low = high = 0
+		if self._lazy and self._enabled and self._breadcrumbs_level is not None and not self.filters:
+			low = max(self._breadcrumbs_level, self.level)
+			high = self._events_level if self._events_level is not None else 1 << 62
+		self._low, self._high = low, max(low, high)
+
+	def _builder_of(self, name: typing.Any) -> typing.Callable[[logging.LogRecord, str], dict] | None:
+		builder = self._builders.get(name, False)
+		if builder is False:
+			if name.startswith(_IGNORED_LOGGERS):
+				builder = None
+			else:
+				# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
+				builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
+			if len(self._builders) < 10000:  # logger names are few; a service making them per request is not
+				self._builders[name] = builder
+		return builder
 
 	def handle(self, record: logging.LogRecord) -> bool:
 		try:
 			# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
 			levelno = record.levelno
-			if not self._enabled or levelno < self.level:
-				return False
-			if self.filters and not self.filter(record):
-				return False
-			events = self.EventsLevel
-			breadcrumbs = self.BreadcrumbsLevel
-			if (
-				self.LazyBreadcrumbs
-				and (events is None or levelno < events)
-				and breadcrumbs is not None
-				and levelno >= breadcrumbs
-				and (self.Claims is None or (record.exc_info is None and not isinstance(record.msg, BaseException)))
-			):
+			if self._low <= levelno < self._high and record.exc_info is None and type(record.msg) is str:
 				# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
-				# shortest path, what `emit` would do.
-				name = record.name
-				if name.startswith(_IGNORED_LOGGERS) or suppressed.get():
+				# shortest path, what `emit` would do, with `_sdk.append_breadcrumb` inlined.
+				builder = self._builders.get(record.name, False)
+				if builder is False:
+					builder = self._builder_of(record.name)
+				if builder is None or (_suppressing and suppressed.get()):
 					return True
-				builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
 				try:
-					_sdk.append_breadcrumb(
-						LogBreadcrumb(record, formatted_message(record, report=False), builder),
-						self._max_breadcrumbs,
-					)
+					# The message: formatted when the breadcrumb is first read if the arguments are plain values
+					# (the text cannot differ then), now otherwise (a list logged and then changed).
+					args = record.args
+					message = record.msg if not args else None
+					if args:
+						if type(args) is tuple:
+							for arg in args:
+								if type(arg) not in _PLAIN_ARGUMENTS:
+									message = formatted_message(record, report=False)
+									break
+						else:
+							message = formatted_message(record, report=False)
+					scope = _sdk._ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
+					crumbs = scope._breadcrumbs
+					if len(crumbs) != self._max_breadcrumbs or not crumbs:
+						crumbs.append(LogBreadcrumb(record, message, builder))
+						while len(crumbs) > self._max_breadcrumbs:
+							crumbs.popleft()
+							scope._n_breadcrumbs_truncated += 1
+					else:
+						# Full (the steady state): the oldest goes, as sentry-sdk's ``Scope.add_breadcrumb`` does; when
+						# nothing else holds it (no event, no forked scope, no user), it is reused for this record
+						# instead of a new one (an allocation and a deallocation, a fifth of what a record costs here).
+						oldest = crumbs.popleft()
+						scope._n_breadcrumbs_truncated += 1
+						if type(oldest) is LogBreadcrumb and _REUSE and getrefcount(oldest) == _ALONE:
+							if oldest._record is not None:  # never built (events are rare): nothing to undo
+								oldest._record = record
+								oldest._message = message
+								oldest._builder = builder
+							else:
+								oldest.reuse(record, message, builder)
+							crumbs.append(oldest)
+						else:
+							crumbs.append(LogBreadcrumb(record, message, builder))
 				except Exception as e:
 					notices.say(
 						"log record",
@@ -186,6 +305,10 @@ class SentryLogHandler(logging.Handler):
 						L,
 					)
 				return True
+			if not self._enabled or levelno < self.level:
+				return False
+			if self.filters and not self.filter(record):
+				return False
 			self.emit(record)
 			return True
 		except Exception as e:  # a record of an odd shape (a non-str name, a non-int level) never raises into the app
@@ -266,7 +389,7 @@ class SentryLogHandler(logging.Handler):
 		message = formatted_message(record, report=False)
 		# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
 		builder = access_log_breadcrumb if record.name == ACCESS_LOG else breadcrumb_from_record
-		if self.LazyBreadcrumbs:
+		if self._lazy:
 			_sdk.append_breadcrumb(LogBreadcrumb(record, message, builder), self._max_breadcrumbs)
 		else:
 			crumb = builder(record, message)

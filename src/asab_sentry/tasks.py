@@ -201,19 +201,13 @@ class LoopHooks:
 				sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 				self._previous(loop, context)
 				return
-			token = sentry_logging.suppressed.set(True)
-			try:
+			with sentry_logging.suppressing():
 				self._previous(loop, context)
-			finally:
-				sentry_logging.suppressed.reset(token)
 		else:
 			# e.g. "Task was destroyed but it is pending!": report the stable message only (the log line
 			# carries object reprs with memory addresses, which would make every occurrence its own issue).
-			token = sentry_logging.suppressed.set(True)
-			try:
+			with sentry_logging.suppressing():
 				self._previous(loop, dict(context))
-			finally:
-				sentry_logging.suppressed.reset(token)
 			level = self.EventsLevel()
 			if level is not None and level <= logging.ERROR:
 				sentry_sdk.capture_event(

@@ -1,0 +1,135 @@
+"""
+The log handler's shortest path: breadcrumbs whose message is formatted on first read, and breadcrumbs reused once
+the scope dropped them and nothing else holds them. The events must be those sentry-sdk alone would make.
+"""
+
+import logging
+
+import sentry_sdk
+
+from asab_sentry import breadcrumbs as breadcrumbs_module
+from asab_sentry import speed, testing
+from test_performance import CONFIG, events_of
+
+L = logging.getLogger("tests.reuse")
+ACCESS = logging.getLogger("asab.web.al")
+
+
+def test_reused_breadcrumbs_carry_each_records_own_content():
+	"""Breadcrumbs built and serialized for one event, dropped, then reused for records of another shape (the access
+	log's http breadcrumb, extra data, other loggers): nothing of the earlier record may show in the next events."""
+
+	def story(svc):
+		for n in range(150):
+			if n % 3:
+				L.info("user %s logged in", "alice{}".format(n), extra={"attempt": n})
+			else:
+				ACCESS.info("", struct_data={"al.m": "GET", "al.p": "/users/{}".format(n), "al.c": 200, "D": 0.01})
+		svc.capture_message("first")  # builds and serializes all 100 kept
+		kept = sentry_sdk.get_isolation_scope()._breadcrumbs
+		for index in range(len(kept)):
+			kept[index]["note"] = "added to this breadcrumb only"  # (no reference kept)
+		del kept
+		for n in range(150):
+			if n % 3:
+				ACCESS.info("", struct_data={"al.m": "POST", "al.p": "/orders/{}".format(n), "al.c": 503})
+			else:
+				logging.getLogger("tests.other{}".format(n % 2)).warning("stock %d of %s is %.1f", n, "bolts", n / 3)
+		svc.capture_message("second")
+		L.info("one more %s %s %s", None, True, 2.5)
+		svc.capture_message("third")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	second = fast[1]["breadcrumbs"]["values"]
+	assert len(second) == 100
+	assert {c["category"] for c in second} == {"asab.web.al", "tests.other0", "tests.other1"}
+	assert all(c["type"] == "http" and c["data"]["method"] == "POST" for c in second if c["category"] == "asab.web.al")
+	assert not any("attempt" in c.get("data", {}) or "note" in c for c in second)
+	assert fast[2]["breadcrumbs"]["values"][-1]["message"] == "one more None True 2.5"
+
+
+def test_breadcrumbs_are_reused_once_dropped():
+	"""The reuse happens (what the events test above checks would otherwise never be exercised)."""
+	assert speed.ENABLED and breadcrumbs_module._REUSE
+	with testing.capture_sentry(CONFIG) as capture:
+		capture.application()
+		logging.getLogger().setLevel(logging.INFO)
+		for n in range(100):
+			L.info("first %d", n)
+		kept = sentry_sdk.get_isolation_scope()._breadcrumbs
+		first = {id(crumb) for crumb in kept}
+		for n in range(100):
+			L.info("second %d", n)
+		assert {id(crumb) for crumb in kept} == first
+		assert [crumb["message"] for crumb in kept] == ["second {}".format(n) for n in range(100)]
+
+
+def test_a_breadcrumb_something_still_holds_is_not_reused():
+	"""A breadcrumb the scope dropped but a user (or an event being prepared, or a forked scope) still holds keeps
+	its content."""
+	with testing.capture_sentry(CONFIG) as capture:
+		capture.application()
+		logging.getLogger().setLevel(logging.INFO)
+		for n in range(100):
+			L.info("held %d", n)
+		held = list(sentry_sdk.get_isolation_scope()._breadcrumbs)
+		unbuilt = held[50]
+		for n in range(300):
+			L.info("later %d", n)
+		assert [crumb["message"] for crumb in held] == ["held {}".format(n) for n in range(100)]
+		assert unbuilt["category"] == "tests.reuse"
+
+
+def test_a_forked_scope_keeps_its_breadcrumbs():
+	with testing.capture_sentry(CONFIG) as capture:
+		capture.application()
+		logging.getLogger().setLevel(logging.INFO)
+		for n in range(100):
+			L.info("before the fork %d", n)
+		with sentry_sdk.isolation_scope() as forked:
+			pass
+		for n in range(100):
+			L.info("after the fork %d", n)
+		assert [crumb["message"] for crumb in forked._breadcrumbs] == [
+			"before the fork {}".format(n) for n in range(100)
+		]
+
+
+def test_the_message_is_the_text_at_the_time_of_the_call():
+	"""Plain arguments are formatted on first read (the same text); others (a list, a dict, an object whose text can
+	change) when the record is logged; a template that does not fit its arguments is kept unformatted."""
+
+	class Counter:
+		def __init__(self):
+			self.n = 0
+
+		def __str__(self):
+			return "counter={}".format(self.n)
+
+	def story(svc):
+		items = ["a"]
+		counter = Counter()
+		L.info("items %s", items)
+		L.info("%(who)s did %(what)s", {"who": "bob", "what": items})
+		L.info("counter %s", counter)
+		L.info("plain %s %d %r %.2f %s %s", "s", 7, "r", 1.234, None, False)
+		L.info("too few %s %s", 1)
+		L.info("no arguments, 100%")
+		items.append("b")
+		counter.n = 5
+		svc.capture_message("now")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	messages = [c["message"] for c in fast[0]["breadcrumbs"]["values"]]
+	assert messages == [
+		"items ['a']",
+		"bob did ['a']",
+		"counter counter=0",
+		"plain s 7 'r' 1.23 None False",
+		"too few %s %s",
+		"no arguments, 100%",
+	]
