@@ -16,25 +16,23 @@ ACCESS = logging.getLogger("asab.web.al")
 
 
 def test_reused_breadcrumbs_carry_each_records_own_content():
-	"""Breadcrumbs built and serialized for one event, dropped, then reused for records of another shape (the access
-	log's http breadcrumb, extra data, other loggers): nothing of the earlier record may show in the next events."""
+	"""Breadcrumbs built and serialized for one event (and changed there), dropped, then reused for records of another
+	shape (no extra data, other loggers, other arguments): nothing of the earlier record may show in the next events.
+	Both scopes that keep log breadcrumbs: the isolation scope, and the global scope for asab's access log."""
 
 	def story(svc):
 		for n in range(150):
-			if n % 3:
-				L.info("user %s logged in", "alice{}".format(n), extra={"attempt": n})
-			else:
-				ACCESS.info("", struct_data={"al.m": "GET", "al.p": "/users/{}".format(n), "al.c": 200, "D": 0.01})
-		svc.capture_message("first")  # builds and serializes all 100 kept
-		kept = sentry_sdk.get_isolation_scope()._breadcrumbs
-		for index in range(len(kept)):
-			kept[index]["note"] = "added to this breadcrumb only"  # (no reference kept)
-		del kept
+			L.info("user %s logged in", "alice{}".format(n), extra={"attempt": n})
+			ACCESS.info("", struct_data={"al.m": "GET", "al.p": "/users/{}".format(n), "al.c": 200, "D": 0.01})
+		svc.capture_message("first")  # builds and serializes the 200 kept
+		for scope in (sentry_sdk.get_isolation_scope(), sentry_sdk.get_global_scope()):
+			kept = scope._breadcrumbs
+			for index in range(len(kept)):
+				kept[index]["note"] = "added to this breadcrumb only"  # (no reference kept)
+			del kept
 		for n in range(150):
-			if n % 3:
-				ACCESS.info("", struct_data={"al.m": "POST", "al.p": "/orders/{}".format(n), "al.c": 503})
-			else:
-				logging.getLogger("tests.other{}".format(n % 2)).warning("stock %d of %s is %.1f", n, "bolts", n / 3)
+			ACCESS.info("", struct_data={"al.m": "POST", "al.p": "/orders/{}".format(n), "al.c": 503})
+			logging.getLogger("tests.other{}".format(n % 2)).warning("stock %d of %s is %.1f", n, "bolts", n / 3)
 		svc.capture_message("second")
 		L.info("one more %s %s %s", None, True, 2.5)
 		svc.capture_message("third")
@@ -43,9 +41,11 @@ def test_reused_breadcrumbs_carry_each_records_own_content():
 	plain = events_of(False, story)
 	assert fast == plain
 	second = fast[1]["breadcrumbs"]["values"]
-	assert len(second) == 100
+	assert len(second) == 200  # 100 of the isolation scope, 100 of the access log (global scope)
 	assert {c["category"] for c in second} == {"asab.web.al", "tests.other0", "tests.other1"}
-	assert all(c["type"] == "http" and c["data"]["method"] == "POST" for c in second if c["category"] == "asab.web.al")
+	access = [c for c in second if c["category"] == "asab.web.al"]
+	assert len(access) == 100
+	assert all(c["type"] == "http" and c["data"]["method"] == "POST" and c["level"] == "error" for c in access)
 	assert not any("attempt" in c.get("data", {}) or "note" in c for c in second)
 	assert fast[2]["breadcrumbs"]["values"][-1]["message"] == "one more None True 2.5"
 

@@ -481,6 +481,55 @@ def test_access_log_records_become_readable_breadcrumbs(collector):
 	assert crumb["type"] == "http" and crumb["data"]["status_code"] == 200
 
 
+def test_access_log_breadcrumbs_are_the_services_not_copied_into_every_request(collector):
+	"""asab's access log goes to sentry-sdk's global scope: a request's own isolation scope never holds (and never
+	copies) the access log of earlier requests, and every later event of the service shows it, also one made on
+	another connection or outside requests."""
+	configure({"sentry": {"data_source_name": collector.dsn}, "logging": {"level": "NOTICE"}})
+	seen = []
+
+	async def look(request):
+		seen.append([c.get("category") for c in sentry_sdk.get_isolation_scope()._breadcrumbs])
+		return aiohttp.web.Response(text="ok")
+
+	async def client(session, base, app):
+		await get_all(session, base, ["/look", "/users/7", "/look"])
+		async with aiohttp.ClientSession() as other:  # another connection
+			await get_all(other, base, ["/crash"])
+		app.SentryService.capture_message("outside requests")
+
+	serve([("GET", "/look", look), ("GET", "/users/{id}", ok), ("GET", "/crash", crash)], client)
+	assert seen == [[], []], seen
+	events = payloads(collector)
+	assert len(events) == 2
+	for event in events:
+		messages = [c["message"] for c in event["breadcrumbs"]["values"] if c.get("category") == "asab.web.al"]
+		assert any(m.startswith("GET /users/7 → 200 in ") for m in messages), messages
+
+
+@pytest.mark.parametrize("rate", ["0", "1.0"])
+def test_asab_request_context_is_set_by_the_one_middleware(collector, rate):
+	"""asab's set_request_context middleware is replaced by ours, which sets asab.contextvars.Request itself (one
+	middleware less per request), for instrumented and ignored paths alike, and resets it after."""
+	configure({"sentry": {"data_source_name": collector.dsn, "traces_sample_rate": rate}})
+	seen = []
+
+	async def look(request):
+		seen.append(asab.contextvars.Request.get(None) is request)
+		return aiohttp.web.Response(text="ok")
+
+	async def client(session, base, app):
+		await get_all(session, base, ["/look", "/asab/v1/look"])
+		middlewares = list(app.Container.WebApp.middlewares)
+		return [getattr(m, "__name__", "") for m in middlewares], asab.contextvars.Request.get(None)
+
+	app = serve([("GET", "/look", look), ("GET", "/asab/v1/look", look)], client)
+	names, after = app.Result
+	assert seen == [True, True]
+	assert "set_request_context" not in names and names[0] == "asab_sentry_middleware"
+	assert after is None
+
+
 # -- Distributed traces and outgoing requests -----------------------------------------------------------------
 
 

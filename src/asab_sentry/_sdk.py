@@ -125,9 +125,14 @@ class own_isolation_scope:
 		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]
 
 
+_ISOLATION_SCOPE: contextvars.ContextVar = sentry_sdk.scope._isolation_scope  # type: ignore[attr-defined]
+
+
 def fork_isolation_scope() -> contextvars.Token:
 	"""`own_isolation_scope` without the context manager (a hot path): returns the token for the restore."""
-	return sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+	# ``Scope.fork()`` is ``copy.copy(scope)``, which looks up and calls ``Scope.__copy__``: called directly here.
+	scope = _ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
+	return _ISOLATION_SCOPE.set(scope.__copy__())
 
 
 def restore_isolation_scope(token: contextvars.Token) -> None:
@@ -152,21 +157,21 @@ def restore_scopes(tokens: tuple[contextvars.Token, contextvars.Token, typing.An
 	sentry_sdk.scope._isolation_scope.reset(tokens[1])  # type: ignore[attr-defined]
 
 
-_ISOLATION_SCOPE: contextvars.ContextVar = sentry_sdk.scope._isolation_scope  # type: ignore[attr-defined]
-
-
-def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int) -> None:
+def append_breadcrumb(crumb: dict[str, typing.Any], max_breadcrumbs: int, global_scope: bool = False) -> None:
 	"""
-	Add a ready breadcrumb to the isolation scope, as ``Scope.add_breadcrumb`` does, minus what this package
-	does not use on its hot path: ``before_breadcrumb`` (callers use `sentry_sdk.add_breadcrumb` when it is
-	set), copying the dict, and looking up the client's options (callers pass ``max_breadcrumbs``).
+	Add a ready breadcrumb to the isolation scope (or the global scope), as ``Scope.add_breadcrumb`` does, minus
+	what this package does not use on its hot path: ``before_breadcrumb`` (callers use `sentry_sdk.add_breadcrumb`
+	when it is set), copying the dict, and looking up the client's options (callers pass ``max_breadcrumbs``).
 	"""
-	# sentry-sdk's isolation-scope variable read directly (what ``Scope.get_isolation_scope`` does, without its
-	# class-method call): this runs for every log record kept as a breadcrumb.
-	scope = _ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
+	if global_scope:
+		scope = sentry_sdk.get_global_scope()
+	else:
+		# sentry-sdk's isolation-scope variable read directly (what ``Scope.get_isolation_scope`` does, without its
+		# class-method call): this runs for every log record kept as a breadcrumb.
+		scope = _ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
 	crumbs = scope._breadcrumbs
 	crumbs.append(crumb)
-	if len(crumbs) > max_breadcrumbs:
+	while len(crumbs) > max_breadcrumbs:
 		crumbs.popleft()
 		scope._n_breadcrumbs_truncated += 1
 

@@ -272,7 +272,12 @@ class SentryLogHandler(logging.Handler):
 									break
 						else:
 							message = formatted_message(record, report=False)
-					scope = _sdk._ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
+					if builder is access_log_breadcrumb:
+						# The service's record of a request, written once the request's own scope has ended: a
+						# breadcrumb of the whole service (see `_breadcrumb`).
+						scope = sentry_sdk.scope._global_scope or sentry_sdk.get_global_scope()
+					else:
+						scope = _sdk._ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
 					crumbs = scope._breadcrumbs
 					if len(crumbs) != self._max_breadcrumbs or not crumbs:
 						crumbs.append(LogBreadcrumb(record, message, builder))
@@ -387,16 +392,26 @@ class SentryLogHandler(logging.Handler):
 
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
 		message = formatted_message(record, report=False)
-		# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
-		builder = access_log_breadcrumb if record.name == ACCESS_LOG else breadcrumb_from_record
+		# asab's access log (one record per web request, empty message): a readable breadcrumb instead. It is the
+		# service's record of a request, written after the request's own scope ended (in the connection's): it goes
+		# to sentry-sdk's global scope, which every later event of the service merges (a request's, a background
+		# task's). Kept in the connection's isolation scope, every request would copy them all when its own scope
+		# is forked (up to max_breadcrumbs per request: about half of what the instrumentation costs per request).
+		access_log = record.name == ACCESS_LOG
+		builder = access_log_breadcrumb if access_log else breadcrumb_from_record
 		if self._lazy:
-			_sdk.append_breadcrumb(LogBreadcrumb(record, message, builder), self._max_breadcrumbs)
+			_sdk.append_breadcrumb(
+				LogBreadcrumb(record, message, builder), self._max_breadcrumbs, global_scope=access_log
+			)
 		else:
 			crumb = builder(record, message)
 			if type(crumb.get("data")) is dict and not crumb["data"]:
 				# The before_breadcrumb callback sees a `limits.Bag`: keys it adds are all kept, as a record's own.
 				crumb["data"] = limits.Bag()
-			sentry_sdk.add_breadcrumb(crumb, hint={"log_record": record})
+			if access_log:
+				sentry_sdk.get_global_scope().add_breadcrumb(crumb, hint={"log_record": record})
+			else:
+				sentry_sdk.add_breadcrumb(crumb, hint={"log_record": record})
 
 
 def install_handler(handler: SentryLogHandler) -> None:

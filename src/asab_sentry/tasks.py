@@ -110,9 +110,12 @@ class LoopHooks:
 
 	def task_factory(self, loop: asyncio.AbstractEventLoop, coro: typing.Any, **kwargs: typing.Any) -> asyncio.Future:
 		create = self.PreviousFactory
-		if getattr(coro, "cr_code", None) in self.PassThrough or kwargs.get("context") is not None:
-			# The caller chose the task's context (respect it), or it is a task the web middleware looks after.
-			return create(loop, coro, **kwargs) if create is not None else asyncio.Task(coro, loop=loop, **kwargs)
+		if getattr(coro, "cr_code", None) in self.PassThrough or (kwargs and kwargs.get("context") is not None):
+			# The caller chose the task's context (respect it), or it is a task the web middleware looks after
+			# (aiohttp's task per request: the shortest path).
+			if create is not None:
+				return create(loop, coro, **kwargs)
+			return asyncio.Task(coro, loop=loop, **kwargs) if kwargs else asyncio.Task(coro, loop=loop)
 		try:
 			forking = sentry_sdk.isolation_scope()
 			scope = forking.__enter__()

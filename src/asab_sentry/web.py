@@ -307,6 +307,7 @@ class WebInstrumentation:
 		self.Targets = PropagationTargets(web.trace_propagation_targets)
 		self._ignored = re.compile("|".join("(?:{})".format(fnmatch.translate(p)) for p in web.ignore_paths)).match
 		self.Middleware = self._make_middleware()
+		self._middleware_with_request: typing.Callable | None = None  # setting asab's request context too
 		self._dsc_client: typing.Any = None  # the client _dsc_base was read from
 		self._dsc_base: dict[str, str] = {}
 		# Request transactions' payloads and envelope headers from templates (_templated, _envelope_header).
@@ -328,7 +329,18 @@ class WebInstrumentation:
 				extra={sentry_logging.NO_EVENT: True},
 			)
 			return False
-		webapp.middlewares.insert(0, self.Middleware)
+		middleware = self.Middleware
+		setter = getattr(sys.modules.get("asab.web.container"), "set_request_context", None)
+		if setter is not None and setter in webapp.middlewares:
+			# asab's own middleware only sets its request context variable: ours does that first, one middleware
+			# (and one coroutine) less per request.
+			webapp.middlewares.remove(setter)
+			if self._middleware_with_request is None:
+				import asab.contextvars
+
+				self._middleware_with_request = self._make_middleware(asab.contextvars.Request)
+			middleware = self._middleware_with_request
+		webapp.middlewares.insert(0, middleware)
 		webapp.on_startup.insert(0, self._wrap_routes)
 		return True
 
@@ -365,7 +377,11 @@ class WebInstrumentation:
 
 			route._handler = wrap(handler)  # aiohttp keeps no public setter; asab's auth does the same
 
-	def _make_middleware(self) -> typing.Callable:
+	def _make_middleware(self, request_var: contextvars.ContextVar | None = None) -> typing.Callable:
+		"""
+		The aiohttp middleware; with ``request_var`` (asab's ``asab.contextvars.Request``) it also does what asab's
+		``set_request_context`` middleware does, which `instrument` then leaves out.
+		"""
 		import aiohttp.web
 
 		HTTPException = aiohttp.web.HTTPException
@@ -375,43 +391,48 @@ class WebInstrumentation:
 		fork_scope, restore_scope = _sdk.fork_isolation_scope, _sdk.restore_isolation_scope
 
 		if self.Tracing:
-			return self._make_traced_middleware()
+			return self._make_traced_middleware(request_var)
 
 		@aiohttp.web.middleware
 		async def asab_sentry_middleware(request, handler):
-			if ignored(request.path):
-				return await handler(request)
-			state = RequestState(request)
-			headers = request.headers
-			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
-				state.Baggage = _sentry_baggage(headers.get("baggage"))
-			token = current.set(state)
+			request_token = request_var.set(request) if request_var is not None else None
 			try:
-				# Tracing off (every request): _handle inlined, one coroutine less per request.
-				# The request's own scopes: its tags and breadcrumbs stay its own. (aiohttp's access log is
-				# written after this, in the connection's scope: later requests of the connection show it.)
-				scope_token = fork_scope()
+				if ignored(request.path):
+					return await handler(request)
+				state = RequestState(request)
+				headers = request.headers
+				sentry_trace = headers.get("sentry-trace")
+				if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
+					state.Baggage = _sentry_baggage(headers.get("baggage"))
+				token = current.set(state)
 				try:
-					response = await handler(request)
-					if response.status in failed:  # reported in the request's scope, as the exceptions are
-						finish(state, response.status, None, failed)
-					return response
-				except HTTPException as e:
-					finish(state, e.status, e if e.status in failed else None, failed)
-					raise
-				except Exception as e:
-					finish(state, 500, e, failed)
-					raise
+					# Tracing off (every request): _handle inlined, one coroutine less per request.
+					# The request's own scopes: its tags and breadcrumbs stay its own. (asab's access log is
+					# written after this: a breadcrumb of the global scope, see `asab_sentry.logging`.)
+					scope_token = fork_scope()
+					try:
+						response = await handler(request)
+						if response.status in failed:  # reported in the request's scope, as the exceptions are
+							finish(state, response.status, None, failed)
+						return response
+					except HTTPException as e:
+						finish(state, e.status, e if e.status in failed else None, failed)
+						raise
+					except Exception as e:
+						finish(state, 500, e, failed)
+						raise
+					finally:
+						restore_scope(scope_token)
 				finally:
-					restore_scope(scope_token)
+					current.reset(token)
 			finally:
-				current.reset(token)
+				if request_token is not None:
+					request_var.reset(request_token)  # type: ignore[union-attr]
 
 		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
 		return asab_sentry_middleware
 
-	def _make_traced_middleware(self) -> typing.Callable:
+	def _make_traced_middleware(self, request_var: contextvars.ContextVar | None) -> typing.Callable:
 		"""The middleware with tracing on (one coroutine per request: the transaction's part inlined)."""
 		import aiohttp.web
 
@@ -424,66 +445,71 @@ class WebInstrumentation:
 
 		@aiohttp.web.middleware
 		async def asab_sentry_middleware(request, handler):
-			if ignored(request.path):
-				return await handler(request)
-			state = RequestState(request)
-			headers = request.headers
-			sentry_trace = headers.get("sentry-trace")
-			if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
-				state.Baggage = _sentry_baggage(headers.get("baggage"))
-			token = current.set(state)
+			request_token = request_var.set(request) if request_var is not None else None
 			try:
-				tokens = fork_scopes()  # the request's own current and isolation scopes
+				if ignored(request.path):
+					return await handler(request)
+				state = RequestState(request)
+				headers = request.headers
+				sentry_trace = headers.get("sentry-trace")
+				if sentry_trace is not None and _parse_sentry_trace(state, sentry_trace):
+					state.Baggage = _sentry_baggage(headers.get("baggage"))
+				token = current.set(state)
 				try:
-					if not sample(state):
-						return await handle(request, handler, state, HTTPException, failed)
-					# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
-					# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
-					transaction = Transaction(
-						# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
-						# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
-						# sampling context.
-						baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
-						trace_id=state.TraceId,
-						span_id=state.SpanId,
-						parent_span_id=state.ParentSpanId,
-						parent_sampled=state.ParentSampled,
-						same_process_as_parent=False,
-						sampled=True,
-						op=OP_SERVER,
-						name=state.route_name(),
-						source=state.Source,
-						origin=ORIGIN,
-					)
-					transaction.init_span_recorder(maxlen=MAX_SPANS)
-					state.Transaction = transaction
-					scope = tokens[2]
-					scope.span = transaction
-					start = time.time()
+					tokens = fork_scopes()  # the request's own current and isolation scopes
 					try:
+						if not sample(state):
+							return await handle(request, handler, state, HTTPException, failed)
+						# A sentry-sdk Transaction keeps the spans (the application's own, http.client, tasks); it is not
+						# finished by sentry-sdk but sent by _send_transaction, without sentry-sdk's event pipeline.
+						transaction = Transaction(
+							# The request's sample_rand (else sentry-sdk derives its own from the trace id, a seeded
+							# generator per request), so that what sentry-sdk propagates agrees with this module's dynamic
+							# sampling context.
+							baggage=Baggage({"sample_rand": "{:.6f}".format(state.SampleRand)}),
+							trace_id=state.TraceId,
+							span_id=state.SpanId,
+							parent_span_id=state.ParentSpanId,
+							parent_sampled=state.ParentSampled,
+							same_process_as_parent=False,
+							sampled=True,
+							op=OP_SERVER,
+							name=state.route_name(),
+							source=state.Source,
+							origin=ORIGIN,
+						)
+						transaction.init_span_recorder(maxlen=MAX_SPANS)
+						state.Transaction = transaction
+						scope = tokens[2]
+						scope.span = transaction
+						start = time.time()
 						try:
-							response = await handler(request)
-						except HTTPException as e:
-							finish(state, e.status, e if e.status in failed else None, failed)
-							raise
-						except Exception as e:
-							finish(state, 500, e, failed)
-							raise
-						except BaseException:  # cancelled: the client went away
-							transaction.set_status("cancelled")
-							raise
-						finish(state, response.status, None, failed)
-						return response
+							try:
+								response = await handler(request)
+							except HTTPException as e:
+								finish(state, e.status, e if e.status in failed else None, failed)
+								raise
+							except Exception as e:
+								finish(state, 500, e, failed)
+								raise
+							except BaseException:  # cancelled: the client went away
+								transaction.set_status("cancelled")
+								raise
+							finish(state, response.status, None, failed)
+							return response
+						finally:
+							scope.span = None
+							try:
+								send(state, transaction, start, time.time())
+							except Exception:
+								sentry_sdk.utils.capture_internal_exception(sys.exc_info())
 					finally:
-						scope.span = None
-						try:
-							send(state, transaction, start, time.time())
-						except Exception:
-							sentry_sdk.utils.capture_internal_exception(sys.exc_info())
+						restore_scopes(tokens)
 				finally:
-					restore_scopes(tokens)
+					current.reset(token)
 			finally:
-				current.reset(token)
+				if request_token is not None:
+					request_var.reset(request_token)  # type: ignore[union-attr]
 
 		asab_sentry_middleware._asab_sentry = True  # type: ignore[attr-defined]
 		return asab_sentry_middleware
