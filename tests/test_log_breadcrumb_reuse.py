@@ -133,3 +133,28 @@ def test_the_message_is_the_text_at_the_time_of_the_call():
 		"too few %s %s",
 		"no arguments, 100%",
 	]
+
+
+def _sentry_handler():
+	from asab_sentry.logging import SentryLogHandler
+
+	return next(h for h in logging.getLogger().handlers if isinstance(h, SentryLogHandler))
+
+
+def test_a_filter_put_straight_into_the_handlers_filters_is_applied():
+	"""``handler.filters`` is a plain list that code may change without ``addFilter`` (``handler.filters.append(f)``,
+	``handler.filters = [...]``): the shortcut must still run the filters, as `logging.Handler.handle` does."""
+
+	def story(svc):
+		handler = _sentry_handler()
+		handler.filters.append(lambda record: "secret" not in record.getMessage())
+		L.info("a secret of %s", "alice")
+		L.info("public")
+		handler.filters = []
+		L.info("another secret")
+		svc.capture_message("now")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	assert [c["message"] for c in fast[0]["breadcrumbs"]["values"]] == ["public", "another secret"]

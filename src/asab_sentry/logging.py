@@ -217,20 +217,12 @@ class SentryLogHandler(logging.Handler):
 		super().setLevel(level)
 		self._shortcut()
 
-	def addFilter(self, filter: typing.Any) -> None:
-		super().addFilter(filter)
-		self._shortcut()
-
-	def removeFilter(self, filter: typing.Any) -> None:
-		super().removeFilter(filter)
-		self._shortcut()
-
 	def _shortcut(self) -> None:
 		# Levels in [_low, _high) take the shortcut in `handle`; an empty range when there is none.
 		if not getattr(self, "_ready", False):
 			return
 		low = high = 0
-		if self._lazy and self._enabled and self._breadcrumbs_level is not None and not self.filters:
+		if self._lazy and self._enabled and self._breadcrumbs_level is not None:
 			low = max(self._breadcrumbs_level, self.level)
 			high = self._events_level if self._events_level is not None else 1 << 62
 		self._low, self._high = low, max(low, high)
@@ -251,9 +243,15 @@ class SentryLogHandler(logging.Handler):
 		try:
 			# No lock: sentry-sdk's capture and breadcrumb functions are thread-safe.
 			levelno = record.levelno
-			if self._low <= levelno < self._high and record.exc_info is None and type(record.msg) is str:
+			if (
+				self._low <= levelno < self._high
+				and record.exc_info is None
+				and type(record.msg) is str
+				and not self.filters
+			):
 				# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
-				# shortest path, what `emit` would do, with `_sdk.append_breadcrumb` inlined.
+				# shortest path, what `emit` would do, with `_sdk.append_breadcrumb` inlined. (The filters are looked
+				# at here, not in the bounds: code may change the list without addFilter.)
 				builder = self._builders.get(record.name, False)
 				if builder is False:
 					builder = self._builder_of(record.name)
