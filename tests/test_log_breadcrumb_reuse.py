@@ -158,3 +158,39 @@ def test_a_filter_put_straight_into_the_handlers_filters_is_applied():
 	plain = events_of(False, story)
 	assert fast == plain
 	assert [c["message"] for c in fast[0]["breadcrumbs"]["values"]] == ["public", "another secret"]
+
+
+class _PrefixedRecord(logging.LogRecord):
+	"""A record factory's record whose text depends on when it is formatted (a prefix of the current request)."""
+
+	def getMessage(self):
+		return "[{}] {}".format(_request[0], super().getMessage())
+
+
+_request = ["none"]
+
+
+def test_a_record_subclass_message_is_its_get_message_at_the_time_of_the_call():
+	"""A record of a `logging.setLogRecordFactory` class formats its message its own way (``getMessage``), possibly
+	from state that changes: the breadcrumb's message is its ``getMessage()`` at the time of the log call, with or
+	without arguments, as sentry-sdk would keep it."""
+
+	def story(svc):
+		previous = logging.getLogRecordFactory()
+		logging.setLogRecordFactory(_PrefixedRecord)
+		try:
+			_request[0] = "req-1"
+			L.info("no arguments")
+			L.info("plain %s %d", "x", 1)
+			_request[0] = "req-2"
+			L.info("later")
+			_request[0] = "req-3"
+		finally:
+			logging.setLogRecordFactory(previous)
+		svc.capture_message("now")
+
+	fast = events_of(True, story)
+	plain = events_of(False, story)
+	assert fast == plain
+	messages = [c["message"] for c in fast[0]["breadcrumbs"]["values"]]
+	assert messages == ["[req-1] no arguments", "[req-1] plain x 1", "[req-2] later"]

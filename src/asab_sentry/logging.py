@@ -64,6 +64,8 @@ _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 #: Log-call arguments whose text cannot change after the call (exact types: a subclass may format differently later).
 _PLAIN_ARGUMENTS = frozenset((str, int, float, bool, type(None)))
 
+_LogRecord = logging.LogRecord
+
 _IGNORED_LOGGERS = ("sentry_sdk", "urllib3.connectionpool")
 
 #: asab.web's access log: one record per request, turned into a readable breadcrumb.
@@ -247,11 +249,13 @@ class SentryLogHandler(logging.Handler):
 				self._low <= levelno < self._high
 				and record.exc_info is None
 				and type(record.msg) is str
+				and type(record) is _LogRecord
 				and not self.filters
 			):
 				# A breadcrumb and nothing else (most records, asab's access log of every web request too): the
-				# shortest path, what `emit` would do, with `_sdk.append_breadcrumb` inlined. (The filters are looked
-				# at here, not in the bounds: code may change the list without addFilter.)
+				# shortest path, what `emit` would do, with `_sdk.append_breadcrumb` inlined. (Only logging's own
+				# record class: a record factory's may format its message its own way, from state that changes.
+				# The filters are looked at here, not in the bounds: code may change the list without addFilter.)
 				builder = self._builders.get(record.name, False)
 				if builder is False:
 					builder = self._builder_of(record.name)
