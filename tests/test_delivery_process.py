@@ -578,6 +578,32 @@ def test_a_flush_being_written_when_the_end_is_seen_is_put_back_once_behind_the_
 	assert transport.Pid not in (None, first.Process.pid) and transport.Fallback is None
 
 
+def test_a_batch_put_back_when_the_end_is_seen_is_counted_once_by_the_exit(server, caplog):
+	"""The feeder's batch (out of the feed, counted as in flight) is put back in the feed by the status thread that saw
+	the delivery process end, while the feeder still waits to write it; the exit comes then: each envelope is counted
+	once, in the feed (not a second time as the batch in flight)."""
+	import threading
+
+	transport = start(server, shutdown_timeout=1.0)
+	assert wait_for(lambda: transport._child.Ready)
+	first, counters = transport._child, transport.Losses.Counters
+	killer = None
+	with transport._write_lock:  # the feeder takes the envelope and waits here to write it
+		sentry_sdk.capture_message("in flight")
+		assert wait_for(lambda: first.Writing)
+		os.kill(first.Process.pid, signal.SIGKILL)
+		assert wait_for(lambda: first.Ended)  # the status thread put the envelope back in the feed
+		assert wait_for(lambda: transport._child is not first)  # (a new one is started)
+		killer = threading.Thread(target=transport.kill)
+		killer.start()
+		assert wait_for(lambda: transport._killed)
+	killer.join(30)
+	assert not killer.is_alive()
+	assert counters["dropped_shutdown"] == 1
+	said = [line for line in delivery_lines(caplog) if "not delivered" in line]
+	assert len(said) == 1 and said[0].startswith("1 envelope(s) not delivered"), said
+
+
 LAUNCHED = r"""
 import json, sys, time
 sys.path[:0] = json.loads(sys.argv[2])  # as PEX, Bazel or a zipapp's bootstrap: the dependencies added at run time

@@ -582,9 +582,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			# first), for the next one or this process's threads.
 			with self._cond:
 				if self._killed:
-					return False  # kill counted the batch (`_inflight`)
-				self._inflight = 0
-			self._ended(child)
+					return False  # kill counted the batch (in the feed, or `_inflight`)
+			self._ended(child)  # (a kill meanwhile counts the batch as `_inflight`)
 		return True
 
 	def _meta_of(self, categories: frozenset[str], quantities: list[tuple[str, int]]) -> bytes:
@@ -801,6 +800,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			# the batch being written (still counted in the feed); what it read and held is lost.
 			written: list[Serialized] = list(child.Unreceived)
 			again: list[Serialized | _Command] = [*written, *child.Writing]
+			if child.Writing:
+				self._inflight = 0  # the feeder's batch, back in the feed: a kill counts it there, once
 			child.Unreceived.clear()
 			child.Writing = []
 			child.Unread = 0
