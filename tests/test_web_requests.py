@@ -507,6 +507,43 @@ def test_access_log_breadcrumbs_are_the_services_not_copied_into_every_request(c
 		assert any(m.startswith("GET /users/7 → 200 in ") for m in messages), messages
 
 
+def test_access_log_of_ignored_paths_stays_out_of_the_services_breadcrumbs(collector):
+	"""Requests of ignored paths (asab's own API, always: monitoring scrapes /asab/v1/metrics; health checks) are
+	passed through untouched: their access log does not go to the global scope, where it would fill the breadcrumbs of
+	every event of the service. It stays in the scope of its connection, as any other record written there."""
+	configure(
+		{
+			"sentry": {"data_source_name": collector.dsn},
+			"sentry:web": {"ignore_paths": "/healthz"},
+			"logging": {"level": "NOTICE"},
+		}
+	)
+
+	async def client(session, base, app):
+		await get_all(session, base, ["/users/7"])
+		async with aiohttp.ClientSession() as monitoring:  # its own connection, as a scraper's or a probe's
+			await get_all(monitoring, base, ["/asab/v1/metrics", "/healthz"] * 3)
+		async with aiohttp.ClientSession() as other:
+			await get_all(other, base, ["/crash"])
+		app.SentryService.capture_message("outside requests")
+
+	serve(
+		[
+			("GET", "/users/{id}", ok),
+			("GET", "/asab/v1/metrics", ok),
+			("GET", "/healthz", ok),
+			("GET", "/crash", crash),
+		],
+		client,
+	)
+	events = payloads(collector)
+	assert len(events) == 2
+	for event in events:
+		messages = [c["message"] for c in event["breadcrumbs"]["values"] if c.get("category") == "asab.web.al"]
+		assert messages and messages[0].startswith("GET /users/7 → 200 in "), messages
+		assert not any("/asab/v1/" in m or "/healthz" in m for m in messages), messages
+
+
 @pytest.mark.parametrize("rate", ["0", "1.0"])
 def test_asab_request_context_is_set_by_the_one_middleware(collector, rate):
 	"""asab's set_request_context middleware is replaced by ours, which sets asab.contextvars.Request itself (one

@@ -170,6 +170,8 @@ class SentryLogHandler(logging.Handler):
 		self._events_level = events_level
 		#: Set by the asab.web instrumentation: True for a record whose exception it reports (or not) itself.
 		self.Claims: typing.Callable[[logging.LogRecord], bool] | None = None
+		#: Set by the asab.web instrumentation: a match (truthy) for a path of ``[sentry:web] ignore_paths``.
+		self.IgnoredPath: typing.Callable[[str], typing.Any] | None = None
 		self._enabled = bool(levels)
 		# Breadcrumbs are kept as records (`LogBreadcrumb`) unless a before_breadcrumb callback must see each
 		# dict as it is added.
@@ -274,7 +276,7 @@ class SentryLogHandler(logging.Handler):
 									break
 						else:
 							message = formatted_message(record, report=False)
-					if builder is access_log_breadcrumb:
+					if builder is access_log_breadcrumb and self._service_wide(record):
 						# The service's record of a request, written once the request's own scope has ended: a
 						# breadcrumb of the whole service (see `_breadcrumb`).
 						scope = sentry_sdk.scope._global_scope or sentry_sdk.get_global_scope()
@@ -392,6 +394,17 @@ class SentryLogHandler(logging.Handler):
 			event["event_id"] = capture.new_event_id()
 		sentry_sdk.capture_event(event, hint=hint)
 
+	def _service_wide(self, record: logging.LogRecord) -> bool:
+		# An access-log record goes to the global scope unless its request's path is ignored (asab's own API, health
+		# checks: requests passed through untouched, often many, which would fill every event's breadcrumbs); that one
+		# stays in the scope it is written in, the connection's, as any other record.
+		ignored = self.IgnoredPath
+		if ignored is None:
+			return True
+		data = getattr(record, "_struct_data", None)
+		path = data.get("al.p") if type(data) is dict else None
+		return type(path) is not str or not ignored(path)
+
 	def _breadcrumb(self, record: logging.LogRecord) -> None:
 		message = formatted_message(record, report=False)
 		# asab's access log (one record per web request, empty message): a readable breadcrumb instead. It is the
@@ -401,6 +414,7 @@ class SentryLogHandler(logging.Handler):
 		# is forked (up to max_breadcrumbs per request: about half of what the instrumentation costs per request).
 		access_log = record.name == ACCESS_LOG
 		builder = access_log_breadcrumb if access_log else breadcrumb_from_record
+		access_log = access_log and self._service_wide(record)
 		if self._lazy:
 			_sdk.append_breadcrumb(
 				LogBreadcrumb(record, message, builder), self._max_breadcrumbs, global_scope=access_log

@@ -161,6 +161,7 @@ class SentryService(asab.Service):
 			self.Web = web_module.WebInstrumentation(self.Settings)
 			web_module.install(self.Web, app, self.LoopHooks)
 			self.LogHandler.Claims = self.Web.claims_record
+			self.LogHandler.IgnoredPath = self.Web.IgnoredPath
 		except Exception:
 			self.Web = None
 			L.warning(

@@ -306,6 +306,8 @@ class WebInstrumentation:
 		self.Tracing = settings.traces_sample_rate > 0
 		self.Targets = PropagationTargets(web.trace_propagation_targets)
 		self._ignored = re.compile("|".join("(?:{})".format(fnmatch.translate(p)) for p in web.ignore_paths)).match
+		#: A match (truthy) for a path passed through untouched (``[sentry:web] ignore_paths``, asab's own API).
+		self.IgnoredPath: typing.Callable[[str], typing.Any] = self._ignored
 		self.Middleware = self._make_middleware()
 		self._middleware_with_request: typing.Callable | None = None  # setting asab's request context too
 		self._dsc_client: typing.Any = None  # the client _dsc_base was read from
