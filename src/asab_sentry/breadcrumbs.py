@@ -1,8 +1,9 @@
 """
 Breadcrumbs of log records, cheap to keep and cheap to send.
 
-A log call at the breadcrumbs level only puts a `LogBreadcrumb` (the record and its formatted message) on the
-isolation scope; its dict is built when an event first reads it. sentry-sdk serializes every pending
+A log call at the breadcrumbs level only puts a `LogBreadcrumb` (the record and its message, see the class) on the
+isolation scope (asab's access log of an instrumented request: on the global scope); its dict is built when an
+event first reads it. sentry-sdk serializes every pending
 breadcrumb again for every event (about 7 of the 9 in 10 nodes its serializer walks with 100 breadcrumbs
 pending); here each is serialized once, by sentry-sdk's own serializer with the client's options, and the
 result is reused by the following events that carry it. The event content is the same; `tests/test_performance.py`
