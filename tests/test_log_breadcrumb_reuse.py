@@ -194,3 +194,52 @@ def test_a_record_subclass_message_is_its_get_message_at_the_time_of_the_call():
 	assert fast == plain
 	messages = [c["message"] for c in fast[0]["breadcrumbs"]["values"]]
 	assert messages == ["[req-1] no arguments", "[req-1] plain x 1", "[req-2] later"]
+
+
+IMPORTED_UNDER_A_TRACER = r"""
+import sys
+
+def tracer(frame, event, arg):  # a debugger or a tracing tool that looks at the frames' variables
+	frame.f_locals
+	return tracer
+
+sys.settrace(tracer)
+sys.setprofile(tracer)
+import asab_sentry.breadcrumbs  # (imported while traced: a debugger attached at start-up, then detached)
+sys.settrace(None)
+sys.setprofile(None)
+
+import logging
+import sentry_sdk
+from asab_sentry import testing
+
+L = logging.getLogger("tests.reuse")
+with testing.capture_sentry({"sentry:logging": {"breadcrumbs": "info"}}) as capture:
+	capture.application()
+	logging.getLogger().setLevel(logging.INFO)
+	for n in range(100):
+		L.info("before the fork %d", n)
+	with sentry_sdk.isolation_scope() as forked:
+		pass
+	for n in range(100):
+		L.info("after the fork %d", n)
+	kept = [crumb["message"] for crumb in forked._breadcrumbs]
+	print(kept == ["before the fork {}".format(n) for n in range(100)], kept[:2])
+"""
+
+
+def test_reuse_is_decided_alike_when_the_module_was_imported_under_a_tracer():
+	"""What `sys.getrefcount` says of a breadcrumb nothing else holds is measured once, at import: a trace or profile
+	function that reads the frames' variables (a debugger, a tracing tool) holds one reference more there. Measured
+	so, a breadcrumb one other thing still held (a forked scope) passed for one nothing held, and was reused."""
+	import os
+	import subprocess
+	import sys
+
+	src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+	env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+	result = subprocess.run(
+		[sys.executable, "-c", IMPORTED_UNDER_A_TRACER], capture_output=True, text=True, timeout=120, env=env
+	)
+	assert result.returncode == 0, result.stderr[-2000:]
+	assert result.stdout.splitlines()[-1].startswith("True"), result.stdout[-2000:]

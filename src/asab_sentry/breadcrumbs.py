@@ -39,7 +39,20 @@ _building = threading.RLock()
 
 def _alone() -> int:
 	# What `sys.getrefcount` says of an object that one local variable holds (2 up to CPython 3.13; the count of
-	# the argument may change between versions): measured here, the way the log handler asks.
+	# the argument may change between versions): measured here, the way the log handler asks. Without trace or
+	# profile function meanwhile: one that reads the frame's variables (a debugger, a tracing tool) holds one
+	# reference more, and a count measured so would let the handler reuse a breadcrumb one other thing still holds.
+	trace, profile = sys.gettrace(), sys.getprofile()
+	sys.settrace(None)
+	sys.setprofile(None)
+	try:
+		return _measure_alone()
+	finally:
+		sys.setprofile(profile)
+		sys.settrace(trace)
+
+
+def _measure_alone() -> int:
 	probe = LogBreadcrumb.__new__(LogBreadcrumb)
 	return sys.getrefcount(probe)
 
