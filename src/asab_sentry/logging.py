@@ -411,7 +411,7 @@ class SentryLogHandler(logging.Handler):
 		# service's record of a request, written after the request's own scope ended (in the connection's): it goes
 		# to sentry-sdk's global scope, which every later event of the service merges (a request's, a background
 		# task's). Kept in the connection's isolation scope, every request would copy them all when its own scope
-		# is forked (up to max_breadcrumbs per request: about half of what the instrumentation costs per request).
+		# is forked (up to max_breadcrumbs per request; docs/web.md says what that cost). Ignored paths: `_service_wide`.
 		access_log = record.name == ACCESS_LOG
 		builder = access_log_breadcrumb if access_log else breadcrumb_from_record
 		access_log = access_log and self._service_wide(record)
