@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import copy
 import datetime
 import itertools
 import logging
@@ -119,20 +120,123 @@ class own_isolation_scope:
 	__slots__ = ("_token",)
 
 	def __enter__(self) -> None:
-		self._token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+		self._token = fork_isolation_scope()
 
 	def __exit__(self, *exc_info: typing.Any) -> None:
 		sentry_sdk.scope._isolation_scope.reset(self._token)  # type: ignore[attr-defined]
 
 
 _ISOLATION_SCOPE: contextvars.ContextVar = sentry_sdk.scope._isolation_scope  # type: ignore[attr-defined]
+_CURRENT_SCOPE: contextvars.ContextVar = sentry_sdk.scope._current_scope  # type: ignore[attr-defined]
+
+
+class _Probe:
+	"""A value whose copies say how they were made: how ``Scope.__copy__`` treats the attribute holding it."""
+
+	__slots__ = ("How",)
+
+	def __init__(self, how: str = "kept") -> None:
+		self.How = how
+
+	def copy(self) -> _Probe:
+		return _Probe("method")
+
+	def __copy__(self) -> _Probe:
+		return _Probe("copy")
+
+	def __deepcopy__(self, memo: typing.Any) -> _Probe:
+		return _Probe("deepcopy")
+
+	# ``dict(value)`` and ``list(value)`` (older sentry-sdk versions) give a dict or list holding the probe itself.
+
+	def keys(self) -> list[_Probe]:
+		return [self]
+
+	def __getitem__(self, key: typing.Any) -> _Probe:
+		return self
+
+	def __iter__(self) -> typing.Iterator[_Probe]:
+		return iter((self,))
+
+
+def _scope_copier() -> typing.Callable[[typing.Any], typing.Any] | None:
+	"""
+	A function making the same copy of a `sentry_sdk.Scope` as its ``__copy__`` (what ``Scope.fork()`` does), in
+	straight-line code without ``copy.copy``'s look-up and with ``deepcopy`` only for a value that is not None
+	(``_flags``, None unless feature flags were recorded): ~0.4 instead of ~0.7 µs alone, ~1 µs less per web request.
+
+	Learnt from the installed sentry-sdk: ``__copy__`` is run once on a scope whose every attribute holds a `_Probe`,
+	which tells whether the attribute is shared, copied (``.copy()``, ``copy.copy()``, ``dict()``, ``list()``) or
+	deep-copied; then
+	the function is checked against ``__copy__`` on a scope with content. None (use ``__copy__``) for anything else.
+	"""
+	scope_class = sentry_sdk.Scope
+	slots = [name for klass in scope_class.__mro__ for name in getattr(klass, "__slots__", ())]
+	if not slots or "__dict__" in slots or len(set(slots)) != len(slots):
+		return None
+	probe = object.__new__(scope_class)
+	for name in slots:
+		setattr(probe, name, _Probe())
+	try:
+		copied = probe.__copy__()
+	except Exception:
+		return None
+	lines = ["def fork(self):", "\tcopied = new(self.__class__)"]
+	for name in slots:
+		if not name.isidentifier():
+			return None
+		value = getattr(copied, name, None)
+		original = getattr(probe, name)
+		if value is original:
+			lines.append("\tcopied.{0} = self.{0}".format(name))
+		elif type(value) is dict and value == {original: original}:
+			lines.append("\tcopied.{0} = dict(self.{0})".format(name))
+		elif type(value) is list and value == [original]:
+			lines.append("\tcopied.{0} = list(self.{0})".format(name))
+		elif type(value) is not _Probe:
+			return None
+		elif value.How == "method":
+			lines.append("\tcopied.{0} = self.{0}.copy()".format(name))
+		elif value.How == "copy":
+			lines.append("\tcopied.{0} = shallow(self.{0})".format(name))
+		elif value.How == "deepcopy":
+			lines.append("\tvalue = self.{}".format(name))
+			lines.append("\tcopied.{} = None if value is None else deep(value)".format(name))
+		else:
+			return None
+	lines.append("\treturn copied")
+	namespace: dict[str, typing.Any] = {"new": object.__new__, "shallow": copy.copy, "deep": copy.deepcopy}
+	exec("\n".join(lines), namespace)  # noqa: S102 - code made above from the attribute names only
+	fork = namespace["fork"]
+	# Checked on a scope with content: the same values, shared and copied alike.
+	sample = scope_class()
+	try:
+		sample.set_tag("t", "v")
+		sample.set_context("c", {"k": 1})
+		sample.set_extra("e", [1])
+		sample.set_user({"id": "u"})
+		sample.add_breadcrumb({"message": "m"})
+		sample.add_event_processor(lambda event, hint: event)
+		mine, theirs = fork(sample), sample.__copy__()
+		for name in slots:
+			original, a, b = getattr(sample, name), getattr(mine, name), getattr(theirs, name)
+			if type(a) is not type(b) or (a is original) != (b is original):
+				return None
+			if not callable(a) and a != b and repr(a) != repr(b):
+				return None
+	except Exception:
+		return None
+	return fork
+
+
+#: ``Scope.__copy__``, or the same copy made faster (`_scope_copier`).
+copy_scope: typing.Callable[[typing.Any], typing.Any] = _scope_copier() or sentry_sdk.Scope.__copy__
 
 
 def fork_isolation_scope() -> contextvars.Token:
 	"""`own_isolation_scope` without the context manager (a hot path): returns the token for the restore."""
-	# ``Scope.fork()`` is ``copy.copy(scope)``, which looks up and calls ``Scope.__copy__``: called directly here.
 	scope = _ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()
-	return _ISOLATION_SCOPE.set(scope.__copy__())
+	return _ISOLATION_SCOPE.set(copy_scope(scope))
 
 
 def restore_isolation_scope(token: contextvars.Token) -> None:
@@ -145,9 +249,9 @@ def fork_scopes() -> tuple[contextvars.Token, contextvars.Token, typing.Any]:
 	`sentry_sdk.isolation_scope()` without the context manager (a hot path): the current and the isolation scope
 	forked. Returns the tokens for `restore_scopes` and the forked current scope.
 	"""
-	current = sentry_sdk.get_current_scope().fork()
-	current_token = sentry_sdk.scope._current_scope.set(current)  # type: ignore[attr-defined]
-	isolation_token = sentry_sdk.scope._isolation_scope.set(sentry_sdk.get_isolation_scope().fork())  # type: ignore[attr-defined]
+	current = copy_scope(_CURRENT_SCOPE.get() or sentry_sdk.Scope.get_current_scope())
+	current_token = _CURRENT_SCOPE.set(current)
+	isolation_token = _ISOLATION_SCOPE.set(copy_scope(_ISOLATION_SCOPE.get() or sentry_sdk.Scope.get_isolation_scope()))
 	return current_token, isolation_token, current
 
 
