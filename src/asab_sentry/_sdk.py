@@ -205,6 +205,10 @@ def _scope_copier() -> typing.Callable[[typing.Any], typing.Any] | None:
 		else:
 			return None
 	lines.append("\treturn copied")
+	# A value the probe did not stand for (an attribute None where ``__copy__`` tests it first, say): the copy
+	# ``__copy__`` makes, never an error.
+	body = ["\t" + line for line in lines[1:]]
+	lines = [lines[0], "\ttry:", *body, "\texcept Exception:", "\t\treturn self.__copy__()"]
 	namespace: dict[str, typing.Any] = {"new": object.__new__, "shallow": copy.copy, "deep": copy.deepcopy}
 	exec("\n".join(lines), namespace)  # noqa: S102 - code made above from the attribute names only
 	fork = namespace["fork"]
