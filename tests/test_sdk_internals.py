@@ -221,6 +221,67 @@ def test_copy_scope_is_scope_copy_made_faster():
 	assert "only" not in scope._tags and len(scope._breadcrumbs) == 1
 
 
+def test_copy_scope_of_a_scope_subclass_is_its_own_copy():
+	"""A subclass of `sentry_sdk.Scope` (its own slots, its own ``__copy__``) as the isolation scope: forked as
+	``Scope.fork()`` forks it, by its ``__copy__``, not by the copy learnt from ``Scope.__copy__``."""
+
+	class _TeamScope(sentry_sdk.Scope):
+		__slots__ = ("Team",)
+
+		def __init__(self, *args, **kwargs):
+			super().__init__(*args, **kwargs)
+			self.Team = {"name": "a"}
+
+		def __copy__(self):
+			copied = super().__copy__()
+			copied.Team = dict(self.Team)
+			return copied
+
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		outer = _TeamScope()
+		outer.set_tag("t", "v")
+		token = sentry_sdk.scope._isolation_scope.set(outer)
+		try:
+			fork_token = _sdk.fork_isolation_scope()
+			forked = sentry_sdk.get_isolation_scope()
+			assert type(forked) is _TeamScope and forked is not outer
+			assert forked.Team == {"name": "a"} and forked.Team is not outer.Team
+			assert forked._tags == {"t": "v"}
+			_sdk.restore_isolation_scope(fork_token)
+		finally:
+			sentry_sdk.scope._isolation_scope.reset(token)
+	finally:
+		_sdk.reset()
+
+
+def test_copy_scope_keeps_feature_flags_and_attachments_apart():
+	"""Feature flags (`sentry_sdk.feature_flags.add_feature_flag`) and attachments recorded in a fork stay in it,
+	and those of the scope forked are in the fork, as with ``Scope.fork()``."""
+	from sentry_sdk.feature_flags import add_feature_flag
+
+	sentry_sdk.init(dsn=None, transport=_NullTransport(), default_integrations=False)
+	try:
+		with sentry_sdk.isolation_scope():
+			add_feature_flag("before", True)
+			sentry_sdk.get_isolation_scope().add_attachment(bytes=b"x", filename="x.txt")
+			holder = next(s for s in (sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope()) if s._flags)
+			forked = _sdk.copy_scope(holder)
+			assert forked._flags is not holder._flags
+			assert forked._flags.get() == [{"flag": "before", "result": True}]
+			forked._flags.set("in_fork", False)
+			holder._flags.set("in_parent", True)
+			assert [f["flag"] for f in holder._flags.get()] == ["before", "in_parent"]
+			assert [f["flag"] for f in forked._flags.get()] == ["before", "in_fork"]
+			iso = sentry_sdk.get_isolation_scope()
+			iso_fork = _sdk.copy_scope(iso)
+			iso_fork.add_attachment(bytes=b"y", filename="y.txt")
+			assert [a.filename for a in iso._attachments] == ["x.txt"]
+			assert [a.filename for a in iso_fork._attachments] == ["x.txt", "y.txt"]
+	finally:
+		_sdk.reset()
+
+
 def test_the_client_serializes_events_through_its_module_name_serialize():
 	import sentry_sdk.client
 	import sentry_sdk.serializer

@@ -181,7 +181,7 @@ def _scope_copier() -> typing.Callable[[typing.Any], typing.Any] | None:
 		copied = probe.__copy__()
 	except Exception:
 		return None
-	lines = ["def fork(self):", "\tcopied = new(self.__class__)"]
+	lines = ["def fork(self):", "\tcopied = new(scope_class)"]
 	for name in slots:
 		if not name.isidentifier():
 			return None
@@ -208,8 +208,15 @@ def _scope_copier() -> typing.Callable[[typing.Any], typing.Any] | None:
 	# A value the probe did not stand for (an attribute None where ``__copy__`` tests it first, say): the copy
 	# ``__copy__`` makes, never an error.
 	body = ["\t" + line for line in lines[1:]]
-	lines = [lines[0], "\ttry:", *body, "\texcept Exception:", "\t\treturn self.__copy__()"]
-	namespace: dict[str, typing.Any] = {"new": object.__new__, "shallow": copy.copy, "deep": copy.deepcopy}
+	# A subclass of Scope (its own slots, its own ``__copy__``): copied by its ``__copy__``, as ``Scope.fork()`` does.
+	lines = [lines[0], "\tif self.__class__ is not scope_class:", "\t\treturn self.__copy__()", "\ttry:", *body]
+	lines += ["\texcept Exception:", "\t\treturn self.__copy__()"]
+	namespace: dict[str, typing.Any] = {
+		"new": object.__new__,
+		"shallow": copy.copy,
+		"deep": copy.deepcopy,
+		"scope_class": scope_class,
+	}
 	exec("\n".join(lines), namespace)  # noqa: S102 - code made above from the attribute names only
 	fork = namespace["fork"]
 	# Checked on a scope with content: the same values, shared and copied alike.
