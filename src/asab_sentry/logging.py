@@ -232,15 +232,14 @@ class SentryLogHandler(logging.Handler):
 		self._low, self._high = low, max(low, high)
 
 	def _builder_of(self, name: typing.Any) -> typing.Callable[[logging.LogRecord, str], dict] | None:
-		builder = self._builders.get(name, False)
-		if builder is False:
-			if name.startswith(_IGNORED_LOGGERS):
-				builder = None
-			else:
-				# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
-				builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
-			if len(self._builders) < 10000:  # logger names are few; a service making them per request is not
-				self._builders[name] = builder
+		# (Called when `_builders` has no entry for the name yet.)
+		if name.startswith(_IGNORED_LOGGERS):
+			builder = None
+		else:
+			# asab's access log (one record per web request, empty message): a readable breadcrumb instead.
+			builder = access_log_breadcrumb if name == ACCESS_LOG else breadcrumb_from_record
+		if len(self._builders) < 10000:  # logger names are few; a service making them per request is not
+			self._builders[name] = builder
 		return builder
 
 	def handle(self, record: logging.LogRecord) -> bool:
