@@ -50,6 +50,8 @@ class FaultServer:
 		self.Delay = delay
 		self.Requests: list[Request] = []
 		self.Accepted: list[Envelope] = []
+		#: Every request's body, decompressed, as it came.
+		self.Bodies: list[bytes] = []
 		self._lock = threading.Condition()
 		self._connections: set[socket.socket] = set()
 		self._server: http.server.ThreadingHTTPServer | None = None
@@ -110,6 +112,8 @@ class FaultServer:
 			import brotli
 
 			body = brotli.decompress(body)
+		with self._lock:
+			self.Bodies.append(body)
 		envelope = Envelope.deserialize(body)
 		request = Request(time.monotonic(), envelope)
 		if self.Delay:

@@ -26,6 +26,7 @@ import enum
 import itertools
 import json
 import logging
+import marshal
 import math
 import operator
 import threading
@@ -488,13 +489,28 @@ _CRUMBS_TOKEN_JSON = json.dumps(_CRUMBS_TOKEN).encode("ascii")
 _SECOND, _THIRD, _FOURTH, _FIFTH = (operator.itemgetter(n) for n in (1, 2, 3, 4))
 
 
+class Deferred(bytes):
+	"""What `take_encoded` gives for an event whose pass was left to the delivery process: `FinalPass._pack`'s bytes."""
+
+
+def finish(packed: bytes) -> bytes:
+	"""`FinalPass.finish` of the running SentryService's final pass (`install`), or of a default one."""
+	final_pass = _active[0] if _active else FinalPass(keep_encoding=True)
+	return final_pass.finish(packed)
+
+
+def json_dumps(data: typing.Any) -> bytes:
+	"""JSON as ``sentry_sdk.utils.json_dumps`` makes it (compact, UTF-8, no NaN), which an envelope's items are."""
+	return json.dumps(data, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def take_encoded(event: typing.Any) -> bytes | None:
 	"""
 	The JSON of ``event`` exactly as ``sentry_sdk.utils.json_dumps`` would encode it now, when the final pass
 	(``before_send`` / ``before_send_transaction``) already encoded it and nothing changed since but what
 	sentry-sdk's ``capture_event`` does after ``before_send``: it moves ``contexts.trace.dynamic_sampling_context``
 	into the envelope's header (the encoding is made without it). None otherwise (a changed or unknown event).
-	Each encoding is given once.
+	Each encoding is given once. For an event whose pass was left to the delivery process, a `Deferred`.
 	"""
 	known = _pop_encoded(event)
 	if known is None:
@@ -524,7 +540,7 @@ def finalize(event: dict[str, typing.Any]) -> dict[str, typing.Any]:
 	running SentryService: scrubbed, valid text, within Sentry's limits. Never raises.
 	"""
 	final_pass = _active[0] if _active else FinalPass()
-	result = final_pass(event, {})
+	result = final_pass._run(event, {}, False)
 	if result is not None:
 		_pop_encoded(result)  # its caller encodes it its own way
 	return result if result is not None else event
@@ -540,6 +556,11 @@ class FinalPass:
 		before: a ``before_send`` step run first (e.g. `breadcrumbs.restore`, which completes the event).
 		keep_encoding: keep the JSON the pass makes of each event for the transport (`take_encoded`), so that
 			an event is encoded once (asab_sentry.speed).
+
+	Attributes:
+		Defer: True when the transport is the delivery process (`asab_sentry.delivery.process`), which finishes the
+			pass of error events (`finish`) off the service's interpreter lock; set by SentryService. Needs
+			``keep_encoding``. Transactions, and events passed with `finalize`, are done at once.
 	"""
 
 	def __init__(
@@ -555,28 +576,115 @@ class FinalPass:
 		self.MaxBytes = max_bytes
 		self.MaxCompressed = max_compressed
 		self.Before = before
+		self.Defer = False
 		self._crumbs: dict[int, tuple[typing.Any, typing.Any, bytes, bool, bool]] = {}
+		self._packed: dict[int, tuple[typing.Any, bytes]] = {}
+		self._unpacked: dict[bytes, typing.Any] = {}
 
 	def __call__(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None) -> typing.Any:
+		return self._run(event, hint, self.Defer)
+
+	def _run(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None, defer: bool) -> typing.Any:
 		try:
 			if self.Before is not None:
 				completed = self.Before(event, hint if hint is not None else {})
 				if completed is None:
 					return None
 				event = completed
+			if defer and self.KeepEncoding and type(event) is dict and "type" not in event:
+				try:
+					return self._defer(event)
+				except (TypeError, ValueError):  # not marshal's plain data (a subclass, another object): done here
+					pass
 			return self.process(event)
 		except Exception as e:
-			notices.say(
-				"final pass",
-				"An event could not be checked before sending ({}: {}); sent as a minimal event.".format(
-					notices._type_name(e), notices.safe_str(e)
-				),
-				logging.ERROR,
-			)
+			return self._failed(event, e)
+
+	def _failed(self, event: typing.Any, e: Exception) -> typing.Any:
+		notices.say(
+			"final pass",
+			"An event could not be checked before sending ({}: {}); sent as a minimal event.".format(
+				notices._type_name(e), notices.safe_str(e)
+			),
+			logging.ERROR,
+		)
+		try:
+			return typing.cast(dict, scrub.sanitize(minimal_event(event)))
+		except Exception:
+			return event
+
+	# Deferred to the delivery process (``[sentry] delivery = process``)
+
+	def _defer(self, event: dict[str, typing.Any]) -> dict[str, typing.Any]:
+		"""
+		Leave the rest of the pass (`process`: scrubbing, text repair, size limits, encoding) of an error event to
+		the delivery process: the event is kept packed (`Deferred`, for `take_encoded`) and returned as it is but
+		for its contexts, scrubbed here because sentry-sdk moves the trace's dynamic sampling context out of them
+		into the envelope's header, which the delivery process does not change. The scrubbing is the same as
+		`process` makes of them, and making it again changes nothing (`scrub.Scrubber.scrub_event`).
+		Raises TypeError or ValueError when the event is not data marshal takes (a dict subclass, an object).
+		"""
+		contexts = event.get("contexts")
+		if type(contexts) is dict:
+			scrubber = self.Scrubber or scrub.active()
+			event["contexts"] = {name: scrubber._scrub_context(name, value) for name, value in contexts.items()}
+		_keep_encoded(event, Deferred(self._pack(event)))
+		return event
+
+	def _pack(self, event: dict[str, typing.Any]) -> bytes:
+		"""
+		``event`` for `finish`, in marshal's format (version 2: no references). Breadcrumbs that consecutive events
+		share (breadcrumbs.py serializes each once) are packed once each: id -> (breadcrumb, its bytes); the
+		reference keeps the id from being reused.
+		"""
+		crumbs = event.get("breadcrumbs")
+		values = crumbs.get("values") if type(crumbs) is dict and len(crumbs) == 1 else None
+		if type(values) is not list or len(values) < 8:
+			return marshal.dumps((event, None), 2)
+		rest = dict(event)
+		rest["breadcrumbs"] = None
+		cache = self._packed
+		ids = list(map(id, values))
+		knowns = list(map(cache.get, ids))
+		for index in [i for i, (k, c) in enumerate(zip(knowns, values, strict=True)) if k is None or k[0] is not c]:
+			crumb = values[index]
+			cache[id(crumb)] = knowns[index] = (crumb, marshal.dumps(crumb, 2))
+		if len(cache) > len(ids) + 32:
+			self._packed = dict(zip(ids, knowns, strict=True))
+		return marshal.dumps((rest, list(map(_SECOND, knowns))), 2)
+
+	def finish(self, packed: bytes) -> bytes:
+		"""
+		The JSON payload sentry-sdk would have sent of a `Deferred` event had the whole pass run in
+		``before_send``: `process` (on failure, a minimal event, as ``before_send`` does), then what sentry-sdk's
+		``capture_event`` does after ``before_send`` (the trace's dynamic sampling context leaves the event), then
+		``sentry_sdk.utils.json_dumps`` unless the pass's own encoding is that already. Never raises but for a
+		``packed`` that is not `_pack`'s (ValueError, EOFError, TypeError).
+		"""
+		event, crumbs = marshal.loads(packed)
+		if crumbs is not None:
+			# The same dict for the same bytes as in the previous events: the scrubbed and encoded breadcrumbs of
+			# `_scrub_and_measure` are looked up by identity.
+			cache = self._unpacked
+			values = [cache.get(raw) or marshal.loads(raw) for raw in crumbs]
+			self._unpacked = dict(zip(crumbs, values, strict=True))
+			event["breadcrumbs"] = {"values": values}
+		try:
+			fitted = self.process(event)
+		except Exception as e:
+			fitted = self._failed(event, e)
+		contexts = fitted.get("contexts", {}) if type(fitted) is dict else {}
+		trace = contexts.get("trace") if type(contexts) is dict else None
+		if type(trace) is dict:
+			trace.pop(_DSC, None)
+		raw = take_encoded(fitted)
+		if raw is None or type(raw) is Deferred:
 			try:
-				return typing.cast(dict, scrub.sanitize(minimal_event(event)))
-			except Exception:
-				return event
+				raw = json_dumps(fitted)
+			except (TypeError, ValueError) as e:  # a NaN or an object: what sentry-sdk would fail on
+				fitted = self._failed(fitted, e)
+				raw = encode(fitted)
+		return raw
 
 	def _scrub_and_measure(
 		self, event: dict[str, typing.Any], scrubber: scrub.Scrubber
@@ -662,14 +770,16 @@ class FinalPass:
 def fill_encoded(envelope: typing.Any) -> bool:
 	"""
 	Give every item of a sentry-sdk ``Envelope`` whose payload the final pass encoded (`take_encoded`) those
-	bytes, so that serializing the envelope encodes nothing but its headers. True when every item's payload is
-	bytes now.
+	bytes, so that serializing the envelope encodes nothing but its headers (a `Deferred` event is finished here,
+	in the calling thread). True when every item's payload is bytes now.
 	"""
 	complete = True
 	for item in envelope.items:
 		payload = item.payload
 		if payload.bytes is None:
 			raw = take_encoded(payload.json) if payload.json is not None else None
+			if type(raw) is Deferred:
+				raw = finish(raw)
 			if raw is None:
 				complete = False
 			else:

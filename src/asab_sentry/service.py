@@ -223,6 +223,13 @@ class SentryService(asab.Service):
 			_sdk.warm_up()  # the first event's one-off work, off the event loop
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
+		# The delivery process finishes the final pass of error events (scrubbing, size limits, encoding), off the
+		# event loop; not when Spotlight (or anything else) needs the finished event in this process.
+		final_pass.Defer = (
+			speed.ENABLED
+			and type(client.transport) is ProcessDelivery
+			and type(final_pass.Scrubber or scrub.active()) is scrub.Scrubber
+		)
 		scope = sentry_sdk.get_global_scope()
 		for key in ("appclass", *identity_module.IDENTITY_VARIABLES.values()):
 			scope.remove_tag(key)  # a service created again (e.g. a restarted app in tests) starts clean

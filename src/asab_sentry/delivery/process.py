@@ -60,6 +60,7 @@ from sentry_sdk.consts import VERSION as SDK_VERSION
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope
 
+from .. import limits, scrub
 from ..logging import NO_EVENT
 from .http import connection_factory
 from .losses import Losses
@@ -71,8 +72,11 @@ from .transport import (
 	DeliveryOptions,
 	DeliveryTransport,
 	Serialized,
+	Unfinished,
 	describe,
+	finish_unfinished,
 	intake,
+	unfinished,
 )
 
 L = logging.getLogger("asab_sentry.delivery")
@@ -257,7 +261,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		if self._killed or len(self._feed) >= MAX_INCOMING:
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, describe(envelope)[1])
 			return
-		entry = intake(envelope)
+		entry = unfinished(envelope) or intake(envelope)
 		if not isinstance(entry, Serialized):
 			# Not encoded by the final pass (sessions, check-ins, ... or sentry-sdk without SentryService): serialized
 			# here, so that the feed is bounded in bytes.
@@ -549,7 +553,8 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 				if categories:
 					envelopes += 1
 				meta = self._meta_of(categories, quantities)
-				chunks.append(FRAME.pack(b"E", META.size + len(meta) + len(data)))
+				kind = b"U" if type(entry) is Unfinished else b"E"
+				chunks.append(FRAME.pack(kind, META.size + len(meta) + len(data)))
 				chunks.append(META.pack(len(meta)))
 				chunks.append(meta)
 				chunks.append(data)
@@ -663,6 +668,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			"options": self._client_options,
 			"delivery": dataclasses.asdict(self.Options),
 			"where": self.Losses.Where,
+			"final_pass": _final_pass_options(),
 		}
 		payload = json.dumps(start).encode()
 		try:
@@ -860,6 +866,23 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 _INSTANCES: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
 
 
+def _final_pass_options() -> dict[str, typing.Any]:
+	"""What the delivery process needs to finish the running service's final pass (`limits.FinalPass.finish`)."""
+	final_pass = limits._active[0] if limits._active else limits.FinalPass()
+	scrubber = final_pass.Scrubber or scrub.active()
+	return {"terms": list(scrubber.Terms), "max_bytes": final_pass.MaxBytes, "max_compressed": final_pass.MaxCompressed}
+
+
+def _final_pass_of(options: dict[str, typing.Any] | None) -> limits.FinalPass:
+	options = options or {}
+	return limits.FinalPass(
+		scrub.Scrubber(options.get("terms", ())),
+		max_bytes=int(options.get("max_bytes", limits.MAX_EVENT_BYTES)),
+		max_compressed=int(options.get("max_compressed", limits.MAX_COMPRESSED_BYTES)),
+		keep_encoding=True,
+	)
+
+
 def _after_fork_in_child() -> None:
 	for transport in list(_INSTANCES):
 		transport._after_fork()
@@ -1045,6 +1068,7 @@ def main() -> int:
 		delivery = DeliveryOptions(**start["delivery"])
 		losses = _RelayedLosses(relay, start.get("where", "Sentry"))
 		transport = _ChildTransport(start["options"], delivery, losses=losses)
+		final_pass = _final_pass_of(start.get("final_pass"))
 	except StopIteration:
 		return 0
 	except Exception as e:
@@ -1068,11 +1092,13 @@ def main() -> int:
 			relay.send({"t": "answer", "id": command.get("id"), "undelivered": pending})
 
 	for kind, payload in frames:
-		if kind == b"E":
+		if kind == b"E" or kind == b"U":
 			(size,) = META.unpack_from(payload)
 			categories, quantities = json.loads(bytes(payload[META.size : META.size + size]))
 			data = bytes(payload[META.size + size :])
 			relay.Received += 1
+			if kind == b"U":  # an error event whose final pass is done here, off the service's interpreter lock
+				data = finish_unfinished(data, final_pass)
 			transport.hand_over(Serialized(data, frozenset(categories), [tuple(q) for q in quantities]))
 			continue
 		command = json.loads(bytes(payload))

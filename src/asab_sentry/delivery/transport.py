@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import random
+import struct
 import threading
 import time
 import typing
@@ -176,6 +178,73 @@ class Serialized(typing.NamedTuple):
 	quantities: list[tuple[str, int]]
 
 
+class Unfinished(Serialized):
+	"""
+	An envelope of one error event whose final pass the delivery process finishes (`limits.FinalPass.finish`):
+	``data`` is `pack_unfinished`'s (the envelope's header line, the item's headers, the packed event), the size the
+	feed counts; `finish_unfinished` makes the `Serialized` envelope of it.
+	"""
+
+	__slots__ = ()
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def unfinished(envelope: Envelope) -> Unfinished | None:
+	"""
+	The envelope as `Unfinished` when it is one event the final pass left to the delivery process
+	(`limits.Deferred`), else None; the envelope is then as `intake` takes it (an encoding taken is given to it).
+	"""
+	items = envelope.items
+	if len(items) != 1:
+		return None
+	payload = items[0].payload
+	if payload.bytes is not None or payload.json is None:
+		return None
+	raw = limits.take_encoded(payload.json)
+	if raw is None:
+		return None
+	if type(raw) is not limits.Deferred:
+		payload.bytes = raw
+		return None
+	head = limits.json_dumps(envelope.headers)
+	item_headers = limits.json_dumps(items[0].headers)
+	categories, quantities = describe(envelope)
+	return Unfinished(
+		b"".join((_LENGTH.pack(len(head)), head, _LENGTH.pack(len(item_headers)), item_headers, raw)),
+		categories,
+		quantities,
+	)
+
+
+def finish_unfinished(entry: Unfinished | bytes, final_pass: limits.FinalPass | None = None) -> bytes:
+	"""
+	The serialized envelope of an `Unfinished` one (its ``data``), byte for byte what sentry-sdk's
+	``Envelope.serialize`` makes of it had the final pass run in ``before_send``: the header line, the item's
+	headers with its ``length`` (sentry-sdk's ``Item.serialize_into``), the payload (`limits.FinalPass.finish` of
+	``final_pass``, by default the running service's).
+	"""
+	data = entry.data if isinstance(entry, Unfinished) else entry
+	(n,) = _LENGTH.unpack_from(data, 0)
+	head = data[_LENGTH.size : _LENGTH.size + n]
+	at = _LENGTH.size + n
+	(m,) = _LENGTH.unpack_from(data, at)
+	at += _LENGTH.size
+	item_headers = json.loads(data[at : at + m])
+	packed = data[at + m :]
+	payload = final_pass.finish(packed) if final_pass is not None else limits.finish(packed)
+	item_headers["length"] = len(payload)
+	return b"".join((head, b"\n", limits.json_dumps(item_headers), b"\n", payload, b"\n"))
+
+
+def finished(entry: Serialized) -> Serialized:
+	"""``entry``, an `Unfinished` one finished here (`finish_unfinished`)."""
+	if type(entry) is Unfinished:
+		return Serialized(finish_unfinished(entry), entry.categories, entry.quantities)
+	return entry
+
+
 def intake(envelope: Envelope) -> Envelope | Serialized:
 	"""The envelope as `Serialized` when the final pass encoded its payloads already, else as it is."""
 	if not limits.fill_encoded(envelope):
@@ -300,6 +369,8 @@ class DeliveryTransport(sentry_sdk.transport.Transport):
 		if len(self._incoming) >= MAX_INCOMING or self._killed:
 			self.Losses.dropped("shutdown" if self._killed else "queue_full", 1, quantities_of(entry))
 			return
+		if type(entry) is Unfinished:  # (from a delivery process that ended: this process finishes it)
+			entry = finished(entry)
 		if isinstance(entry, Serialized):
 			if self._queued_bytes + len(entry.data) // MAX_COMPRESSION > self.Options.queue_max_size:
 				# The compressed queue is full (an endpoint that does not answer): it would be dropped anyway.

@@ -1,0 +1,189 @@
+"""
+With ``[sentry] delivery = process`` the delivery process finishes the final pass of error events (scrubbing, text
+repair, Sentry's size limits, the encoding: `limits.FinalPass.finish`), off the service's event loop. What reaches
+Sentry is byte for byte what the service would have sent had it done the pass itself (real helper process, real
+HTTP on 127.0.0.1: tests/faultserver.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+
+import pytest
+import sentry_sdk
+
+from asab_sentry import limits
+from asab_sentry.delivery import process as process_module
+from asab_sentry.delivery.process import ProcessDelivery
+from faultserver import FaultServer
+from helpers import App, configure, run_app
+from test_delivery_process import wait_for
+
+L = logging.getLogger("orders")
+
+#: Values that differ from one capture to the next: ids, times, addresses.
+VOLATILE = [
+	(re.compile(rb'"(event_id|trace_id|span_id|parent_span_id|sample_rand)":("[^"]*"|null)'), rb'"\1":"-"'),
+	(re.compile(rb'"(timestamp|sent_at)":"[^"]*"'), rb'"\1":"-"'),
+	(re.compile(rb'"(timestamp)":[0-9.]+'), rb'"\1":0'),
+	(re.compile(rb"0x[0-9a-f]+"), b"0x-"),
+	(re.compile(rb'"length":[0-9]+'), b'"length":0'),
+]
+
+
+def captured(body: bytes) -> str:
+	return json.loads(body.split(b"\n")[2])["timestamp"]
+
+
+def normalized(body: bytes) -> bytes:
+	for pattern, replacement in VOLATILE:
+		body = pattern.sub(replacement, body)
+	return body
+
+
+@pytest.fixture
+def server():
+	s = FaultServer()
+	try:
+		yield s
+	finally:
+		sentry_sdk.get_client().close(timeout=0.5)
+		s.close()
+
+
+def clear_breadcrumbs() -> None:
+	for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+		scope.clear_breadcrumbs()
+
+
+def order_failed(order_id: int, password: str) -> None:
+	card = {"number": "4111", "cvv_token": "1" + "23", "items": list(range(5))}  # noqa: F841
+	raise KeyError("order {}".format(order_id))
+
+
+def scenario() -> None:
+	"""Error events of every shape the final pass changes: secrets, breadcrumbs, bad text, over the size limit."""
+	for n in range(12):
+		L.info("step %d", n, extra={"session_token": "s3" + "cr3t-{}".format(n), "row": n})
+	try:
+		order_failed(7, "hun" + "ter2")  # (the source lines are in the event: the secret itself is not)
+	except KeyError:
+		L.exception("Order %d failed", 7)
+	L.error("Broken text \udc80 from %s", "a socket", extra={"api_key": "k" + "-1"})
+	with sentry_sdk.new_scope() as scope:
+		scope.set_tag("csrf", "tag" + "-secret")
+		scope.set_user({"id": "u1", "password": "user" + "-secret"})
+		scope.set_context("payment", {"cvv": "000", "authorization": "Bearer " + "zzz"})
+		scope.set_extra("argv_like", ["--password", "p"])
+		sentry_sdk.capture_message("with a scope full of secrets")
+	for n in range(3):  # the breadcrumbs of the events before are packed once each, and so on
+		L.warning("Retry %d", n, extra={"row": n})
+	L.error("Gave up after %d retries", 3)
+	# Last: its line about the trimming becomes a breadcrumb, said by the service or (later) by the delivery process.
+	L.error("An enormous event: %s", "y" * 1_200_000)  # over Sentry's 1 MB
+
+
+def test_the_delivery_process_finishes_error_events_as_the_service_would(server, caplog, monkeypatch):
+	configure(
+		{
+			"sentry": {
+				"data_source_name": server.dsn,
+				"delivery": "process",
+				# A term that also filters the trace's dynamic sampling context, which goes into the envelope's header.
+				"scrub_keys": "release, row",
+				"max_value_length": "2000000",
+			}
+		}
+	)
+	done_here = []
+	process = limits.FinalPass.process
+
+	def counted(self, event):
+		done_here.append(event.get("type", "error"))
+		return process(self, event)
+
+	monkeypatch.setattr(limits.FinalPass, "process", counted)
+	bodies: dict[bool, list[bytes]] = {}
+
+	async def body(app):
+		final_pass = limits._active[0]
+		assert final_pass.Defer is True  # delivery = process, no Spotlight
+		loop = asyncio.get_running_loop()
+		for defer in (True, False):
+			final_pass.Defer = defer
+			clear_breadcrumbs()
+			del done_here[:]
+			before = len(server.Bodies)
+			scenario()
+			await loop.run_in_executor(None, sentry_sdk.flush, 30)
+
+			def events(before=before):
+				return [b for b in server.Bodies[before:] if b'"type":"event"' in b]
+
+			assert wait_for(lambda: len(events()) >= 5)
+			bodies[defer] = events()
+			# Deferred: no error event's pass ran in the service; else each did.
+			assert done_here == ([] if defer else ["error"] * 5)
+			assert wait_for(lambda: any("over Sentry's size limit" in r.getMessage() for r in caplog.records))
+			caplog.clear()
+
+	app = run_app(body, App)
+	assert isinstance(app.SentryService.Delivery, ProcessDelivery)
+	# (in the order they were captured: the concurrent requests may arrive in another)
+	deferred, here = sorted(bodies[True], key=captured), sorted(bodies[False], key=captured)
+	assert len(deferred) == len(here) == 5
+	assert [normalized(b) for b in deferred] == [normalized(b) for b in here]
+	# What the pass does is in them: secrets filtered (the header's sampling context too), text repaired, trimmed.
+	everything = b"".join(deferred)
+	for secret in (b"hunter2", b"s3cr3t", b'cvv_token":"123', b"k-1", b"tag-secret", b"user-secret", b"zzz"):
+		assert secret not in everything
+	assert b'"release":"[Filtered]"' in deferred[0].split(b"\n")[0]
+	texts = [json.loads(b.split(b"\n")[2]).get("logentry", {}).get("formatted", "") for b in deferred]
+	assert "Broken text \ufffd from a socket" in texts
+	assert max(map(len, deferred)) < limits.MAX_EVENT_BYTES
+	enormous = json.loads(deferred[-1].split(b"\n")[2])
+	assert enormous["contexts"]["asab_sentry"]["original_size"] > limits.MAX_EVENT_BYTES, enormous["contexts"]
+	# The delivery process's line about the trimmed event reached the service's log (waited for above).
+
+
+def test_deferred_events_are_finished_by_the_service_when_the_delivery_process_cannot_run(server, caplog, monkeypatch):
+	"""The in-process fallback finishes what the delivery process would have: nothing leaves unscrubbed."""
+	code = "raise SystemExit(3)"
+	monkeypatch.setattr(process_module, "_child_command", lambda root: [sys.executable, "-c", code])
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process"}})
+
+	async def body(app):
+		assert limits._active[0].Defer is True
+		for i in range(20):  # some written to the pipe of the process that ends, the others after the fallback
+			try:
+				order_failed(i, "hun" + "ter2")
+			except KeyError:
+				L.exception("Order %d failed", i)
+			await asyncio.sleep(0.02)
+		await asyncio.get_running_loop().run_in_executor(None, sentry_sdk.flush, 30)
+
+	app = run_app(body, App)
+	assert app.SentryService.Delivery.Fallback is not None
+	assert wait_for(lambda: len(server.events()) >= 20)
+	events = server.events()
+	assert sorted(e["logentry"]["params"][0] for e in events) == list(range(20))
+	for event in events:
+		frame = event["exception"]["values"][0]["stacktrace"]["frames"][-1]
+		assert frame["vars"]["password"] == "[Filtered]"
+	assert b"hunter2" not in b"".join(server.Bodies)
+
+
+def test_with_spotlight_the_service_finishes_every_event(server):
+	"""Spotlight shows the events the service sends: their pass is done in the service."""
+	configure(
+		{"sentry": {"data_source_name": server.dsn, "delivery": "process", "spotlight": "http://127.0.0.1:9/stream"}}
+	)
+
+	async def body(app):
+		assert limits._active[0].Defer is False
+
+	run_app(body, App)
