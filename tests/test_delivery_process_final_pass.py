@@ -18,6 +18,7 @@ import sentry_sdk
 
 from asab_sentry import limits
 from asab_sentry.delivery import process as process_module
+from asab_sentry.delivery import transport as transport_module
 from asab_sentry.delivery.process import ProcessDelivery
 from faultserver import FaultServer
 from helpers import App, configure, run_app
@@ -152,8 +153,17 @@ def test_the_delivery_process_finishes_error_events_as_the_service_would(server,
 
 def test_deferred_events_are_finished_by_the_service_when_the_delivery_process_cannot_run(server, caplog, monkeypatch):
 	"""The in-process fallback finishes what the delivery process would have: nothing leaves unscrubbed."""
-	code = "raise SystemExit(3)"
+	# It reads nothing and ends after a while: what was written into its pipe is put back and finished here.
+	code = "import time; time.sleep(1); raise SystemExit(3)"
 	monkeypatch.setattr(process_module, "_child_command", lambda root: [sys.executable, "-c", code])
+	finished_here = []
+	finished = transport_module.finished
+
+	def counted(entry):
+		finished_here.append(type(entry).__name__)
+		return finished(entry)
+
+	monkeypatch.setattr(transport_module, "finished", counted)
 	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process"}})
 
 	async def body(app):
@@ -168,6 +178,8 @@ def test_deferred_events_are_finished_by_the_service_when_the_delivery_process_c
 
 	app = run_app(body, App)
 	assert app.SentryService.Delivery.Fallback is not None
+	assert limits._active[0].Defer is False  # the service's final pass does them at once again
+	assert "Unfinished" in finished_here
 	assert wait_for(lambda: len(server.events()) >= 20)
 	events = server.events()
 	assert sorted(e["logentry"]["params"][0] for e in events) == list(range(20))

@@ -397,6 +397,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		parent's to deliver. The locks may have been held by the parent's threads at the fork: new ones.
 		"""
 		self._forked = True
+		_finish_here()
 		self._cond = threading.Condition()
 		self._write_lock = threading.Lock()
 		self._bytes_lock = threading.Lock()
@@ -855,6 +856,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		fallback = DeliveryTransport(self._client_options, self.Options, losses=self.Losses)
 		if self._shutdown_deadline is not None:
 			fallback._shutdown_deadline = self._shutdown_deadline
+		_finish_here()
 		with self._cond:
 			self.RateLimits = fallback.RateLimits
 			self.Fallback = fallback
@@ -864,6 +866,12 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 
 #: Every `ProcessDelivery` of this process: a fork marks them (`ProcessDelivery._after_fork`).
 _INSTANCES: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
+
+
+def _finish_here() -> None:
+	"""No delivery process to finish error events any more: the service's final pass does them at once again."""
+	for final_pass in limits._active:
+		final_pass.Defer = False
 
 
 def _final_pass_options() -> dict[str, typing.Any]:
