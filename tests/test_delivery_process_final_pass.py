@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 
 import pytest
 import sentry_sdk
@@ -114,7 +115,9 @@ def test_the_delivery_process_finishes_error_events_as_the_service_would(server,
 		final_pass = limits._active[0]
 		assert final_pass.Defer is True  # delivery = process, no Spotlight
 		loop = asyncio.get_running_loop()
-		for defer in (True, False):
+		# (Not deferred first: once events were deferred, an error event the pass did not encode is passed again by the
+		# transport, see `limits.fill_encoded`; the scenario's events are such, and that pass would be counted.)
+		for defer in (False, True):
 			final_pass.Defer = defer
 			clear_breadcrumbs()
 			del done_here[:]
@@ -199,3 +202,37 @@ def test_with_spotlight_the_service_finishes_every_event(server):
 		assert limits._active[0].Defer is False
 
 	run_app(body, App)
+
+
+def test_a_deferred_event_whose_packed_form_was_let_go_is_finished_by_the_service(server):
+	"""
+	The packed events kept for the transport are bounded (`limits._MAX_ENCODED_BYTES`): another thread's big event
+	may let go of one between its ``before_send`` and its transport. That event is never sent as it came.
+	"""
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process", "max_value_length": "6000000"}})
+	big = logging.getLogger("big")
+	blob = "z" * (limits._MAX_ENCODED_BYTES + 100_000)
+
+	def sampler(event, hint):
+		# sentry-sdk asks after before_send, in the capturing thread: where another thread's event may come.
+		if event.get("logger") == "big":
+			return 0.0  # (sampled out: its packed form stays kept, and the bound is reached)
+		other = threading.Thread(target=big.error, args=("huge %s", blob))
+		other.start()
+		other.join()
+		return 1.0
+
+	async def body(app):
+		assert limits._active[0].Defer is True
+		sentry_sdk.get_client().options["error_sampler"] = sampler
+		try:
+			order_failed(7, "hun" + "ter2")
+		except KeyError:
+			L.exception("Order %d failed", 7)
+		await asyncio.get_running_loop().run_in_executor(None, sentry_sdk.flush, 30)
+
+	run_app(body, App)
+	assert wait_for(lambda: len(server.events()) >= 1)
+	(event,) = server.events()
+	frame = event["exception"]["values"][0]["stacktrace"]["frames"][-1]
+	assert frame["vars"]["card"]["cvv_token"] == "[Filtered]"  # (one sentry-sdk's own scrubber leaves)

@@ -577,6 +577,7 @@ class FinalPass:
 		self.MaxCompressed = max_compressed
 		self.Before = before
 		self.Defer = False
+		self._deferred = False  # an event was left to the delivery process (`_defer`): see `fill_encoded`
 		self._crumbs: dict[int, tuple[typing.Any, typing.Any, bytes, bool, bool]] = {}
 		self._packed: dict[int, tuple[typing.Any, bytes]] = {}
 		self._unpacked: dict[bytes, typing.Any] = {}
@@ -629,6 +630,7 @@ class FinalPass:
 			scrubber = self.Scrubber or scrub.active()
 			event["contexts"] = {name: scrubber._scrub_context(name, value) for name, value in contexts.items()}
 		_keep_encoded(event, Deferred(self._pack(event)))
+		self._deferred = True
 		return event
 
 	def _pack(self, event: dict[str, typing.Any]) -> bytes:
@@ -669,6 +671,10 @@ class FinalPass:
 			values = [cache.get(raw) or marshal.loads(raw) for raw in crumbs]
 			self._unpacked = dict(zip(crumbs, values, strict=True))
 			event["breadcrumbs"] = {"values": values}
+		return self._finish(event)
+
+	def _finish(self, event: dict[str, typing.Any]) -> bytes:
+		"""`finish` of an event as it is (unpacked, or as sentry-sdk hands it to the transport)."""
 		try:
 			fitted = self.process(event)
 		except Exception as e:
@@ -771,7 +777,8 @@ def fill_encoded(envelope: typing.Any) -> bool:
 	"""
 	Give every item of a sentry-sdk ``Envelope`` whose payload the final pass encoded (`take_encoded`) those
 	bytes, so that serializing the envelope encodes nothing but its headers (a `Deferred` event is finished here,
-	in the calling thread). True when every item's payload is bytes now.
+	in the calling thread, and so is an error event without a kept encoding once events are deferred). True when
+	every item's payload is bytes now.
 	"""
 	complete = True
 	for item in envelope.items:
@@ -780,6 +787,13 @@ def fill_encoded(envelope: typing.Any) -> bool:
 			raw = take_encoded(payload.json) if payload.json is not None else None
 			if type(raw) is Deferred:
 				raw = finish(raw)
+			elif (
+				raw is None and item.type == "event" and type(payload.json) is dict and _active and _active[0]._deferred
+			):
+				# Maybe an event whose pass was left to the delivery process and whose packed form is gone (the bound
+				# of the kept encodings let it go while another thread's events came): never sent as it came, its
+				# pass is done here (again, for an event the pass did not encode: it changes nothing then).
+				raw = _active[0]._finish(payload.json)
 			if raw is None:
 				complete = False
 			else:
