@@ -14,10 +14,13 @@ import re
 import sys
 import threading
 
+import asab
 import pytest
 import sentry_sdk
 
+import asab_sentry
 from asab_sentry import limits
+from asab_sentry.delivery import DeliveryOptions
 from asab_sentry.delivery import process as process_module
 from asab_sentry.delivery import transport as transport_module
 from asab_sentry.delivery.process import ProcessDelivery
@@ -236,3 +239,28 @@ def test_a_deferred_event_whose_packed_form_was_let_go_is_finished_by_the_servic
 	(event,) = server.events()
 	frame = event["exception"]["values"][0]["stacktrace"]["frames"][-1]
 	assert frame["vars"]["card"]["cvv_token"] == "[Filtered]"  # (one sentry-sdk's own scrubber leaves)
+
+
+def test_a_delivery_process_given_ready_made_does_not_finish_events_without_the_services_scrub_keys(server):
+	"""
+	A ProcessDelivery made before the service (``transport=``) started its delivery process before ``[sentry]
+	scrub_keys`` was configured: the service does the pass itself, with them.
+	"""
+	configure({"sentry": {"data_source_name": server.dsn, "scrub_keys": "iban"}})
+	transport = ProcessDelivery({"dsn": server.dsn, "send_client_reports": True}, DeliveryOptions())
+
+	class Given(App):
+		def __init__(self):
+			asab.Application.__init__(self, args=[])
+			self.SentryService = asab_sentry.SentryService(self, transport=transport)
+
+	async def body(app):
+		assert app.SentryService.Delivery is transport
+		assert limits._active[0].Defer is False
+		L.error("Payment refused", extra={"iban": "CZ65" + "0800"})
+		await asyncio.get_running_loop().run_in_executor(None, sentry_sdk.flush, 30)
+
+	run_app(body, Given)
+	assert wait_for(lambda: len(server.events()) >= 1)
+	(event,) = server.events()
+	assert event["extra"]["iban"] == "[Filtered]"

@@ -224,11 +224,13 @@ class SentryService(asab.Service):
 		if s.spotlight is not None and send_to_dsn:
 			client.transport = SpotlightTransport(client.options, s.spotlight, client.transport)
 		# The delivery process finishes the final pass of error events (scrubbing, size limits, encoding), off the
-		# event loop; not when Spotlight (or anything else) needs the finished event in this process.
+		# event loop; not when Spotlight (or anything else) needs the finished event in this process, nor when it was
+		# started before this pass was configured (a ProcessDelivery given as ``transport``).
 		final_pass.Defer = (
 			speed.ENABLED
 			and type(client.transport) is ProcessDelivery
 			and type(final_pass.Scrubber or scrub.active()) is scrub.Scrubber
+			and client.transport.finishes_as(final_pass)
 		)
 		scope = sentry_sdk.get_global_scope()
 		for key in ("appclass", *identity_module.IDENTITY_VARIABLES.values()):

@@ -238,6 +238,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._to_close: collections.deque[_Child] = collections.deque()  # see `_close_input`
 		self._child: _Child | None = None
 		self._forked = False  # this is a fork of the process that created it (see `_after_fork`)
+		self._final_pass: dict[str, typing.Any] | None = None  # how its delivery process finishes events
 		self._start_child()
 		self._feeder = threading.Thread(target=self._feed_loop, name="asab-sentry-feeder", daemon=True)
 		self._feeder.start()
@@ -278,6 +279,14 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._feed.append(entry)
 		if self._feeder_idle:
 			self._wake()
+
+	def finishes_as(self, final_pass: limits.FinalPass) -> bool:
+		"""
+		True when its delivery process finishes error events as ``final_pass`` would (the same scrubbing terms and
+		size limits): it was started after ``final_pass`` was installed (`limits.install`), not e.g. given to
+		SentryService ready-made (``transport=``) before the service configured ``[sentry] scrub_keys``.
+		"""
+		return self._final_pass is not None and self._final_pass == _final_pass_options(final_pass)
 
 	def _wake(self) -> None:
 		# Never waits on the lock: the feeder holds it only to look at the feed, and looks every IDLE_POLL.
@@ -671,6 +680,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			"where": self.Losses.Where,
 			"final_pass": _final_pass_options(),
 		}
+		self._final_pass = start["final_pass"]
 		payload = json.dumps(start).encode()
 		try:
 			_write_all(fd, FRAME.pack(b"C", len(payload)) + payload)
@@ -874,9 +884,13 @@ def _finish_here() -> None:
 		final_pass.Defer = False
 
 
-def _final_pass_options() -> dict[str, typing.Any]:
-	"""What the delivery process needs to finish the running service's final pass (`limits.FinalPass.finish`)."""
-	final_pass = limits._active[0] if limits._active else limits.FinalPass()
+def _final_pass_options(final_pass: limits.FinalPass | None = None) -> dict[str, typing.Any]:
+	"""
+	What the delivery process needs to finish ``final_pass`` (by default the running service's) as it would
+	(`limits.FinalPass.finish`).
+	"""
+	if final_pass is None:
+		final_pass = limits._active[0] if limits._active else limits.FinalPass()
 	scrubber = final_pass.Scrubber or scrub.active()
 	return {"terms": list(scrubber.Terms), "max_bytes": final_pass.MaxBytes, "max_compressed": final_pass.MaxCompressed}
 
