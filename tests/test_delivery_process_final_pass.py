@@ -264,3 +264,44 @@ def test_a_delivery_process_given_ready_made_does_not_finish_events_without_the_
 	assert wait_for(lambda: len(server.events()) >= 1)
 	(event,) = server.events()
 	assert event["extra"]["iban"] == "[Filtered]"
+
+
+def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server, monkeypatch):
+	"""
+	After ``SentryService.transaction()`` the events carry sentry-sdk's ``TransactionSource`` (a str enum, which
+	marshal does not take): still finished by the delivery process, byte for byte as the service would.
+	"""
+	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process", "traces_sample_rate": "1.0"}})
+	done_here = []
+	process = limits.FinalPass.process
+
+	def counted(self, event):
+		done_here.append(event.get("type", "error"))
+		return process(self, event)
+
+	monkeypatch.setattr(limits.FinalPass, "process", counted)
+	bodies: dict[bool, list[bytes]] = {}
+
+	async def body(app):
+		final_pass = limits._active[0]
+		loop = asyncio.get_running_loop()
+		for defer in (False, True):
+			final_pass.Defer = defer
+			clear_breadcrumbs()
+			del done_here[:]
+			before = len(server.Bodies)
+			with app.SentryService.transaction("task", "nightly import"):
+				L.error("Import of row %d failed", 1, extra={"api_key": "k" + "-1"})
+			await loop.run_in_executor(None, sentry_sdk.flush, 30)
+
+			def events(before=before):
+				return [b for b in server.Bodies[before:] if b'"type":"event"' in b]
+
+			assert wait_for(lambda: len(events()) >= 1)
+			bodies[defer] = events()
+			assert done_here == (["error", "transaction"] if not defer else ["transaction"])
+
+	run_app(body, App)
+	assert [normalized(b) for b in bodies[True]] == [normalized(b) for b in bodies[False]]
+	event = json.loads(bodies[True][0].split(b"\n")[2])
+	assert event["transaction_info"] == {"source": "custom"} and event["extra"]["api_key"] == "[Filtered]"

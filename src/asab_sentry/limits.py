@@ -629,6 +629,12 @@ class FinalPass:
 		if type(contexts) is dict:
 			scrubber = self.Scrubber or scrub.active()
 			event["contexts"] = {name: scrubber._scrub_context(name, value) for name, value in contexts.items()}
+		info = event.get("transaction_info")
+		source = info.get("source") if type(info) is dict else None
+		if isinstance(source, str) and type(source) is not str:
+			# sentry-sdk's TransactionSource (a str enum, in every event after a transaction without a source, e.g.
+			# SentryService.transaction()), which marshal does not take: the text, which is what JSON has of it.
+			event["transaction_info"] = dict(info, source=str.__str__(source))
 		_keep_encoded(event, Deferred(self._pack(event)))
 		self._deferred = True
 		return event
