@@ -794,3 +794,18 @@ def test_undecodable_url_and_odd_span_data_still_give_a_valid_transaction(collec
 	(span,) = txn["spans"]
 	assert span["data"]["ratio"] is None and span["data"]["name"] == "caf\ufffd"
 	assert span["data"]["password"] == "[Filtered]"
+
+
+def test_request_headers_asab_web_logs_are_scrubbed_in_breadcrumbs(collector):
+	"""asab.web logs a failed request with its headers (multidict's istr names, a str subclass): filtered too."""
+	configure({"sentry": {"data_source_name": collector.dsn}, "sentry:web": {"failed_status_codes": "404"}})
+	headers = {"X-Api-Key": "k3y-" + "of-the-caller"}
+	serve(
+		[("GET", "/missing", not_found), ("GET", "/crash", crash)],
+		lambda s, base, app: get_all(s, base, ["/missing", "/crash"], headers),
+		middlewares=[asab.web.rest.JsonExceptionMiddleware],
+	)
+	events = payloads(collector, count=2, timeout=3.0)
+	crumbs = [c for e in events for c in e.get("breadcrumbs", {}).get("values", []) if "X-Api-Key" in c.get("data", {})]
+	assert crumbs and all(c["data"]["X-Api-Key"] == "[Filtered]" for c in crumbs)
+	assert "of-the-caller" not in json.dumps(events)

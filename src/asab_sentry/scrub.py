@@ -168,7 +168,8 @@ class Scrubber:
 			result = {}
 			known = self._cache  # is_secret's answers (every event has the same few keys): looked up inline
 			for key, value in data.items():
-				secret = known.get(key) if type(key) is str else False
+				# (A str subclass is asked too: aiohttp's header names, multidict's istr, in asab.web's log lines.)
+				secret = known.get(key) if type(key) is str else self.is_secret(key)
 				if secret is None:
 					secret = self.is_secret(key)
 				if secret and value is not None and value != "":
