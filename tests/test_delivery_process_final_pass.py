@@ -269,7 +269,8 @@ def test_a_delivery_process_given_ready_made_does_not_finish_events_without_the_
 def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server, monkeypatch):
 	"""
 	After ``SentryService.transaction()`` the events carry sentry-sdk's ``TransactionSource`` (a str enum, which
-	marshal does not take): still finished by the delivery process, byte for byte as the service would.
+	marshal does not take): still finished by the delivery process, byte for byte as the service would; the
+	transaction's name (bad text here) is valid text in the envelope's header too.
 	"""
 	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process", "traces_sample_rate": "1.0"}})
 	done_here = []
@@ -290,7 +291,7 @@ def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server
 			clear_breadcrumbs()
 			del done_here[:]
 			before = len(server.Bodies)
-			with app.SentryService.transaction("task", "nightly import"):
+			with app.SentryService.transaction("task", "nightly import \udc80"):
 				L.error("Import of row %d failed", 1, extra={"api_key": "k" + "-1"})
 			await loop.run_in_executor(None, sentry_sdk.flush, 30)
 
@@ -305,3 +306,55 @@ def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server
 	assert [normalized(b) for b in bodies[True]] == [normalized(b) for b in bodies[False]]
 	event = json.loads(bodies[True][0].split(b"\n")[2])
 	assert event["transaction_info"] == {"source": "custom"} and event["extra"]["api_key"] == "[Filtered]"
+	assert json.loads(bodies[True][0].split(b"\n")[0])["trace"]["transaction"] == "nightly import \ufffd"
+
+
+def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkeypatch):
+	"""
+	asab.web logs a failed request with its headers, whose names are multidict's istr (a str subclass, which marshal
+	does not take) and become a breadcrumb of the request's event: packed as the text JSON has of them.
+	"""
+	import asab.web.rest
+
+	from test_web_requests import get_all, not_found, serve
+
+	configure(
+		{
+			"sentry": {"data_source_name": server.dsn, "delivery": "process"},
+			"sentry:web": {"failed_status_codes": "404"},
+		}
+	)
+	done_here = []
+	process = limits.FinalPass.process
+
+	def counted(self, event):
+		done_here.append(event.get("type", "error"))
+		return process(self, event)
+
+	monkeypatch.setattr(limits.FinalPass, "process", counted)
+	bodies: dict[bool, list[bytes]] = {}
+	passes: dict[bool, list[str]] = {}
+
+	async def client(session, base, app):
+		final_pass = limits._active[0]
+		assert final_pass.Defer is True
+		loop = asyncio.get_running_loop()
+		for defer in (False, True):
+			final_pass.Defer = defer
+			del done_here[:]
+			before = len(server.Bodies)
+			await get_all(session, base, ["/missing"], {"X-Api-Key": "k3y-" + "of-the-caller"})
+			await loop.run_in_executor(None, sentry_sdk.flush, 30)
+
+			def events(before=before):
+				return [b for b in server.Bodies[before:] if b'"type":"event"' in b]
+
+			assert wait_for(lambda: len(events()) >= 1)
+			bodies[defer], passes[defer] = events(), list(done_here)
+
+	serve([("GET", "/missing", not_found)], client, middlewares=[asab.web.rest.JsonExceptionMiddleware])
+	assert passes == {False: ["error"], True: []}
+	(event,) = (json.loads(b.split(b"\n")[2]) for b in bodies[True])
+	crumbs = [c for c in event["breadcrumbs"]["values"] if "X-Api-Key" in c.get("data", {})]
+	assert crumbs and all(c["data"]["X-Api-Key"] == "[Filtered]" for c in crumbs)
+	assert b"of-the-caller" not in b"".join(bodies[True])

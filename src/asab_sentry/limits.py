@@ -621,14 +621,23 @@ class FinalPass:
 		Leave the rest of the pass (`process`: scrubbing, text repair, size limits, encoding) of an error event to
 		the delivery process: the event is kept packed (`Deferred`, for `take_encoded`) and returned as it is but
 		for its contexts, scrubbed here because sentry-sdk moves the trace's dynamic sampling context out of them
-		into the envelope's header, which the delivery process does not change. The scrubbing is the same as
-		`process` makes of them, and making it again changes nothing (`scrub.Scrubber.scrub_event`).
+		into the envelope's header, which the delivery process does not change (and that context's text repaired).
+		The scrubbing is the same as `process` makes of them, and making it again changes nothing
+		(`scrub.Scrubber.scrub_event`).
 		Raises TypeError or ValueError when the event is not data marshal takes (a dict subclass, an object).
 		"""
 		contexts = event.get("contexts")
 		if type(contexts) is dict:
 			scrubber = self.Scrubber or scrub.active()
-			event["contexts"] = {name: scrubber._scrub_context(name, value) for name, value in contexts.items()}
+			contexts = event["contexts"] = {
+				name: scrubber._scrub_context(name, value) for name, value in contexts.items()
+			}
+			trace = contexts.get("trace")
+			dsc = trace.get(_DSC) if type(trace) is dict else None
+			if dsc is not None and scrub.sanitize(dsc) is not dsc:
+				# Valid text in the envelope's header too (a lone surrogate in the transaction's name): what `process`
+				# makes of it, the same text being in the event (its ``transaction``).
+				contexts["trace"] = dict(trace, **{_DSC: scrub.sanitize(dsc)})
 		info = event.get("transaction_info")
 		source = info.get("source") if type(info) is dict else None
 		if isinstance(source, str) and type(source) is not str:
@@ -648,7 +657,7 @@ class FinalPass:
 		crumbs = event.get("breadcrumbs")
 		values = crumbs.get("values") if type(crumbs) is dict and len(crumbs) == 1 else None
 		if type(values) is not list or len(values) < 8:
-			return marshal.dumps((event, None), 2)
+			return _marshal((event, None))
 		rest = dict(event)
 		rest["breadcrumbs"] = None
 		cache = self._packed
@@ -656,10 +665,10 @@ class FinalPass:
 		knowns = list(map(cache.get, ids))
 		for index in [i for i, (k, c) in enumerate(zip(knowns, values, strict=True)) if k is None or k[0] is not c]:
 			crumb = values[index]
-			cache[id(crumb)] = knowns[index] = (crumb, marshal.dumps(crumb, 2))
+			cache[id(crumb)] = knowns[index] = (crumb, _marshal(crumb))
 		if len(cache) > len(ids) + 32:
 			self._packed = dict(zip(ids, knowns, strict=True))
-		return marshal.dumps((rest, list(map(_SECOND, knowns))), 2)
+		return _marshal((rest, list(map(_SECOND, knowns))))
 
 	def finish(self, packed: bytes) -> bytes:
 		"""
@@ -777,6 +786,38 @@ class FinalPass:
 		elif raw is not None and self.KeepEncoding:
 			_keep_encoded(fitted, raw)
 		return fitted
+
+
+def _marshal(value: typing.Any) -> bytes:
+	"""
+	``value`` in marshal's format (version 2); its str, int and float subclasses (multidict's istr header names in
+	asab.web's log lines, enums) as the plain values JSON has of them. Raises ValueError for other objects.
+	"""
+	try:
+		return marshal.dumps(value, 2)
+	except ValueError:
+		return marshal.dumps(_plain(value), 2)
+
+
+def _plain(value: typing.Any, depth: int = 0) -> typing.Any:
+	kind = type(value)
+	if kind is str or kind is int or kind is float or kind is bool or value is None:
+		return value
+	if depth > 100:
+		raise ValueError("too deep to pack")
+	if kind is dict:
+		return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in value.items()}
+	if kind is list:
+		return [_plain(v, depth + 1) for v in value]
+	if kind is tuple:
+		return tuple(_plain(v, depth + 1) for v in value)
+	if isinstance(value, str):
+		return str.__str__(value)
+	if isinstance(value, int):
+		return int.__int__(value)
+	if isinstance(value, float):
+		return float.__float__(value)
+	raise ValueError("{} cannot be packed".format(notices._type_name(value)))
 
 
 def fill_encoded(envelope: typing.Any) -> bool:
