@@ -358,3 +358,37 @@ def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkey
 	crumbs = [c for c in event["breadcrumbs"]["values"] if "X-Api-Key" in c.get("data", {})]
 	assert crumbs and all(c["data"]["X-Api-Key"] == "[Filtered]" for c in crumbs)
 	assert b"of-the-caller" not in b"".join(bodies[True])
+
+
+def test_str_subclasses_are_packed_as_the_text_json_has_of_them():
+	"""multidict's istr keys, str enums and int enums, with shared breadcrumbs or without: the same JSON."""
+	import copy
+	import enum
+
+	from multidict import istr
+
+	class Level(enum.IntEnum):
+		HIGH = 3
+
+	source = sentry_sdk.tracing.TransactionSource.CUSTOM
+	for crumbs in (2, 12):
+		event = {
+			"level": "error",
+			"extra": {istr("X-Api-Key"): "k-1", istr("Accept"): source, "rank": Level.HIGH},
+			"contexts": {"trace": {"trace_id": "t", "dynamic_sampling_context": {"transaction": "x"}}},
+			"breadcrumbs": {
+				"values": [{"message": "m{}".format(n), "data": {istr("Host"): "h"}} for n in range(crumbs)]
+			},
+		}
+		here = limits.FinalPass(keep_encoding=True)
+		done = here(copy.deepcopy(event), {})
+		done["contexts"]["trace"].pop("dynamic_sampling_context")  # (sentry-sdk moves it into the envelope's header)
+		expected = limits.take_encoded(done) or limits.json_dumps(done)
+		deferring = limits.FinalPass(keep_encoding=True)
+		deferring.Defer = True
+		left = deferring(copy.deepcopy(event), {})
+		left["contexts"]["trace"].pop("dynamic_sampling_context")
+		packed = limits.take_encoded(left)
+		assert type(packed) is limits.Deferred, crumbs
+		assert limits.FinalPass(keep_encoding=True).finish(packed) == expected
+		assert b'"X-Api-Key":"[Filtered]"' in expected

@@ -801,8 +801,8 @@ def _marshal(value: typing.Any) -> bytes:
 
 def _plain(value: typing.Any, depth: int = 0) -> typing.Any:
 	kind = type(value)
-	if kind is str or kind is int or kind is float or kind is bool or value is None:
-		return value
+	if kind is str or kind is int or kind is float or kind is bool or kind is bytes or value is None:
+		return value  # (bytes: the packed breadcrumbs)
 	if depth > 100:
 		raise ValueError("too deep to pack")
 	if kind is dict:
