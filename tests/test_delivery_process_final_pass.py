@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import signal
 import sys
 import threading
 
@@ -392,3 +394,57 @@ def test_str_subclasses_are_packed_as_the_text_json_has_of_them():
 		assert type(packed) is limits.Deferred, crumbs
 		assert limits.FinalPass(keep_encoding=True).finish(packed) == expected
 		assert b'"X-Api-Key":"[Filtered]"' in expected
+
+
+def test_while_the_delivery_process_falls_behind_the_service_finishes_events_itself(server, monkeypatch):
+	"""
+	A burst the delivery process cannot finish as fast as it comes: over a queue's worth waiting for it
+	(``queue_max_size``), the service does the pass itself (its pace slows the burst, nothing is dropped), and
+	leaves it to the delivery process again once less waits.
+	"""
+	configure(
+		{
+			"sentry": {"data_source_name": server.dsn, "delivery": "process", "queue_max_size": "300000"},
+			"sentry:logging": {"breadcrumbs": "CRITICAL"},  # (each event its own size, not the burst's so far)
+		}
+	)
+	done_here: list[str] = []
+	process = limits.FinalPass.process
+
+	def counted(self, event):
+		done_here.append(event.get("logentry", {}).get("formatted", ""))
+		return process(self, event)
+
+	monkeypatch.setattr(limits.FinalPass, "process", counted)
+	seen = {}
+
+	async def body(app):
+		delivery = app.SentryService.Delivery
+		final_pass = limits._active[0]
+		loop = asyncio.get_running_loop()
+		assert await loop.run_in_executor(None, wait_for, lambda: delivery._child is not None and delivery._child.Ready)
+		os.kill(delivery.Pid, signal.SIGSTOP)  # it reads nothing meanwhile
+		try:
+			for n in range(40):  # ~20 KB each: over 300 KB waiting after ~15
+				L.error("Burst %d %s", n, "z" * 20000)
+			seen["backlogged"] = final_pass.Backlogged
+			seen["done here"] = list(done_here)
+		finally:
+			os.kill(delivery.Pid, signal.SIGCONT)
+		await loop.run_in_executor(None, sentry_sdk.flush, 30)
+		assert await loop.run_in_executor(None, wait_for, lambda: delivery._feed_bytes < 200000)
+		del done_here[:]
+		L.error("After %d", 1)  # seen with the backlog gone: the next one is the delivery process's again
+		L.error("After %d", 2)
+		seen["after"] = list(done_here)
+		await loop.run_in_executor(None, sentry_sdk.flush, 30)
+
+	app = run_app(body, App)
+	assert seen["backlogged"] is True
+	# The first ones were left to the delivery process; once a queue's worth waited, the service did the rest.
+	assert "Burst 0 " not in " ".join(seen["done here"])[:9] and len(seen["done here"]) >= 20
+	assert seen["after"] == ["After 1"]
+	assert app.SentryService.Delivery.Losses.Counters["dropped_queue_full"] == 0
+	assert len([e for e in server.events() if e["logentry"]["message"].startswith("Burst")]) == 40
+	body_text = b"".join(server.Bodies)
+	assert body_text.count(b'"formatted":"Burst ') == 40

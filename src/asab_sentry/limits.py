@@ -561,6 +561,10 @@ class FinalPass:
 		Defer: True when the transport is the delivery process (`asab_sentry.delivery.process`), which finishes the
 			pass of error events (`finish`) off the service's interpreter lock; set by SentryService. Needs
 			``keep_encoding``. Transactions, and events passed with `finalize`, are done at once.
+		Backlogged: True while more than ``[sentry] queue_max_size`` bytes wait for the delivery process (set by
+			`asab_sentry.delivery.process.ProcessDelivery` at each hand-over): events are then done at once, as
+			without ``Defer``, so that the service's own pace keeps the bounded feed from overflowing in a burst
+			of big events.
 	"""
 
 	def __init__(
@@ -577,13 +581,14 @@ class FinalPass:
 		self.MaxCompressed = max_compressed
 		self.Before = before
 		self.Defer = False
+		self.Backlogged = False
 		self._deferred = False  # an event was left to the delivery process (`_defer`): see `fill_encoded`
 		self._crumbs: dict[int, tuple[typing.Any, typing.Any, bytes, bool, bool]] = {}
 		self._packed: dict[int, tuple[typing.Any, bytes]] = {}
 		self._unpacked: dict[bytes, typing.Any] = {}
 
 	def __call__(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None = None) -> typing.Any:
-		return self._run(event, hint, self.Defer)
+		return self._run(event, hint, self.Defer and not self.Backlogged)
 
 	def _run(self, event: dict[str, typing.Any], hint: dict[str, typing.Any] | None, defer: bool) -> typing.Any:
 		try:

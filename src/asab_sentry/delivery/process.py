@@ -225,6 +225,7 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 		self._feed_envelopes = 0
 		self._bytes_lock = threading.Lock()
 		self._feeder_idle = False
+		self._backlogged = False  # more waits for the delivery process than it keeps up with (see capture_envelope)
 		self._urgent = 0  # flush/shutdown waiting: no gathering
 		self._inflight = 0  # envelopes of the batch the feeder is writing (out of the feed, not yet written)
 		self._killed = False
@@ -273,6 +274,14 @@ class ProcessDelivery(sentry_sdk.transport.Transport):
 			if not full:
 				self._feed_bytes += size
 				self._feed_envelopes += bool(entry.categories)
+			waiting = self._feed_bytes
+		# The delivery process finishes error events one at a time as it reads them: while more waits for it than a
+		# queue's worth, the service finishes them itself (its own pace then slows the burst).
+		backlogged = waiting > self.Options.queue_max_size
+		if backlogged is not self._backlogged:
+			self._backlogged = backlogged
+			for final_pass in limits._active:
+				final_pass.Backlogged = backlogged
 		if full:
 			self.Losses.dropped("queue_full", 1, entry.quantities)
 			return
