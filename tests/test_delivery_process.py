@@ -749,3 +749,23 @@ def test_the_end_of_a_delivery_process_seen_while_a_frame_is_written_does_not_co
 	delivered = set(messages(server))
 	assert {"unread {}".format(i) for i in range(50)} <= delivered
 	assert {"blocked {}".format(i) for i in range(60)} <= delivered
+
+
+def nice_of(pid: int, tid: int | None = None) -> int:
+	path = "/proc/{}/task/{}/stat".format(pid, tid) if tid is not None else "/proc/{}/stat".format(pid)
+	with open(path) as f:
+		return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def test_the_delivery_process_runs_at_a_lower_cpu_priority_than_the_service(server):
+	"""On a CPU both want, the service's event loop goes first: every thread of the delivery process is niced."""
+	transport = start(server)
+	assert wait_for(lambda: transport._child is not None and transport._child.Ready)
+	sentry_sdk.capture_message("started its threads")
+	transport.flush(30)
+	pid = transport.Pid
+	threads = os.listdir("/proc/{}/task".format(pid))
+	assert len(threads) > 1  # its status thread and its transport's threads, started after the nice
+	service = nice_of(os.getpid())
+	for tid in threads:
+		assert nice_of(pid, int(tid)) == min(19, service + process_module.NICENESS)

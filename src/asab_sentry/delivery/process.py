@@ -84,6 +84,11 @@ L = logging.getLogger("asab_sentry.delivery")
 FRAME = struct.Struct("!cI")
 META = struct.Struct("!H")
 
+#: How much lower the delivery process's CPU priority is than the service's (``nice``): when the two compete for a
+#: CPU, the service's event loop goes first (in an error storm, the loop's worst lag halved on 2 CPUs:
+#: docs/performance.md); the delivery process has the CPU the service leaves, and buffers (the pipe, the feed).
+NICENESS = 10
+
 #: The feeder, woken for one envelope, waits this long (s) for more before it writes: one write (and one hand-over
 #: of the interpreter lock) per batch, not per envelope. Not while a flush or the exit waits.
 FEED_GATHER = 0.01
@@ -1079,6 +1084,11 @@ def main() -> int:
 	"""The delivery process: read envelopes and commands from standard input until ``kill`` or its end."""
 	out = os.dup(1)
 	os.dup2(2, 1)  # a stray print goes to standard error, not into the messages
+	# Before any thread starts (on Linux each thread has its own and inherits its creator's).
+	try:
+		os.nice(NICENESS)
+	except OSError:
+		pass
 	# Ctrl-C in a terminal and systemd's stop signal reach every process of the service: the service decides when
 	# this one ends (kill, or its end: the standard input closes), after it had its chance to deliver.
 	signal.signal(signal.SIGINT, signal.SIG_IGN)
