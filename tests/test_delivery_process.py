@@ -764,8 +764,12 @@ def test_the_delivery_process_runs_at_a_lower_cpu_priority_than_the_service(serv
 	sentry_sdk.capture_message("started its threads")
 	transport.flush(30)
 	pid = transport.Pid
-	threads = os.listdir("/proc/{}/task".format(pid))
-	assert len(threads) > 1  # its status thread and its transport's threads, started after the nice
 	service = nice_of(os.getpid())
-	for tid in threads:
-		assert nice_of(pid, int(tid)) == min(19, service + process_module.NICENESS)
+	niceness = {}
+	for tid in os.listdir("/proc/{}/task".format(pid)):
+		try:
+			niceness[tid] = nice_of(pid, int(tid))
+		except FileNotFoundError:
+			pass  # a thread that ended since (the one that answered the flush)
+	assert len(niceness) > 1  # its status thread and its transport's threads, started after the nice
+	assert set(niceness.values()) == {min(19, service + process_module.NICENESS)}
