@@ -62,6 +62,28 @@ def server():
 		s.close()
 
 
+@pytest.fixture
+def passes_here(monkeypatch) -> list[dict]:
+	"""The events whose final pass ran in this process (`limits.FinalPass.process`), as they came to it."""
+	seen: list[dict] = []
+	process = limits.FinalPass.process
+
+	def counted(self, event):
+		seen.append(event)
+		return process(self, event)
+
+	monkeypatch.setattr(limits.FinalPass, "process", counted)
+	return seen
+
+
+def kinds(events: list[dict]) -> list[str]:
+	return [event.get("type", "error") for event in events]
+
+
+def texts(events: list[dict]) -> list[str]:
+	return [event.get("logentry", {}).get("formatted", "") for event in events]
+
+
 def clear_breadcrumbs() -> None:
 	for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
 		scope.clear_breadcrumbs()
@@ -94,7 +116,7 @@ def scenario() -> None:
 	L.error("An enormous event: %s", "y" * 1_200_000)  # over Sentry's 1 MB
 
 
-def test_the_delivery_process_finishes_error_events_as_the_service_would(server, caplog, monkeypatch):
+def test_the_delivery_process_finishes_error_events_as_the_service_would(server, caplog, passes_here):
 	configure(
 		{
 			"sentry": {
@@ -106,14 +128,6 @@ def test_the_delivery_process_finishes_error_events_as_the_service_would(server,
 			}
 		}
 	)
-	done_here = []
-	process = limits.FinalPass.process
-
-	def counted(self, event):
-		done_here.append(event.get("type", "error"))
-		return process(self, event)
-
-	monkeypatch.setattr(limits.FinalPass, "process", counted)
 	bodies: dict[bool, list[bytes]] = {}
 
 	async def body(app):
@@ -125,7 +139,7 @@ def test_the_delivery_process_finishes_error_events_as_the_service_would(server,
 		for defer in (False, True):
 			final_pass.Defer = defer
 			clear_breadcrumbs()
-			del done_here[:]
+			del passes_here[:]
 			before = len(server.Bodies)
 			scenario()
 			await loop.run_in_executor(None, sentry_sdk.flush, 30)
@@ -136,7 +150,7 @@ def test_the_delivery_process_finishes_error_events_as_the_service_would(server,
 			assert wait_for(lambda: len(events()) >= 5)
 			bodies[defer] = events()
 			# Deferred: no error event's pass ran in the service; else each did.
-			assert done_here == ([] if defer else ["error"] * 5)
+			assert kinds(passes_here) == ([] if defer else ["error"] * 5)
 			assert wait_for(lambda: any("over Sentry's size limit" in r.getMessage() for r in caplog.records))
 			caplog.clear()
 
@@ -268,21 +282,13 @@ def test_a_delivery_process_given_ready_made_does_not_finish_events_without_the_
 	assert event["extra"]["iban"] == "[Filtered]"
 
 
-def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server, monkeypatch):
+def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server, passes_here):
 	"""
 	After ``SentryService.transaction()`` the events carry sentry-sdk's ``TransactionSource`` (a str enum, which
 	marshal does not take): still finished by the delivery process, byte for byte as the service would; the
 	transaction's name (bad text here) is valid text in the envelope's header too.
 	"""
 	configure({"sentry": {"data_source_name": server.dsn, "delivery": "process", "traces_sample_rate": "1.0"}})
-	done_here = []
-	process = limits.FinalPass.process
-
-	def counted(self, event):
-		done_here.append(event.get("type", "error"))
-		return process(self, event)
-
-	monkeypatch.setattr(limits.FinalPass, "process", counted)
 	bodies: dict[bool, list[bytes]] = {}
 
 	async def body(app):
@@ -291,7 +297,7 @@ def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server
 		for defer in (False, True):
 			final_pass.Defer = defer
 			clear_breadcrumbs()
-			del done_here[:]
+			del passes_here[:]
 			before = len(server.Bodies)
 			with app.SentryService.transaction("task", "nightly import \udc80"):
 				L.error("Import of row %d failed", 1, extra={"api_key": "k" + "-1"})
@@ -302,7 +308,7 @@ def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server
 
 			assert wait_for(lambda: len(events()) >= 1)
 			bodies[defer] = events()
-			assert done_here == (["error", "transaction"] if not defer else ["transaction"])
+			assert kinds(passes_here) == (["error", "transaction"] if not defer else ["transaction"])
 
 	run_app(body, App)
 	assert [normalized(b) for b in bodies[True]] == [normalized(b) for b in bodies[False]]
@@ -311,7 +317,7 @@ def test_events_in_a_transaction_are_finished_by_the_delivery_process_too(server
 	assert json.loads(bodies[True][0].split(b"\n")[0])["trace"]["transaction"] == "nightly import \ufffd"
 
 
-def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkeypatch):
+def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkeypatch, passes_here):
 	"""
 	asab.web logs a failed request with its headers, whose names are multidict's istr (a str subclass, which marshal
 	does not take) and become a breadcrumb of the request's event: packed as the text JSON has of them.
@@ -326,14 +332,6 @@ def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkey
 			"sentry:web": {"failed_status_codes": "404"},
 		}
 	)
-	done_here = []
-	process = limits.FinalPass.process
-
-	def counted(self, event):
-		done_here.append(event.get("type", "error"))
-		return process(self, event)
-
-	monkeypatch.setattr(limits.FinalPass, "process", counted)
 	bodies: dict[bool, list[bytes]] = {}
 	passes: dict[bool, list[str]] = {}
 
@@ -343,7 +341,7 @@ def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkey
 		loop = asyncio.get_running_loop()
 		for defer in (False, True):
 			final_pass.Defer = defer
-			del done_here[:]
+			del passes_here[:]
 			before = len(server.Bodies)
 			await get_all(session, base, ["/missing"], {"X-Api-Key": "k3y-" + "of-the-caller"})
 			await loop.run_in_executor(None, sentry_sdk.flush, 30)
@@ -352,7 +350,7 @@ def test_failed_web_requests_are_finished_by_the_delivery_process(server, monkey
 				return [b for b in server.Bodies[before:] if b'"type":"event"' in b]
 
 			assert wait_for(lambda: len(events()) >= 1)
-			bodies[defer], passes[defer] = events(), list(done_here)
+			bodies[defer], passes[defer] = events(), kinds(passes_here)
 
 	serve([("GET", "/missing", not_found)], client, middlewares=[asab.web.rest.JsonExceptionMiddleware])
 	assert passes == {False: ["error"], True: []}
@@ -396,7 +394,7 @@ def test_str_subclasses_are_packed_as_the_text_json_has_of_them():
 		assert b'"X-Api-Key":"[Filtered]"' in expected
 
 
-def test_while_the_delivery_process_falls_behind_the_service_finishes_events_itself(server, monkeypatch):
+def test_while_the_delivery_process_falls_behind_the_service_finishes_events_itself(server, passes_here):
 	"""
 	A burst the delivery process cannot finish as fast as it comes: over a queue's worth waiting for it
 	(``queue_max_size``), the service does the pass itself (its pace slows the burst, nothing is dropped), and
@@ -408,14 +406,6 @@ def test_while_the_delivery_process_falls_behind_the_service_finishes_events_its
 			"sentry:logging": {"breadcrumbs": "CRITICAL"},  # (each event its own size, not the burst's so far)
 		}
 	)
-	done_here: list[str] = []
-	process = limits.FinalPass.process
-
-	def counted(self, event):
-		done_here.append(event.get("logentry", {}).get("formatted", ""))
-		return process(self, event)
-
-	monkeypatch.setattr(limits.FinalPass, "process", counted)
 	seen = {}
 
 	async def body(app):
@@ -428,15 +418,15 @@ def test_while_the_delivery_process_falls_behind_the_service_finishes_events_its
 			for n in range(40):  # ~20 KB each: over 300 KB waiting after ~15
 				L.error("Burst %d %s", n, "z" * 20000)
 			seen["backlogged"] = final_pass.Backlogged
-			seen["done here"] = list(done_here)
+			seen["done here"] = texts(passes_here)
 		finally:
 			os.kill(delivery.Pid, signal.SIGCONT)
 		await loop.run_in_executor(None, sentry_sdk.flush, 30)
 		assert await loop.run_in_executor(None, wait_for, lambda: delivery._feed_bytes < 200000)
-		del done_here[:]
+		del passes_here[:]
 		L.error("After %d", 1)  # seen with the backlog gone: the next one is the delivery process's again
 		L.error("After %d", 2)
-		seen["after"] = list(done_here)
+		seen["after"] = texts(passes_here)
 		await loop.run_in_executor(None, sentry_sdk.flush, 30)
 
 	app = run_app(body, App)
